@@ -1,0 +1,26 @@
+"""Optional API key, accepted as OpenAI's Bearer token or Anthropic's x-api-key."""
+
+from __future__ import annotations
+
+import hmac
+
+from .errors import AuthenticationFailed
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+class ApiKeyMiddleware:
+    def __init__(self, api_key: str) -> None:
+        self._key = api_key.encode()
+
+    def process_request(self, req, resp) -> None:
+        if req.path in OPEN_PATHS:
+            return
+        offered = req.get_header("x-api-key") or ""
+        auth = req.get_header("Authorization") or ""
+        if auth.lower().startswith("bearer "):
+            offered = auth[7:].strip()
+        if not offered:
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+        if not hmac.compare_digest(offered.encode(), self._key):
+            raise AuthenticationFailed("invalid API key")

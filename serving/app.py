@@ -1,0 +1,81 @@
+"""Wire config, engine and resources into a Falcon app, and serve it on waitress."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import falcon
+
+from .api.auth import ApiKeyMiddleware
+from .api.errors import install_error_handlers
+from .api.generation import ServedModel
+from .api.openai_resources import ChatCompletions, Completions, Health, Models
+from .config import ServerConfig
+from .engine.loop import Engine, EngineSettings
+
+log = logging.getLogger("mlx_proof")
+
+
+def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict) -> falcon.App:
+    """Build the app from injected parts, so tests can pass a fake engine."""
+    middleware = [ApiKeyMiddleware(config.api_key)] if config.api_key else []
+    app = falcon.App(middleware=middleware)
+    install_error_handlers(app)
+    app.add_route("/v1/chat/completions", ChatCompletions(engine, served, config))
+    app.add_route("/v1/completions", Completions(engine, served, config))
+    app.add_route("/v1/models", Models(served))
+    app.add_route("/health", Health(engine, served, backend, config))
+    return app
+
+
+def engine_settings(config: ServerConfig) -> EngineSettings:
+    return EngineSettings(
+        max_concurrency=config.max_concurrency,
+        prefill_batch_size=config.prefill_batch_size,
+        prefill_step_size=config.prefill_step_size,
+        step_delay_ms=config.engine_step_delay_ms,
+    )
+
+
+def served_model(config: ServerConfig, resolved, tokenizer) -> ServedModel:
+    model_config = json.loads((Path(resolved.path) / "config.json").read_text())
+    public = config.public_model_id or resolved.model_id
+    aliases = tuple(dict.fromkeys(n for n in (*config.served_model_names, resolved.model_id) if n != public))
+    return ServedModel(
+        model_id=public,
+        aliases=aliases,
+        context_length=int(model_config.get("max_position_embeddings") or 4096),
+        vocab_size=len(tokenizer.get_vocab()),
+        weights_sha256=resolved.weights_sha256,
+        source=resolved.source,
+    )
+
+
+def serve(config: ServerConfig) -> None:
+    from waitress import serve as waitress_serve
+
+    from .backend import default_dtype, detect_backend
+    from .catalog import default_cache_dir, resolve_model
+
+    backend = detect_backend()
+    dtype = default_dtype(backend.backend) if config.dtype == "auto" else config.dtype
+    log.info("backend %s, device %s, BLAS %s", backend.backend, backend.device, backend.blas)
+    resolved = resolve_model(config.model, cache_dir=config.cache_dir or default_cache_dir(),
+                             dtype=dtype, progress=lambda msg: log.info("%s", msg))
+
+    def load():
+        from mlx_lm import load as mlx_load
+        return mlx_load(str(resolved.path))
+
+    engine = Engine(load, engine_settings(config))
+    engine.start()
+    served = served_model(config, resolved, engine.tokenizer)
+    app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype})
+    log.info("serving %s (%s) on http://%s:%d", served.model_id, resolved.source, config.host, config.port)
+    try:
+        waitress_serve(app, host=config.host, port=config.port, threads=config.waitress_threads,
+                       channel_request_lookahead=1, ident="mlx-proof")
+    finally:
+        engine.stop()

@@ -1,0 +1,94 @@
+"""`mlx-proof` command line: serve, list the model catalog, check the BLAS."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import ServerConfig, build_config
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model on an OpenAI-compatible API")
+    d = ServerConfig()
+    p.add_argument("--model", help=f"catalog id or local MLX/HF folder (default {d.model})")
+    p.add_argument("--host", help=f"bind address (default {d.host})")
+    p.add_argument("--port", type=int, help=f"port (default {d.port})")
+    p.add_argument("--profile", help=f"serving profile from serving/profiles.toml (default {d.profile})")
+    p.add_argument("--served-model-name", dest="served_model_names", action="append",
+                   help="id(s) the model answers to; repeat for aliases; the first is reported")
+    p.add_argument("--api-key", default=os.environ.get("MLX_PROOF_API_KEY"),
+                   help="require this key (Bearer or x-api-key) on every route but /health")
+    p.add_argument("--strict-model-id", action="store_true", default=None,
+                   help="refuse requests that name a model this server does not serve")
+    p.add_argument("--max-tokens", dest="max_tokens_default", type=int,
+                   help=f"output tokens when a request names none (default {d.max_tokens_default})")
+    p.add_argument("--max-tokens-ceiling", type=int,
+                   help=f"most output tokens one request may get (default {d.max_tokens_ceiling})")
+    p.add_argument("--over-ceiling", choices=["clamp", "reject"],
+                   help="what to do with a request above the ceiling (default clamp)")
+    p.add_argument("--temperature", dest="default_temperature", type=float,
+                   help="temperature when a request names none (default 0: greedy)")
+    p.add_argument("--max-concurrency", type=int, help="sequences decoded together")
+    p.add_argument("--prefill-batch-size", type=int)
+    p.add_argument("--prefill-step-size", type=int)
+    p.add_argument("--threads", type=int, help="waitress threads (default max-concurrency + 8)")
+    p.add_argument("--dtype", help="weights dtype for converted models (default: by backend)")
+    p.add_argument("--cache-dir", help="where converted models are kept")
+    p.add_argument("--blas", choices=["auto", "openblas", "reference"],
+                   help="Linux CPU: preload OpenBLAS (auto if found) or keep mlx's reference BLAS")
+    p.add_argument("--log-level", help="debug, info, warning")
+    p.add_argument("--engine-step-delay-ms", type=float, help=argparse.SUPPRESS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        argv = ["serve", *argv]
+    parser = argparse.ArgumentParser(prog="mlx-proof", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    sub.add_parser("models", help="list the offline model catalog")
+    sub.add_parser("blas-check", help="measure matmul speed with each BLAS this machine has")
+    args = parser.parse_args(argv)
+    if args.command == "models":
+        from .catalog_listing import print_catalog
+        return print_catalog()
+    if args.command == "blas-check":
+        from .blas_check import main as blas_main
+        return blas_main()
+    return _serve(args, argv)
+
+
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
+    from .backend import reexec_with_openblas, wants_openblas_preload
+
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        config = build_config(overrides)
+    except ValueError as exc:
+        print(f"mlx-proof: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        preload = wants_openblas_preload(config.blas, environ=dict(os.environ))
+    except RuntimeError as exc:
+        print(f"mlx-proof: {exc}", file=sys.stderr)
+        return 2
+    if preload is not None:
+        reexec_with_openblas(preload, argv)
+    from .app import serve
+    from .catalog import UnknownModelError
+
+    try:
+        serve(config)
+    except UnknownModelError as exc:
+        print(f"mlx-proof: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0

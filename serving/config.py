@@ -1,0 +1,106 @@
+"""The one typed configuration object for a server process.
+
+Everything the server does is decided here and passed down; nothing reads
+module globals. Precedence: built-in defaults < profile (serving/profiles.toml)
+< command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+PROFILES_FILE = Path(__file__).with_name("profiles.toml")
+
+BlasPolicy = Literal["auto", "openblas", "reference"]
+OverCeiling = Literal["clamp", "reject"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model: str = "smollm2-135m"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    profile: str = "text-default"
+    # Extra ids the model answers to; the first one is the id /v1/models reports.
+    served_model_names: tuple[str, ...] = ()
+    api_key: str | None = None
+    # When on, a request naming another model is refused (404) instead of served.
+    strict_model_id: bool = False
+    # Agent clients ask for 32k tokens; a small model would then run for minutes.
+    max_tokens_default: int = 512
+    max_tokens_ceiling: int = 4096
+    over_ceiling: OverCeiling = "clamp"
+    # Sampling default when a request names no temperature. Greedy keeps runs
+    # reproducible, like mlx_lm.server; OpenAI's own default would be 1.0.
+    default_temperature: float = 0.0
+    max_concurrency: int = 32
+    prefill_batch_size: int = 8
+    prefill_step_size: int = 512
+    # Waitress threads; each open stream holds one, so the default follows
+    # max_concurrency plus headroom for health checks and non-streamed calls.
+    threads: int | None = None
+    dtype: str = "auto"
+    cache_dir: Path | None = None
+    blas: BlasPolicy = "auto"
+    log_level: str = "info"
+    # Test hook for the harness: milliseconds slept per engine step (planted slowdown).
+    engine_step_delay_ms: float = 0.0
+
+    @property
+    def waitress_threads(self) -> int:
+        return self.threads or self.max_concurrency + 8
+
+    @property
+    def public_model_id(self) -> str | None:
+        return self.served_model_names[0] if self.served_model_names else None
+
+    def validate(self) -> "ServerConfig":
+        problems = []
+        if not 0 < self.port < 65536:
+            problems.append(f"port {self.port} is not in 1..65535")
+        if self.max_tokens_default <= 0 or self.max_tokens_ceiling <= 0:
+            problems.append("max tokens default and ceiling must be positive")
+        if self.max_tokens_default > self.max_tokens_ceiling:
+            problems.append("max tokens default exceeds the ceiling")
+        if self.max_concurrency <= 0 or self.prefill_batch_size <= 0:
+            problems.append("max concurrency and prefill batch size must be positive")
+        if self.over_ceiling not in ("clamp", "reject"):
+            problems.append(f"over_ceiling must be clamp or reject, not {self.over_ceiling!r}")
+        if self.blas not in ("auto", "openblas", "reference"):
+            problems.append(f"blas must be auto, openblas or reference, not {self.blas!r}")
+        if problems:
+            raise ValueError("invalid server configuration: " + "; ".join(problems))
+        return self
+
+
+def load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
+    with path.open("rb") as fh:
+        return tomllib.load(fh).get("profile", {})
+
+
+def profile_flags(name: str, *, path: Path = PROFILES_FILE) -> dict[str, Any]:
+    profiles = load_profiles(path)
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ValueError(f"unknown profile {name!r}; known profiles: {known}")
+    return dict(profiles[name].get("serve", {}))
+
+
+def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FILE) -> ServerConfig:
+    """Merge defaults, the chosen profile's serve flags and explicit overrides."""
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    profile = explicit.get("profile", ServerConfig.profile)
+    merged = {**profile_flags(profile, path=profiles_path), **explicit}
+    known = {f.name for f in dataclasses.fields(ServerConfig)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
+    if "served_model_names" in merged:
+        merged["served_model_names"] = tuple(merged["served_model_names"])
+    if merged.get("cache_dir") is not None:
+        merged["cache_dir"] = Path(merged["cache_dir"])
+    return ServerConfig(**merged).validate()
