@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from .config import ServerConfig, build_config
 
@@ -82,11 +81,11 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     if preload is not None:
         reexec_with_openblas(preload, argv)
     from .app import serve
-    from .catalog import UnknownModelError
+    from .convert.wheels import FetchError
 
     try:
         serve(config)
-    except UnknownModelError as exc:
+    except (ValueError, FetchError) as exc:  # unknown model, checksum mismatch, fetch failure
         print(f"mlx-proof: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

