@@ -10,6 +10,7 @@ import os
 import pytest
 
 from serving.catalog import CATALOG, default_cache_dir, resolve_model
+from tests.integration.model_checks import greedy_chat
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
@@ -63,13 +64,5 @@ def test_chat_template_renders_tools(loaded):
 
 
 def test_greedy_answer_names_paris(loaded):
-    import mlx_lm
-
-    model, tokenizer = loaded
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
-    answer = mlx_lm.generate(model, tokenizer, prompt, max_tokens=20)
+    answer = greedy_chat(*loaded, "What is the capital of France?", max_tokens=20)
     assert "Paris" in answer, answer
