@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 # uv makes the second and later venvs nearly free (shared wheel cache); plain
@@ -9,6 +11,8 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
+
+VLLM_MLX_VENV = Path(".peers/vllm-mlx")
 
 
 @nox.session
@@ -23,3 +27,48 @@ def tests(session: nox.Session) -> None:
     """Unit tests, plus integration tests against a real server on the real default model."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+def _harness(session: nox.Session, command: str) -> None:
+    session.install("-e", ".[harness]")
+    session.run("python", "-m", "harness", command, *session.posargs)
+
+
+def _install_vllm_mlx(session: nox.Session) -> None:
+    if not (VLLM_MLX_VENV / "bin" / "python").exists():
+        session.run("uv", "venv", "--quiet", str(VLLM_MLX_VENV), external=True)
+    extra = ["mlx[cpu]"] if session.run("uname", silent=True, external=True).strip() == "Linux" else []
+    session.run("uv", "pip", "install", "--quiet", "--python", str(VLLM_MLX_VENV / "bin" / "python"),
+                "vllm-mlx==0.6.0", *extra, external=True)
+
+
+@nox.session
+def peers(session: nox.Session) -> None:
+    """Install vllm-mlx 0.6.0 into its own venv (.peers/vllm-mlx; ~6 GB: it pulls torch)."""
+    _install_vllm_mlx(session)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Throughput: ours vs mlx_lm.server on the seed workload (`-- --peers mlx-lm,vllm-mlx --sweep`)."""
+    if any("vllm-mlx" in a for a in session.posargs):
+        _install_vllm_mlx(session)
+    _harness(session, "bench")
+
+
+@nox.session
+def compare(session: nox.Session) -> None:
+    """Two revisions of our server: `nox -s compare -- REV_A REV_B` (exit 1 on a regression)."""
+    _harness(session, "compare")
+
+
+@nox.session
+def validate(session: nox.Session) -> None:
+    """Harness self-check: A/A false-positive rate and planted-slowdown detection power."""
+    _harness(session, "validate")
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Render reports/ (HTML + markdown) from the evidence in evidence/."""
+    _harness(session, "report")

@@ -35,7 +35,7 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         max_concurrency=config.max_concurrency,
         prefill_batch_size=config.prefill_batch_size,
         prefill_step_size=config.prefill_step_size,
-        step_delay_ms=config.engine_step_delay_ms,
+        planted_slowdown=config.planted_slowdown,
     )
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
-from .catalog import CATALOG, DEFAULT_MODEL_ID
+from .catalog import CATALOG, DEFAULT_MODEL_ID, default_cache_dir, resolve_model
 
 
 def print_catalog() -> int:
@@ -17,4 +21,21 @@ def print_catalog() -> int:
         table.add_row(name, spec.kind, spec.architecture, spec.source, spec.licence,
                       "yes" if spec.wired else "not yet")
     Console().print(table)
+    return 0
+
+
+def print_resolved(name: str, *, dtype: str, cache_dir: str | None) -> int:
+    """Print where a model's MLX folder is, so peers and tools can load the same weights."""
+    from .backend import default_dtype, detect_backend
+
+    dtype = default_dtype(detect_backend().backend) if dtype == "auto" else dtype
+    progress = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    try:
+        resolved = resolve_model(name, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                                 dtype=dtype, progress=progress)
+    except ValueError as exc:
+        print(f"mlx-proof: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"model_id": resolved.model_id, "path": str(resolved.path), "dtype": dtype,
+                      "weights_sha256": resolved.weights_sha256, "source": resolved.source}))
     return 0

@@ -40,7 +40,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--blas", choices=["auto", "openblas", "reference"],
                    help="Linux CPU: preload OpenBLAS (auto if found) or keep mlx's reference BLAS")
     p.add_argument("--log-level", help="debug, info, warning")
-    p.add_argument("--engine-step-delay-ms", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--planted-slowdown", type=float,
+                   help="harness self-validation: slow every engine step by this fraction (0.1 = 10%%)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,11 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlx-proof", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
-    sub.add_parser("models", help="list the offline model catalog")
+    models = sub.add_parser("models", help="list the offline model catalog")
+    models.add_argument("--resolve", metavar="MODEL",
+                        help="fetch and convert MODEL if needed, then print its folder as JSON")
+    models.add_argument("--dtype", default="auto")
+    models.add_argument("--cache-dir")
     sub.add_parser("blas-check", help="measure matmul speed with each BLAS this machine has")
     args = parser.parse_args(argv)
     if args.command == "models":
-        from .catalog_listing import print_catalog
+        from .catalog_listing import print_catalog, print_resolved
+        if args.resolve:
+            return print_resolved(args.resolve, dtype=args.dtype, cache_dir=args.cache_dir)
         return print_catalog()
     if args.command == "blas-check":
         from .blas_check import main as blas_main

@@ -47,8 +47,9 @@ class ServerConfig:
     cache_dir: Path | None = None
     blas: BlasPolicy = "auto"
     log_level: str = "info"
-    # Test hook for the harness: milliseconds slept per engine step (planted slowdown).
-    engine_step_delay_ms: float = 0.0
+    # Harness self-validation only: after each engine step, sleep this fraction
+    # of the step's own duration, planting a known slowdown (0.1 costs ~10%).
+    planted_slowdown: float = 0.0
 
     @property
     def waitress_threads(self) -> int:
@@ -70,6 +71,8 @@ class ServerConfig:
             problems.append("max concurrency and prefill batch size must be positive")
         if self.over_ceiling not in ("clamp", "reject"):
             problems.append(f"over_ceiling must be clamp or reject, not {self.over_ceiling!r}")
+        if not 0 <= self.planted_slowdown <= 10:
+            problems.append("planted_slowdown must be between 0 and 10")
         if self.blas not in ("auto", "openblas", "reference"):
             problems.append(f"blas must be auto, openblas or reference, not {self.blas!r}")
         if problems:

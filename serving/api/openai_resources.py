@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -64,6 +65,12 @@ class Models:
         }
 
 
+def public_config(config: ServerConfig) -> dict:
+    """The resolved settings, minus secrets and local paths, for evidence manifests."""
+    hidden = {"api_key", "cache_dir"}
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in hidden}
+
+
 class Health:
     def __init__(self, engine, served: ServedModel, backend: dict, config: ServerConfig) -> None:
         self.engine = engine
@@ -83,6 +90,7 @@ class Health:
             "backend": self.backend,
             "engine": stats,
             "profile": self.config.profile,
+            "config": public_config(self.config),
             "uptime_s": round(time.time() - self.started, 1),
         })
         resp.content_type = falcon.MEDIA_JSON

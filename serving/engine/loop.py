@@ -28,7 +28,7 @@ class EngineSettings:
     max_concurrency: int = 32
     prefill_batch_size: int = 8
     prefill_step_size: int = 512
-    step_delay_ms: float = 0.0
+    planted_slowdown: float = 0.0
     log_every_s: float = 10.0
 
 
@@ -100,6 +100,7 @@ class Engine:
             self._counters["running"] = len(active)
             if not active:
                 continue
+            step_started = time.perf_counter()
             try:
                 _, responses = generator.next()
             except Exception as exc:  # one bad step must not kill the server
@@ -111,8 +112,8 @@ class Engine:
             self._deliver(generator, active, responses)
             self._counters["steps"] += 1
             self._counters["running"] = len(active)
-            if self.settings.step_delay_ms:
-                time.sleep(self.settings.step_delay_ms / 1000)
+            if self.settings.planted_slowdown:
+                time.sleep(self.settings.planted_slowdown * (time.perf_counter() - step_started))
             if time.monotonic() - last_log > self.settings.log_every_s:
                 last_log = time.monotonic()
                 log.info("batch: %d running, %d queued, %d tokens so far",

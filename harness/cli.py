@@ -1,0 +1,88 @@
+"""`python -m harness bench | compare | validate | report` (what the nox sessions run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from .servers import ServerSpec, parse_server_list
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _common(p: argparse.ArgumentParser, *, cases: str, repeats: int) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="catalog id or model folder")
+    p.add_argument("--profile", default="text-default", help="serving profile (serving/profiles.toml)")
+    p.add_argument("--cases", default=cases, help="comma-separated case names or tags (suites/throughput/cases.toml)")
+    p.add_argument("--repeats", type=int, default=repeats, help="measured repeats per server and case")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up requests per server and case (not recorded)")
+    p.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
+    p.add_argument("--reports-dir", type=Path, default=REPO / "reports")
+    p.add_argument("--log-dir", type=Path, default=REPO / ".nox" / "server-logs")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="throughput: ours vs peers, interleaved, with evidence")
+    _common(bench, cases="seed", repeats=3)
+    bench.add_argument("--peers", default="mlx-lm", help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx; '' for none")
+    bench.add_argument("--sweep", action="store_true", help="add the concurrency sweep and the long-prompt case")
+    compare = sub.add_parser("compare", help="two git revisions of our server, paired and interleaved")
+    _common(compare, cases="validation", repeats=8)
+    compare.add_argument("rev_a", help="baseline revision (WORKTREE = the working tree)")
+    compare.add_argument("rev_b", help="candidate revision (WORKTREE = the working tree)")
+    compare.add_argument("--threshold", type=float, default=0.05,
+                         help="exit 1 when B is significantly slower than A by more than this fraction")
+    validate = sub.add_parser("validate", help="A/A false-positive rate and planted-slowdown power")
+    _common(validate, cases="validation", repeats=5)
+    validate.add_argument("--trials", type=int, default=20)
+    validate.add_argument("--slowdown", type=float, default=0.10, help="planted slowdown fraction")
+    validate.add_argument("--threshold", type=float, default=0.0)
+    report = sub.add_parser("report", help="render reports/ from stored evidence only")
+    report.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
+    report.add_argument("--reports-dir", type=Path, default=REPO / "reports")
+    return ap
+
+
+def _plan(args, *, suite: str, servers: list[ServerSpec], repeats: int | None = None):
+    from suites.throughput.cases import load_cases
+
+    from .bench import Plan
+
+    names = [c for c in args.cases.split(",") if c]
+    if getattr(args, "sweep", False):
+        names += ["sweep"]
+    return Plan(suite=suite, model=args.model, profile=args.profile, cases=load_cases(names),
+                servers=servers, repeats=repeats or args.repeats, warmup_requests=args.warmup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "report":
+            from .reporting import render_all
+            return render_all(args.evidence_dir, args.reports_dir, console=console)
+        if args.command == "bench":
+            from .commands import bench
+            servers = [ServerSpec("ours", "mlx-proof"), *parse_server_list(args.peers)]
+            return bench(_plan(args, suite="throughput", servers=servers), args, console=console)
+        if args.command == "compare":
+            from .commands import compare
+            revs = [None if r == "WORKTREE" else r for r in (args.rev_a, args.rev_b)]
+            servers = [ServerSpec("A", "mlx-proof", revision=revs[0]), ServerSpec("B", "mlx-proof", revision=revs[1])]
+            return compare(_plan(args, suite="compare", servers=servers), args, console=console)
+        if args.command == "validate":
+            from .commands import validate
+            servers = [ServerSpec("A", "mlx-proof"), ServerSpec("A2", "mlx-proof"),
+                       ServerSpec("planted", "mlx-proof", extra_args=("--planted-slowdown", str(args.slowdown)))]
+            plan = _plan(args, suite="validate", servers=servers, repeats=args.trials * args.repeats)
+            return validate(plan, args, console=console)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    return 2

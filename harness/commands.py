@@ -1,0 +1,96 @@
+"""The three measuring commands: bench, compare and validate."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .bench import Plan, execute
+from .metrics import repeat_metrics
+from .publish import print_summary, publish
+from .stats import paired_ratio, wilson
+
+
+def is_regression(ratio: float, ci_high: float, *, threshold: float) -> bool:
+    """Significant (the whole interval is below 1) and material (the estimate is
+    more than `threshold` below 1): a CI alone would flag trivial slowdowns on a
+    long enough run, a threshold alone would flag noise."""
+    return ci_high < 1.0 and ratio < 1.0 - threshold
+
+
+def _report(args, console) -> None:
+    from .reporting import render_all
+    render_all(args.evidence_dir, args.reports_dir, console=console)
+
+
+def bench(plan: Plan, args, *, console) -> int:
+    outcome = execute(plan, log_dir=args.log_dir, console=console)
+    ran = [s["label"] for s in outcome.servers if s["status"] == "ran"]
+    comparisons = [("*", "ours", peer) for peer in ran if peer != "ours"]
+    directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=comparisons)
+    print_summary(summary, outcome.servers, console=console)
+    console.print(f"evidence: {directory}")
+    _report(args, console)
+    return 0
+
+
+def compare(plan: Plan, args, *, console) -> int:
+    outcome = execute(plan, log_dir=args.log_dir, console=console)
+    directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=[("*", "B", "A")])
+    print_summary(summary, outcome.servers, console=console)
+    console.print(f"evidence: {directory}")
+    regressions = [c for c in summary["comparisons"]
+                   if is_regression(c["ratio"], c["ci_high"], threshold=args.threshold)]
+    for c in regressions:
+        console.print(f"[red]regression[/red] in {c['case']}: B/A = {c['ratio']:.3f} "
+                      f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}] (threshold {args.threshold:.0%})")
+    return 1 if regressions else 0
+
+
+def per_trial_throughput(records: list[dict], *, pairs_per_trial: int) -> dict[int, dict[str, list[float]]]:
+    """trial → server → output tok/s of each of its repeats, in repeat order."""
+    by_run: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    runs = {}
+    for rec in records:
+        key = (rec["server"], rec["repeat"])
+        if rec["type"] == "run":
+            runs[key] = rec
+        else:
+            by_run[key].append(rec)
+    trials: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (server, repeat), run in sorted(runs.items(), key=lambda kv: kv[0][1]):
+        tput = repeat_metrics(by_run[(server, repeat)], run)["output_tok_per_s"]
+        trials[repeat // pairs_per_trial][server].append(tput)
+    return trials
+
+
+def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: float, threshold: float) -> dict:
+    aa = planted = 0
+    trials = per_trial_throughput(records, pairs_per_trial=pairs_per_trial)
+    for servers in trials.values():
+        r = paired_ratio(servers["A2"], servers["A"])
+        aa += is_regression(r["ratio"], r["ci_high"], threshold=threshold)
+        r = paired_ratio(servers["planted"], servers["A"])
+        planted += is_regression(r["ratio"], r["ci_high"], threshold=threshold)
+    n = len(trials)
+    return {"aa_trials": n, "aa_flagged": aa, "false_positive_rate": aa / n, "fpr_ci": list(wilson(aa, n)),
+            "planted_trials": n, "planted_flagged": planted, "power": planted / n,
+            "power_ci": list(wilson(planted, n)), "planted_slowdown": slowdown, "alpha": 0.05,
+            "threshold": threshold}
+
+
+def validate(plan: Plan, args, *, console) -> int:
+    outcome = execute(plan, log_dir=args.log_dir, console=console)
+    block = validation_block(outcome.records, pairs_per_trial=args.repeats, slowdown=args.slowdown,
+                             threshold=args.threshold)
+    directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, validation=block,
+                                 comparisons=[("*", "A2", "A"), ("*", "planted", "A")])
+    ok = block["false_positive_rate"] <= 0.05 and block["power"] >= 0.95
+    console.print(
+        f"A/A: {block['aa_flagged']}/{block['aa_trials']} trials flagged a regression "
+        f"(rate {block['false_positive_rate']:.2f}, Wilson 95% [{block['fpr_ci'][0]:.2f}, {block['fpr_ci'][1]:.2f}]); "
+        f"planted {args.slowdown:.0%} slowdown: {block['planted_flagged']}/{block['planted_trials']} caught "
+        f"(power {block['power']:.2f}, Wilson 95% [{block['power_ci'][0]:.2f}, {block['power_ci'][1]:.2f}]) → "
+        f"{'[green]within bounds[/green]' if ok else '[red]outside bounds[/red]'} (FPR ≤ 0.05, power ≥ 0.95)")
+    console.print(f"evidence: {directory}")
+    _report(args, console)
+    return 0 if ok else 1

@@ -1,0 +1,159 @@
+"""Raw records -> per-repeat metrics -> summary groups and comparisons.
+
+Anyone can recompute the headline number (median output tokens/s per server
+and case) from raw.jsonl with pandas alone, without this module; the unit
+tests run exactly these lines and check them against ``summarize``:
+
+>>> import pandas as pd
+>>> df = pd.read_json(RAW_JSONL, lines=True, dtype=False)
+>>> ok = df[(df.type == "request") & (df.status == "ok")]
+>>> run = df[df.type == "run"].set_index(["server", "case", "repeat"])
+>>> ok.groupby(["server", "case", "repeat"]).completion_tokens.sum().div(run.wall_s, fill_value=0).groupby(level=["server", "case"]).median()
+
+(``dtype=False`` keeps labels such as case "1" as strings; ``fill_value=0``
+makes a repeat whose requests all failed count as 0 tok/s, as here;
+RAW_JSONL may name raw.jsonl.gz too.)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+
+from harness import stats
+
+THROUGHPUT = ("requests_per_s", "output_tok_per_s", "total_tok_per_s")
+LATENCY_PREFIXES = ("ttft", "tpot", "itl", "e2e")
+METRIC_NAMES = (
+    *THROUGHPUT,
+    *(f"{p}_{s}_s" for p in LATENCY_PREFIXES for s in ("mean", "p50", "p95", "p99")),
+    "peak_rss_mb",
+)
+STATUSES = ("ok", "error", "incomplete")
+COMPARED_METRIC = "output_tok_per_s"
+
+
+def _tokens(requests: Iterable[dict], key: str) -> int:
+    # An ok request that did not report a count contributes no tokens
+    # rather than a guess.
+    return sum(r.get(key) or 0 for r in requests)
+
+
+def _tpot(request: dict) -> float | None:
+    tokens, e2e, ttft = request.get("completion_tokens"), request.get("e2e_s"), request.get("ttft_s")
+    if tokens is None or tokens <= 1 or e2e is None or ttft is None:
+        return None
+    return (e2e - ttft) / (tokens - 1)
+
+
+def repeat_metrics(requests: list[dict], run: dict) -> dict:
+    """All METRIC_NAMES for one repeat, from its request records and run record.
+
+    Only status "ok" requests count, in throughput and latency alike; a
+    repeat with no ok request has throughput 0 and latency None.
+    Throughput is over run["wall_s"] (None when wall_s is not positive).
+    """
+    ok = [r for r in requests if r.get("status") == "ok"]
+    wall = run["wall_s"]
+    prompt, completion = _tokens(ok, "prompt_tokens"), _tokens(ok, "completion_tokens")
+    counts = (len(ok), completion, prompt + completion)
+    out = {name: (n / wall if wall > 0 else None) for name, n in zip(THROUGHPUT, counts)}
+
+    samples = {
+        "ttft": [r["ttft_s"] for r in ok if r.get("ttft_s") is not None],
+        "tpot": [t for t in map(_tpot, ok) if t is not None],
+        "itl": [gap for r in ok for gap in (r.get("itl_s") or ())],
+        "e2e": [r["e2e_s"] for r in ok if r.get("e2e_s") is not None],
+    }
+    for prefix in LATENCY_PREFIXES:
+        out.update(stats.percentile_summary(samples[prefix], prefix=prefix))
+    out["peak_rss_mb"] = run.get("peak_rss_mb")
+    return out
+
+
+def _collect(records: Iterable[dict]) -> dict:
+    """{(server, case): {"runs": {repeat: run}, "requests": {repeat: [...]}}} in first-seen order."""
+    groups: dict = {}
+    for rec in records:
+        group = groups.setdefault((rec["server"], rec["case"]), {"runs": {}, "requests": {}})
+        if rec["type"] == "run":
+            if rec["repeat"] in group["runs"]:
+                raise ValueError(f"duplicate run record for {rec['server']}/{rec['case']} repeat {rec['repeat']}")
+            group["runs"][rec["repeat"]] = rec
+        elif rec["type"] == "request":
+            group["requests"].setdefault(rec["repeat"], []).append(rec)
+        else:
+            raise ValueError(f"unknown record type {rec['type']!r}")
+    for (server, case), group in groups.items():
+        orphans = sorted(set(group["requests"]) - set(group["runs"]))
+        if orphans:
+            # Without its run record a repeat has no wall time, so no throughput.
+            raise ValueError(f"{server}/{case}: requests for repeats {orphans} have no run record")
+    return groups
+
+
+def _group_summary(server: str, case: str, group: dict, *, confidence: float) -> tuple[dict, dict]:
+    repeats = sorted(group["runs"])
+    by_repeat = {i: repeat_metrics(group["requests"].get(i, []), group["runs"][i]) for i in repeats}
+    counts = dict.fromkeys(STATUSES, 0)
+    for reqs in group["requests"].values():
+        for r in reqs:
+            counts[r["status"]] += 1
+    metrics = {}
+    for name in METRIC_NAMES:
+        values = [by_repeat[i][name] for i in repeats if by_repeat[i][name] is not None]
+        if values:  # a metric no repeat could measure is left out, not faked
+            metrics[name] = stats.describe(values, confidence=confidence)
+    summary = {"server": server, "case": case, "n_repeats": len(repeats), "counts": counts,
+               "per_repeat": [by_repeat[i] for i in repeats], "metrics": metrics}
+    return summary, by_repeat
+
+
+def _expand(requests: Iterable[Sequence[str]], by_key: dict) -> list[tuple[str, str, str]]:
+    cases_in_order = list(dict.fromkeys(case for _, case in by_key))
+    servers = {server for server, _ in by_key}
+    out = []
+    for case, a, b in requests:
+        for server in (a, b):
+            if server not in servers:
+                raise ValueError(f"comparison names server {server!r}, which has no records")
+        if case == "*":
+            out += [(c, a, b) for c in cases_in_order if (a, c) in by_key and (b, c) in by_key]
+        elif (a, case) in by_key and (b, case) in by_key:
+            out.append((case, a, b))
+        else:
+            raise ValueError(f"comparison {case!r}: servers {a!r} and {b!r} did not both run it")
+    return out
+
+
+def _compare(case: str, a: str, b: str, by_key: dict, *, confidence: float, threshold: float) -> dict | None:
+    ra, rb = by_key[(a, case)], by_key[(b, case)]
+    pairs = [(ra[i][COMPARED_METRIC], rb[i][COMPARED_METRIC]) for i in sorted(set(ra) & set(rb))]
+    # A ratio needs positive throughput on both sides; n_pairs says how many pairs survived.
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None and x > 0 and y > 0]
+    if len(pairs) < 2:
+        warnings.warn(f"comparison {case}: {a} vs {b} skipped: {len(pairs)} usable repeat pair(s), need 2",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    result = stats.paired_ratio([x for x, _ in pairs], [y for _, y in pairs], confidence=confidence)
+    return {"case": case, "a": a, "b": b, "metric": COMPARED_METRIC, **result,
+            "verdict": stats.verdict(result["ci_low"], result["ci_high"], threshold=threshold)}
+
+
+def summarize(records: list[dict], *, comparisons: Sequence[tuple[str, str, str]] = (),
+              confidence: float = 0.95, threshold: float = 0.0) -> dict:
+    """The summary.json object without "run_id" and "validation" (the caller adds those).
+
+    comparisons: (case, a, b) tuples; case "*" means every case both servers
+    ran. Each yields the paired ratio a/b of output_tok_per_s over repeats
+    with the same index, and a verdict ("faster" means a is faster than b).
+    """
+    groups = _collect(records)
+    summaries, by_key = [], {}
+    for (server, case), group in groups.items():
+        summary, by_repeat = _group_summary(server, case, group, confidence=confidence)
+        summaries.append(summary)
+        by_key[(server, case)] = by_repeat
+    compared = [_compare(c, a, b, by_key, confidence=confidence, threshold=threshold)
+                for c, a, b in _expand(comparisons, by_key)]
+    return {"schema_version": 1, "groups": summaries, "comparisons": [c for c in compared if c is not None]}

@@ -1,0 +1,81 @@
+"""Outcome of a run → manifest + summary → validated evidence on disk → console table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .bench import Outcome, Plan
+from .evidence import HARNESS_VERSION, environment, new_run_id, run_dir, write_run
+from .metrics import summarize
+
+
+def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: str) -> dict:
+    env = environment()
+    health = outcome.health
+    backend = health.get("backend", {})
+    return {
+        "schema_version": 1,
+        "run_id": run_id,
+        "suite": plan.suite,
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+        "harness_version": HARNESS_VERSION,
+        "git": env["git"],
+        "profile": {"name": plan.profile, "flags": health.get("config", {})},
+        "model": {"id": outcome.model.model_id, "weights_sha256": outcome.model.weights_sha256,
+                  "source": outcome.model.source},
+        "backend": {"backend": backend.get("backend", "unknown"), "device": backend.get("device", "unknown"),
+                    "blas": backend.get("blas", "unknown"), "dtype": backend.get("dtype", outcome.model.dtype),
+                    "mlx_version": backend.get("mlx_version", "unknown")},
+        "versions": env["versions"],
+        "host": env["host"],
+        "engine_mode": health.get("engine", {}).get("mode", "unknown"),
+        "servers": outcome.servers,
+        "workload": {"cases": [c.describe() for c in plan.cases], "repeats": plan.repeats,
+                     "warmup_requests": plan.warmup_requests, "interleaving": interleaving},
+        "argv": list(sys.argv),
+    }
+
+
+def publish(plan: Plan, outcome: Outcome, *, evidence_root: Path, comparisons, validation=None,
+            interleaving="servers alternate order each repeat (A B, B A, ...)") -> tuple[Path, dict]:
+    run_id = new_run_id(plan.suite)
+    summary = {"schema_version": 1, "run_id": run_id,
+               **summarize(outcome.records, comparisons=comparisons), "validation": validation}
+    manifest = build_manifest(plan, outcome, run_id=run_id, interleaving=interleaving)
+    directory = run_dir(evidence_root, model_id=outcome.model.model_id, profile=plan.profile, run_id=run_id)
+    write_run(directory, manifest=manifest, records=outcome.records, summary=summary)
+    return directory, summary
+
+
+def _fmt(metric: dict | None, digits: int = 1) -> str:
+    if not metric:
+        return "n/a"
+    if metric.get("ci_low") is None:
+        return f"{metric['median']:.{digits}f} (n={metric['n']})"
+    return f"{metric['median']:.{digits}f} [{metric['ci_low']:.{digits}f}, {metric['ci_high']:.{digits}f}]"
+
+
+def print_summary(summary: dict, servers: list[dict], *, console: Console) -> None:
+    table = Table(title="median [95% t interval] across repeats")
+    for col in ("case", "server", "n", "out tok/s", "req/s", "TTFT p50 ms", "ITL p50 ms", "ok/err/inc"):
+        table.add_column(col)
+    for g in summary["groups"]:
+        m, c = g["metrics"], g["counts"]
+        ms = lambda k: {**m[k], **{f: (m[k][f] * 1000 if m[k][f] is not None else None)  # noqa: E731
+                                   for f in ("median", "ci_low", "ci_high")}} if m.get(k) else None
+        table.add_row(g["case"], g["server"], str(g["n_repeats"]), _fmt(m.get("output_tok_per_s")),
+                      _fmt(m.get("requests_per_s"), 2), _fmt(ms("ttft_p50_s"), 0), _fmt(ms("itl_p50_s"), 0),
+                      f"{c['ok']}/{c['error']}/{c['incomplete']}")
+    console.print(table)
+    for comp in summary.get("comparisons", []):
+        console.print(f"{comp['case']}: {comp['a']} / {comp['b']} output tok/s = {comp['ratio']:.3f} "
+                      f"[{comp['ci_low']:.3f}, {comp['ci_high']:.3f}], n={comp['n_pairs']} pairs, "
+                      f"p={comp['p_value'] if comp['p_value'] is None else round(comp['p_value'], 4)} → {comp['verdict']}")
+    for s in servers:
+        if s["status"] != "ran":
+            console.print(f"[yellow]{s['label']} did not run:[/yellow] {(s['reason'] or '').splitlines()[0]}")

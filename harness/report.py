@@ -1,0 +1,298 @@
+"""Render stored evidence runs as a self-contained HTML report and a Markdown summary.
+
+Reads only stored evidence; measures nothing. A run is any object with .path, .manifest,
+.records and .summary (harness.evidence.Run fits); a run directory is read by a fallback loader.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import html
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+DEFAULT_TITLE = "mlx-proof evidence report"
+TABLE_METRICS = (
+    ("requests_per_s", "requests/s"), ("output_tok_per_s", "output tok/s"),
+    ("total_tok_per_s", "total tok/s"), ("ttft_p50_s", "TTFT p50 (s)"), ("ttft_p95_s", "TTFT p95 (s)"),
+    ("itl_p50_s", "ITL p50 (s)"), ("itl_p95_s", "ITL p95 (s)"), ("e2e_p50_s", "E2E p50 (s)"),
+    ("peak_rss_mb", "peak RSS (MB)"),
+)
+# Recomputes median output tok/s per (server, case) from raw.jsonl, run inside the run directory.
+RECOMPUTE_ONE_LINER = (
+    "python -c \"import pandas as pd; r=pd.read_json('raw.jsonl',lines=True); "
+    "q=r[(r.type=='request')&(r.status=='ok')].groupby(['server','case','repeat']).completion_tokens.sum(); "
+    "w=r[r.type=='run'].set_index(['server','case','repeat']).wall_s; "
+    "print((q/w).groupby(level=[0,1]).median())\""
+)
+
+
+def _as_run(obj: Any) -> Any:
+    """A run object as is; a run directory through a fallback loader (harness.evidence is the real one)."""
+    if all(hasattr(obj, a) for a in ("path", "manifest", "records", "summary")):
+        return obj
+    if not isinstance(obj, (str, Path)):
+        raise TypeError(f"not a run: {obj!r} (needs .path, .manifest, .records, .summary)")
+    d, raw = Path(obj), Path(obj) / "raw.jsonl"
+    text = raw.read_text("utf-8") if raw.exists() else gzip.decompress((d / "raw.jsonl.gz").read_bytes()).decode()
+    return SimpleNamespace(path=d, manifest=json.loads((d / "manifest.json").read_text("utf-8")),
+                           records=[json.loads(line) for line in text.splitlines() if line.strip()],
+                           summary=json.loads((d / "summary.json").read_text("utf-8")))
+
+
+def fmt_num(x: Any, sig: int = 3, *, trim: bool = False) -> str:
+    """A number with `sig` significant digits (trailing zeros dropped if `trim`); 'n/a' for null, NaN, inf."""
+    try:
+        x = math.nan if x is None or isinstance(x, bool) else float(x)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x):
+        return "n/a"
+    if (a := abs(x)) == 0 or a >= 10 ** sig:
+        return f"{x:,.0f}"
+    if a < 1e-3:
+        return f"{x:.{sig - 1}e}"
+    s = f"{x:.{max(sig - 1 - math.floor(math.log10(a)), 0)}f}"
+    return s.rstrip("0").rstrip(".") if trim and "." in s else s
+
+
+def fmt_p(p: Any) -> str:
+    return "n/a" if fmt_num(p) == "n/a" else ("< 0.001" if p < 0.001 else fmt_num(p, 2))
+
+
+def fmt_ci(lo: Any, hi: Any, n: Any) -> str:
+    """'[lo, hi]', or 'n/a (n=k)' when the stored CI is null: never prints a null."""
+    if fmt_num(lo) == "n/a" or fmt_num(hi) == "n/a":
+        return f"n/a (n={n if n is not None else '?'})"
+    return f"[{fmt_num(lo)}, {fmt_num(hi)}]"
+
+
+def _t(x: Any) -> str:
+    return "n/a" if x is None or x == "" else str(x)
+
+
+def _workloads(records: list[dict]) -> tuple[dict, dict]:
+    """Per (server, case): the single concurrency of its requests, and a load label."""
+    conc, rate = defaultdict(set), defaultdict(set)
+    for r in records:
+        if r.get("type") == "request":
+            key = (r.get("server"), r.get("case"))
+            if r.get("concurrency") is not None:
+                conc[key].add(r["concurrency"])
+            if r.get("rate_rps") is not None:
+                rate[key].add(r["rate_rps"])
+    labels = {k: "concurrency " + ", ".join(str(c) for c in sorted(v)) for k, v in conc.items()}
+    for k, v in rate.items():
+        rates = "rate " + ", ".join(fmt_num(x) for x in sorted(v)) + " req/s"
+        labels[k] = f"{labels[k]}; {rates}" if k in labels else rates
+    return {k: next(iter(v)) for k, v in conc.items() if len(v) == 1}, labels
+
+
+def _meta(man: dict) -> list[tuple[str, str]]:
+    model, prof, be = man.get("model") or {}, man.get("profile") or {}, man.get("backend") or {}
+    host, ver, git = man.get("host") or {}, man.get("versions") or {}, man.get("git") or {}
+    flags = prof.get("flags") or {}
+    host_bits = [_t(host.get("cpu")), _t(host.get("os")), f"{_t(host.get('cores'))} cores",
+                 f"{fmt_num(host.get('memory_gb'))} GB"] + ([f"GPU {host['gpu']}"] if host.get("gpu") else [])
+    return [
+        ("suite", _t(man.get("suite"))), ("model", _t(model.get("id"))),
+        ("weights sha256", _t(model.get("weights_sha256"))[:12]),
+        ("profile", _t(prof.get("name")) + (f" {json.dumps(flags, sort_keys=True)}" if flags else "")),
+        ("backend", f"{_t(be.get('backend'))} / {_t(be.get('device'))}, BLAS {_t(be.get('blas'))}, "
+                    f"dtype {_t(be.get('dtype'))}"),
+        ("versions", f"python {_t(ver.get('python'))}, mlx {_t(ver.get('mlx'))}, mlx_lm {_t(ver.get('mlx_lm'))}"),
+        ("engine mode", _t(man.get("engine_mode"))), ("git commit", _t(git.get("commit"))[:12]),
+        ("host", ", ".join(host_bits)), ("started at", _t(man.get("started_at"))),
+        ("finished at", _t(man.get("finished_at"))), ("harness", _t(man.get("harness_version"))),
+    ]
+
+
+def _unavailable(man: dict) -> list[tuple[str, str]]:
+    return [(_t(s.get("label")), _t(s.get("reason")) if s.get("reason") else "no reason recorded")
+            for s in man.get("servers") or [] if s.get("status") == "unavailable"]
+
+
+def _one_liner(run: Any) -> str:
+    """The recompute one-liner, naming raw.jsonl.gz when only that is stored."""
+    p = Path(run.path) if run.path is not None else Path("/nonexistent")
+    gz = not (p / "raw.jsonl").exists() and (p / "raw.jsonl.gz").exists()
+    return RECOMPUTE_ONE_LINER.replace("'raw.jsonl'", "'raw.jsonl.gz'") if gz else RECOMPUTE_ONE_LINER
+
+
+def _figures(run: Any, conc: dict) -> tuple[list[tuple[str, bytes]], str | None]:
+    try:
+        from .report_figures import run_figures
+    except ImportError as e:  # matplotlib is optional for the harness
+        return [], f"Figures omitted: {e}."
+    return run_figures(run.summary or {}, run.records or [], conc), None
+
+
+_CSS = """body{font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+color:#1f2328;max-width:1100px;margin:2em auto;padding:0 1em}h1{font-size:1.8em}h2{border-bottom:1px solid #d0d7de;
+padding-bottom:.2em;margin-top:2.5em;font-size:1.35em}h3{font-size:1.05em;margin-top:1.5em}
+table{border-collapse:collapse;margin:.5em 0 1.2em;font-variant-numeric:tabular-nums}th,td{border:1px solid #d0d7de;
+padding:.25em .6em;text-align:right}th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
+caption{text-align:left;font-weight:600;padding:.3em 0}dl.meta{display:grid;grid-template-columns:max-content 1fr;
+gap:.1em 1em}dl.meta dt{color:#57606a}dl.meta dd{margin:0}code,pre{font:13px ui-monospace,Menlo,monospace}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}.note{color:#57606a}
+.badge{display:inline-block;padding:0 .5em;border-radius:1em;font-size:.8em;font-weight:600;color:#fff}
+.dirty{background:#bf8700}.faster{background:#dafbe1;font-weight:600}.slower{background:#ffebe9;font-weight:600}
+figure img{max-width:100%}figcaption{color:#57606a;font-size:.9em}.groups{display:flex;flex-wrap:wrap;gap:0 2em}"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _rid(run: Any) -> str:
+    return _t((run.manifest or {}).get("run_id") or (run.summary or {}).get("run_id"))
+
+
+def _metric_cells(m: dict | None) -> list[str]:
+    """[median, CI, n] of one stored metric."""
+    if not m:
+        return ["not recorded", "n/a", "n=0"]
+    return [fmt_num(m.get("median")), fmt_ci(m.get("ci_low"), m.get("ci_high"), m.get("n")), f"n={_t(m.get('n'))}"]
+
+
+def _counts(g: dict) -> str:
+    return "/".join(_t((g.get("counts") or {}).get(k)) for k in ("ok", "error", "incomplete"))
+
+
+COMPARISON_HEAD = ("case", "a", "b", "metric", "ratio", "95% CI", "p-value", "test", "verdict", "n_pairs")
+
+
+def _comparison_cells(c: dict) -> list[str]:
+    return [_t(c.get(k)) for k in ("case", "a", "b", "metric")] + [
+        fmt_num(c.get("ratio")), fmt_ci(c.get("ci_low"), c.get("ci_high"), c.get("n_pairs")),
+        fmt_p(c.get("p_value")), _t(c.get("test")), _t(c.get("verdict")), f"n={_t(c.get('n_pairs'))}"]
+
+
+def _validation_lines(v: dict) -> list[str]:
+    (lo, hi), (plo, phi) = ((list(v.get(k) or []) + [None, None])[:2] for k in ("fpr_ci", "power_ci"))
+    return [
+        f"A/A false-positive rate: {fmt_num(v.get('false_positive_rate'), trim=True)} ({_t(v.get('aa_flagged'))} "
+        f"of {_t(v.get('aa_trials'))} trials flagged), 95% Wilson CI {fmt_ci(lo, hi, v.get('aa_trials'))}",
+        f"Power against a planted slowdown of {fmt_num(v.get('planted_slowdown'), trim=True)}: "
+        f"{fmt_num(v.get('power'), trim=True)} ({_t(v.get('planted_flagged'))} of {_t(v.get('planted_trials'))} "
+        f"trials flagged), 95% CI {fmt_ci(plo, phi, v.get('planted_trials'))}",
+        f"alpha {fmt_num(v.get('alpha'), trim=True)}, decision threshold {fmt_num(v.get('threshold'), trim=True)}",
+    ]
+
+
+def _tr(cells: list[str], tag: str = "td", cls: dict[int, str] | None = None) -> str:
+    """A table row; `cls` maps a cell index to a CSS class."""
+    attrs = {i: f' class="{c}"' for i, c in (cls or {}).items()}
+    return "<tr>" + "".join(f"<{tag}{attrs.get(i, '')}>{_e(x)}</{tag}>" for i, x in enumerate(cells)) + "</tr>"
+
+
+def _html_run(run: Any) -> str:
+    man, s, rid = run.manifest or {}, run.summary or {}, _rid(run)
+    conc, loads = _workloads(run.records or [])
+    out = [f'<section id="{_e(rid)}"><h2>{_e(rid)}</h2><dl class="meta">']
+    sha, dirty = _t((man.get("model") or {}).get("weights_sha256")), (man.get("git") or {}).get("dirty")
+    for label, value in _meta(man):
+        badge = ' <span class="badge dirty">dirty</span>' if dirty and label == "git commit" else ""
+        title = f' title="{_e(sha)}"' if label == "weights sha256" else ""
+        out.append(f"<dt>{_e(label)}</dt><dd{title}>{_e(value)}{badge}</dd>")
+    out.append("</dl>")
+    if unavailable := _unavailable(man):
+        out.append("<h3>Unavailable servers</h3><ul>"
+                   + "".join(f"<li><b>{_e(lbl)}</b>: {_e(why)}</li>" for lbl, why in unavailable) + "</ul>")
+    figs, note = _figures(run, conc)
+    out += [f'<figure><img alt="{_e(cap)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            f"<figcaption>{_e(cap)}</figcaption></figure>" for cap, png in figs]
+    out += [f'<p class="note">{_e(note)}</p>'] if note else []
+    out.append('<div class="groups">')
+    for g in s.get("groups") or []:
+        key = (g.get("server"), g.get("case"))
+        caption = " · ".join([_t(key[0]), f"case {_t(key[1])}"] + ([loads[key]] if key in loads else [])
+                             + [f"n={_t(g.get('n_repeats'))} repeats", "ok/error/incomplete " + _counts(g)])
+        out.append(f"<table><caption>{_e(caption)}</caption>" + _tr(["metric", "median", "95% CI", "n"], "th"))
+        out += [_tr([label] + _metric_cells((g.get("metrics") or {}).get(name))) for name, label in TABLE_METRICS]
+        out.append("</table>")
+    out.append("</div>")
+    if comps := s.get("comparisons") or []:
+        out.append("<h3>Comparisons</h3><table>" + _tr(list(COMPARISON_HEAD), "th"))
+        for c in comps:  # a verdict is highlighted only when there is one
+            v = c.get("verdict")
+            out.append(_tr(_comparison_cells(c), cls={8: v} if v in ("faster", "slower") else None))
+        out.append("</table>")
+    if val := s.get("validation"):
+        out.append("<h3>Validation of the comparison method</h3><ul>"
+                   + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
+    out.append(f"<h3>Recompute from raw</h3><p>In {_e(_t(run.path))}, median output tok/s per "
+               f"(server, case):</p><pre>{_e(_one_liner(run))}</pre></section>")
+    return "\n".join(out)
+
+
+_INTRO = ("Rendered from {n} stored run(s); nothing here was measured live. Medians over repeats with the "
+          "95% CIs stored in summary.json; n is the number of repeats (or pairs, or trials) behind each number.")
+
+
+def _html(runs: list, title: str) -> str:
+    nav = "".join(f'<li><a href="#{_e(_rid(r))}">{_e(_rid(r))}</a></li>' for r in runs)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f'<style>{_CSS}</style></head><body><h1>{_e(title)}</h1><p class="note">'
+            f"{_e(_INTRO.format(n=len(runs)))}</p><ul>{nav}</ul>\n"
+            + "\n".join(_html_run(r) for r in runs) + "\n</body></html>\n")
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |"
+
+
+def _md_metric(m: dict | None, n_repeats: Any) -> str:
+    """'median [CI]' (plus n when it differs from the group's), or 'median, CI n/a (n=k)'."""
+    median, ci, n = _metric_cells(m)
+    if not m or not ci.startswith("["):
+        return median if not m else f"{median}, CI {ci}"
+    return f"{median} {ci}" + (f" {n}" if m.get("n") != n_repeats else "")
+
+
+def _md_run(run: Any) -> str:
+    man, s = run.manifest or {}, run.summary or {}
+    _, loads = _workloads(run.records or [])
+    dirty = " (dirty)" if (man.get("git") or {}).get("dirty") else ""
+    out = [f"## {_rid(run)}", ""]
+    out += [f"- {label}: {value}{dirty if label == 'git commit' else ''}" for label, value in _meta(man)]
+    out += [f"- unavailable server {lbl}: {why}" for lbl, why in _unavailable(man)]
+    if groups := s.get("groups") or []:
+        head = ["server", "case", "load", "n", "ok/error/incomplete"] + [lbl for _, lbl in TABLE_METRICS]
+        out += ["", _md_row(head), "|" + "---|" * len(head)]
+        for g in groups:
+            key = (g.get("server"), g.get("case"))
+            out.append(_md_row([_t(key[0]), _t(key[1]), loads.get(key, "n/a"), f"n={_t(g.get('n_repeats'))}",
+                                _counts(g)] + [_md_metric((g.get("metrics") or {}).get(name), g.get("n_repeats"))
+                                               for name, _ in TABLE_METRICS]))
+    if comps := s.get("comparisons") or []:
+        out += ["", _md_row(list(COMPARISON_HEAD)), "|" + "---|" * len(COMPARISON_HEAD)]
+        for c in comps:
+            cells = _comparison_cells(c)
+            cells[8] = f"**{cells[8]}**" if cells[8] in ("faster", "slower") else cells[8]
+            out.append(_md_row(cells))
+    if val := s.get("validation"):
+        out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
+    out += ["", f"Recompute median output tok/s per (server, case) from raw, in `{_t(run.path)}`:", "",
+            "```sh", _one_liner(run), "```", ""]
+    return "\n".join(out)
+
+
+def _markdown(runs: list, title: str) -> str:
+    return f"# {title}\n\n{_INTRO.format(n=len(runs))}\n\n" + "\n".join(_md_run(r) for r in runs)
+
+
+def render(runs: list, out_dir: Path, *, title: str = DEFAULT_TITLE) -> tuple[Path, Path]:
+    """Write out_dir/index.html and out_dir/summary.md from stored runs; return both paths."""
+    loaded = [_as_run(r) for r in runs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path, md_path = out_dir / "index.html", out_dir / "summary.md"
+    html_path.write_text(_html(loaded, title), encoding="utf-8")
+    md_path.write_text(_markdown(loaded, title), encoding="utf-8")
+    return html_path, md_path

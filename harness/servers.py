@@ -1,0 +1,136 @@
+"""What to launch for each kind of server: ours (any revision) and the peers.
+
+Every server gets the same model folder and the same BLAS, so a difference in
+numbers is a difference in servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sut import RunningServer, free_port, launched
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PEER_KINDS = ("mlx-lm", "mlx-lm-nocache", "vllm-mlx")
+VLLM_MLX_PYTHON_ENV = "MLX_PROOF_VLLM_MLX_PYTHON"
+
+
+class PeerUnavailable(RuntimeError):
+    """The peer cannot run here; the message is recorded in the evidence."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    label: str
+    kind: str  # "mlx-proof" or a PEER_KINDS entry
+    revision: str | None = None  # mlx-proof at this git revision; None = the working tree
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    spec: ServerSpec
+    server: RunningServer
+    argv: tuple[str, ...]
+    model_field: str | None  # what to send as "model" (None: omit it)
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    model_id: str
+    path: str
+    weights_sha256: str
+    source: str
+    dtype: str
+
+
+def parse_server_list(text: str) -> list[ServerSpec]:
+    specs = []
+    for name in filter(None, (p.strip() for p in text.split(","))):
+        if name not in PEER_KINDS:
+            raise ValueError(f"unknown peer {name!r}; known peers: {', '.join(PEER_KINDS)}")
+        specs.append(ServerSpec(label=name, kind=name))
+    return specs
+
+
+def blas_preload(health: dict) -> str | None:
+    """The OpenBLAS our server loaded, so peers can be given the same one."""
+    match = re.search(r"openblas \((.+)\)", health.get("backend", {}).get("blas", ""))
+    return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def checkout(revision: str | None):
+    """A source tree at `revision` (a temporary git worktree), or the working tree."""
+    if revision is None:
+        yield REPO_ROOT
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="mlx-proof-rev-"))
+    tree = tmp / "tree"
+    subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "--quiet", str(tree), revision],
+                   check=True, capture_output=True, text=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)],
+                       capture_output=True, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _vllm_mlx_argv(model: ModelFolder, port: int) -> list[str]:
+    python = os.environ.get(VLLM_MLX_PYTHON_ENV) or str(REPO_ROOT / ".peers" / "vllm-mlx" / "bin" / "python")
+    if not Path(python).exists():
+        raise PeerUnavailable(
+            f"vllm-mlx is not installed (looked for {python}); `nox -s peers` installs it into .peers/, "
+            f"or set {VLLM_MLX_PYTHON_ENV}")
+    exe = Path(python).with_name("vllm-mlx")
+    return [str(exe), "serve", model.path, "--host", "127.0.0.1", "--port", str(port), "--continuous-batching"]
+
+
+def command(spec: ServerSpec, *, model: ModelFolder, port: int, profile: str, tree: Path) -> tuple[list[str], str | None]:
+    """(argv, model field to send) for one server."""
+    if spec.kind == "mlx-proof":
+        argv = [sys.executable, "-m", "serving", "serve", "--model", model.model_id, "--port", str(port),
+                "--profile", profile, *spec.extra_args]
+        return argv, model.model_id
+    if spec.kind in ("mlx-lm", "mlx-lm-nocache"):
+        argv = [sys.executable, "-m", "mlx_lm", "server", "--model", model.path, "--host", "127.0.0.1",
+                "--port", str(port)]
+        if spec.kind == "mlx-lm-nocache":
+            argv += ["--prompt-cache-size", "0"]
+        # mlx_lm.server looks a "model" name up on the hub; omitting it serves the loaded folder.
+        return argv + list(spec.extra_args), None
+    if spec.kind == "vllm-mlx":
+        return _vllm_mlx_argv(model, port) + list(spec.extra_args), model.path  # it rejects requests without one
+    raise ValueError(f"unknown server kind {spec.kind!r}")
+
+
+@contextlib.contextmanager
+def launch(spec: ServerSpec, *, model: ModelFolder, profile: str, log_dir: Path,
+           preload: str | None, ready_timeout_s: float = 1800):
+    """Start one server and yield its Target; PeerUnavailable if it cannot run here."""
+    port = free_port()
+    with checkout(spec.revision) as tree:
+        argv, model_field = command(spec, model=model, port=port, profile=profile, tree=tree)
+        env = dict(os.environ)
+        env.pop("LD_PRELOAD", None)
+        env["PYTHONPATH"] = str(tree)  # ours at that revision, not the installed copy
+        hub = Path(tempfile.mkdtemp(prefix="mlx-proof-hub-"))
+        env.update(HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1")  # mlx_lm.server's /v1/models needs the folder
+        if preload and spec.kind != "mlx-proof":
+            env["LD_PRELOAD"] = preload  # ours chooses its BLAS itself and reports it
+        log_path = log_dir / f"{spec.label}.log"
+        try:
+            with launched(argv, port=port, log_path=log_path, env=env, cwd=tree,
+                          ready_timeout_s=ready_timeout_s) as running:
+                yield Target(spec, running, tuple(argv), model_field)
+        finally:
+            shutil.rmtree(hub, ignore_errors=True)

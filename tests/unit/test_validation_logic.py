@@ -1,0 +1,49 @@
+"""The regression rule and the A/A / planted-slowdown bookkeeping, on synthetic records."""
+
+import numpy as np
+import pytest
+
+from harness.commands import is_regression, validation_block
+
+
+@pytest.mark.parametrize("ratio, ci_high, threshold, flagged", [
+    (0.90, 0.95, 0.05, True),    # significant and material
+    (0.97, 0.99, 0.05, False),   # significant but within the threshold
+    (0.90, 1.02, 0.05, False),   # material but not significant
+    (1.10, 1.20, 0.0, False),    # faster
+    (0.99, 0.995, 0.0, True),    # threshold 0: any significant slowdown
+])
+def test_regression_rule(ratio, ci_high, threshold, flagged):
+    assert is_regression(ratio, ci_high, threshold=threshold) is flagged
+
+
+def synthetic(trials: int, pairs: int, *, slowdown: float, noise: float, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    records = []
+    for repeat in range(trials * pairs):
+        drift = 1 + 0.2 * np.sin(repeat / 7)  # slow drift shared by servers run side by side
+        for server, factor in (("A", 1.0), ("A2", 1.0), ("planted", 1 - slowdown)):
+            wall = 10.0 / (drift * factor * rng.lognormal(0, noise))
+            records.append({"type": "request", "server": server, "case": "v", "repeat": repeat, "index": 0,
+                            "concurrency": 1, "rate_rps": None, "start_s": 0.0, "ttft_s": 0.1,
+                            "itl_s": [0.1], "e2e_s": wall, "prompt_tokens": 5, "completion_tokens": 100,
+                            "finish_reason": "length", "status": "ok", "error": None})
+            records.append({"type": "run", "server": server, "case": "v", "repeat": repeat,
+                            "wall_s": wall, "peak_rss_mb": 1.0})
+    return records
+
+
+def test_planted_slowdown_is_caught_and_aa_is_quiet():
+    block = validation_block(synthetic(40, 5, slowdown=0.10, noise=0.02), pairs_per_trial=5,
+                             slowdown=0.10, threshold=0.0)
+    assert block["aa_trials"] == block["planted_trials"] == 40
+    assert block["power"] >= 0.95
+    assert block["false_positive_rate"] <= 0.10
+    lo, hi = block["fpr_ci"]
+    assert lo <= block["false_positive_rate"] <= hi
+
+
+def test_no_planted_effect_means_no_power():
+    block = validation_block(synthetic(20, 5, slowdown=0.0, noise=0.02, seed=3), pairs_per_trial=5,
+                             slowdown=0.0, threshold=0.0)
+    assert block["power"] <= 0.2
