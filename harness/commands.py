@@ -7,14 +7,7 @@ from collections import defaultdict
 from .bench import Plan, execute
 from .metrics import repeat_metrics
 from .publish import print_summary, publish
-from .stats import paired_ratio, wilson
-
-
-def is_regression(ratio: float, ci_high: float, *, threshold: float) -> bool:
-    """Significant (the whole interval is below 1) and material (the estimate is
-    more than `threshold` below 1): a CI alone would flag trivial slowdowns on a
-    long enough run, a threshold alone would flag noise."""
-    return ci_high < 1.0 and ratio < 1.0 - threshold
+from .stats import paired_ratio, regression_flag, wilson
 
 
 def _report(args, console) -> None:
@@ -39,7 +32,7 @@ def compare(plan: Plan, args, *, console) -> int:
     print_summary(summary, outcome.servers, console=console)
     console.print(f"evidence: {directory}")
     regressions = [c for c in summary["comparisons"]
-                   if is_regression(c["ratio"], c["ci_high"], threshold=args.threshold)]
+                   if regression_flag(c["ratio"], c["ci_high"], threshold=args.threshold)]
     for c in regressions:
         console.print(f"[red]regression[/red] in {c['case']}: B/A = {c['ratio']:.3f} "
                       f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}] (threshold {args.threshold:.0%})")
@@ -68,9 +61,9 @@ def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: flo
     trials = per_trial_throughput(records, pairs_per_trial=pairs_per_trial)
     for servers in trials.values():
         r = paired_ratio(servers["A2"], servers["A"])
-        aa += is_regression(r["ratio"], r["ci_high"], threshold=threshold)
+        aa += regression_flag(r["ratio"], r["ci_high"], threshold=threshold)
         r = paired_ratio(servers["planted"], servers["A"])
-        planted += is_regression(r["ratio"], r["ci_high"], threshold=threshold)
+        planted += regression_flag(r["ratio"], r["ci_high"], threshold=threshold)
     n = len(trials)
     return {"aa_trials": n, "aa_flagged": aa, "false_positive_rate": aa / n, "fpr_ci": list(wilson(aa, n)),
             "planted_trials": n, "planted_flagged": planted, "power": planted / n,

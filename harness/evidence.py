@@ -1,8 +1,7 @@
 """Write and read evidence run directories (the contract is harness/EVIDENCE.md).
 
-Evidence is validated against harness/schemas/ on the way in and out, and is
-written into a hidden temporary sibling that appears in one rename: a run
-directory either holds a complete, valid run or does not exist.
+Evidence is validated against harness/schemas/ on the way in and out, and is written into a hidden
+temporary sibling renamed into place: a run directory holds a complete, valid run or does not exist.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import jsonschema
 
 HARNESS_VERSION = "0.1.0"
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 GZIP_OVER_BYTES = 1_000_000  # "1 MB" in EVIDENCE.md, read as SI megabytes
 MAX_LISTED_PROBLEMS = 10
 
@@ -49,8 +47,7 @@ class Run:
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text()))
 
 
 def new_run_id(suite: str) -> str:
@@ -91,7 +88,8 @@ def _git(repo: Path) -> dict:
     if commit is None:
         # Outside git nothing can be dirty relative to a commit; "unknown" is the signal.
         return {"commit": "unknown", "dirty": False}
-    status = _command(["git", "status", "--porcelain"], cwd=repo)
+    # Evidence and reports are outputs, not code: writing them must not make later runs "dirty".
+    status = _command(["git", "status", "--porcelain", "--", ".", ":!evidence", ":!reports"], cwd=repo)
     return {"commit": commit, "dirty": status != ""}  # a failed status cannot vouch for a clean tree
 
 
@@ -108,9 +106,9 @@ def _gpu() -> str | None:
         return None
     out = _command(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
     names = [line.strip() for line in (out or "").splitlines() if line.strip()]
-    if len(names) <= 1:
-        return names[0] if names else None
-    return f"{len(names)} x " + ", ".join(dict.fromkeys(names))
+    if not names:
+        return None
+    return ", ".join(dict.fromkeys(names)) + (f" x{len(names)}" if len(names) > 1 else "")
 
 
 def _version(dist: str) -> str:
@@ -126,7 +124,7 @@ def environment(*, repo: Path | None = None) -> dict:
     memory_gb is in GiB (2**30 bytes), the unit in which RAM is sold.
     """
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"git": _git(repo or REPO_ROOT),
+    return {"git": _git(repo or Path(__file__).resolve().parents[1]),
             "versions": {"python": platform.python_version(), "mlx": _version("mlx"), "mlx_lm": _version("mlx-lm")},
             "host": {"os": platform.platform(), "cpu": _cpu(), "gpu": _gpu(),
                      "cores": os.cpu_count() or 1, "memory_gb": round(memory, 2)}}
@@ -159,6 +157,11 @@ def _problems(manifest: dict, records: Iterable[dict], summary: dict, *, directo
         problems.append(f"run_id {run_id!r} does not name the manifest's suite {manifest['suite']!r}")
     if directory.name != run_id:
         problems.append(f"directory {directory.name!r} is not named by run_id {run_id!r}")
+    try:
+        if _when(manifest["finished_at"]) < _when(manifest["started_at"]):
+            problems.append("manifest.json finished_at is before started_at")
+    except ValueError as exc:  # the pattern admits e.g. month 13
+        problems.append(f"manifest.json: {exc}")
     return problems
 
 
@@ -173,13 +176,12 @@ def write_run(directory: Path, *, manifest: dict, records: list[dict], summary: 
     """Validate, then create directory with its three files; never overwrite (evidence is immutable)."""
     directory = Path(directory)
     _check(manifest, records, summary, directory=directory)
-    files = {"manifest.json": _dumps(manifest, indent=2) + "\n",
-             "summary.json": _dumps(summary, indent=2) + "\n"}
+    files = {"manifest.json": _dumps(manifest, indent=2) + "\n", "summary.json": _dumps(summary, indent=2) + "\n"}
     raw = "".join(_dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+    raw_name = "raw.jsonl"
     if len(raw) > GZIP_OVER_BYTES:
-        files["raw.jsonl.gz"] = gzip.compress(raw, mtime=0)  # mtime=0: same records, same bytes
-    else:
-        files["raw.jsonl"] = raw
+        raw_name, raw = "raw.jsonl.gz", gzip.compress(raw, mtime=0)  # mtime=0: same records, same bytes
+    files[raw_name] = raw
     if directory.exists():
         raise FileExistsError(f"evidence directory already exists: {directory}")
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +197,10 @@ def write_run(directory: Path, *, manifest: dict, records: list[dict], summary: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _when(timestamp: str) -> datetime:
+    return datetime.fromisoformat(re.sub(r"Z$", "+00:00", timestamp))  # Python 3.10 does not read "Z"
 
 
 def _reject_constant(name: str):
@@ -226,10 +232,6 @@ def read_run(directory: Path) -> Run:
     return Run(path=directory, manifest=manifest, records=records, summary=summary)
 
 
-def _started(run: Run) -> datetime:
-    return datetime.fromisoformat(re.sub(r"Z$", "+00:00", run.manifest["started_at"]))  # 3.10 lacks "Z"
-
-
 def iter_runs(root: Path) -> Iterator[Run]:
     """Valid runs under root/<model>/<profile>/<run-id>/, newest started_at first.
 
@@ -244,5 +246,5 @@ def iter_runs(root: Path) -> Iterator[Run]:
             runs.append(read_run(path))
         except EvidenceError as exc:
             warnings.warn(f"skipping {path}: {exc}", EvidenceWarning, stacklevel=2)
-    runs.sort(key=lambda r: (_started(r), r.manifest["run_id"]), reverse=True)
+    runs.sort(key=lambda r: (_when(r.manifest["started_at"]), r.manifest["run_id"]), reverse=True)
     yield from runs

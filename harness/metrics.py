@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 
-from harness import stats
+from . import stats
 
 THROUGHPUT = ("requests_per_s", "output_tok_per_s", "total_tok_per_s")
 LATENCY_PREFIXES = ("ttft", "tpot", "itl", "e2e")

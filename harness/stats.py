@@ -187,17 +187,18 @@ def verdict(ci_low: float | None, ci_high: float | None, *, higher_is_better: bo
     return "no detectable difference"
 
 
-def regression_flag(ratio_ci_high: float | None, *, threshold: float) -> bool:
+def regression_flag(ratio: float, ci_high: float | None, *, threshold: float) -> bool:
     """Flag a regression of candidate/baseline throughput.
 
-    Rule: flagged if and only if the upper bound of the candidate/baseline
-    throughput ratio interval is strictly below 1 - threshold, i.e. even the
-    most favourable plausible ratio is a loss larger than the threshold.
-    A missing interval (too few pairs) is never flagged.
+    Rule: flagged if and only if the ratio is significantly below 1 (the whole
+    interval is below 1) and materially so (the point estimate is more than
+    `threshold` below 1). A CI alone would flag trivial slowdowns on a long
+    enough run; a threshold alone would flag noise. A missing interval (too
+    few pairs) is never flagged.
     """
-    if ratio_ci_high is None:
+    if ci_high is None:
         return False
-    return ratio_ci_high < 1 - threshold
+    return ci_high < 1.0 and ratio < 1.0 - threshold
 
 
 def wilson(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:

@@ -131,11 +131,12 @@ def test_verdict(low, high, better, threshold, expected):
 
 
 def test_regression_flag_rule():
-    assert stats.regression_flag(0.94, threshold=0.05)
-    assert not stats.regression_flag(0.95, threshold=0.05)  # strict: on the boundary is not flagged
-    assert not stats.regression_flag(0.97, threshold=0.05)
-    assert stats.regression_flag(0.999, threshold=0.0)
-    assert not stats.regression_flag(None, threshold=0.0)
+    assert stats.regression_flag(0.90, 0.95, threshold=0.05)  # significant and material
+    assert not stats.regression_flag(0.97, 0.99, threshold=0.05)  # significant, within threshold
+    assert not stats.regression_flag(0.90, 1.02, threshold=0.05)  # material, not significant
+    assert not stats.regression_flag(0.95, 0.97, threshold=0.05)  # strict: on the boundary is not flagged
+    assert stats.regression_flag(0.99, 0.995, threshold=0.0)
+    assert not stats.regression_flag(0.9, None, threshold=0.0)
 
 
 positive = st.floats(min_value=0.1, max_value=1e4, allow_nan=False, allow_infinity=False)

@@ -1,20 +1,7 @@
 """The regression rule and the A/A / planted-slowdown bookkeeping, on synthetic records."""
 
 import numpy as np
-import pytest
-
-from harness.commands import is_regression, validation_block
-
-
-@pytest.mark.parametrize("ratio, ci_high, threshold, flagged", [
-    (0.90, 0.95, 0.05, True),    # significant and material
-    (0.97, 0.99, 0.05, False),   # significant but within the threshold
-    (0.90, 1.02, 0.05, False),   # material but not significant
-    (1.10, 1.20, 0.0, False),    # faster
-    (0.99, 0.995, 0.0, True),    # threshold 0: any significant slowdown
-])
-def test_regression_rule(ratio, ci_high, threshold, flagged):
-    assert is_regression(ratio, ci_high, threshold=threshold) is flagged
+from harness.commands import validation_block
 
 
 def synthetic(trials: int, pairs: int, *, slowdown: float, noise: float, seed: int = 0) -> list[dict]:
