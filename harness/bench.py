@@ -1,13 +1,14 @@
 """profile → launched servers → suite cases → raw records → statistics → evidence.
 
 One function drives bench, compare and validate: it launches every server once,
-warms each up, then runs the repeats interleaved (server order alternating
-each repeat: A B, B A, ...) so slow drift on a shared machine hits all alike.
+warms each up, then runs the repeats interleaved (server order cycling through
+every permutation: A B, B A, ...) so slow drift on a shared machine hits all alike.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import subprocess
 import sys
@@ -118,8 +119,12 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
                     warm = case.bodies(model=target.model_field, repeat=-1)[: max(plan.warmup_requests, 1)]
                     run_load(target.server.base_url, warm, case.arrival)
                     progress.advance(task)
+            # Every order of the servers in turn: a server's place in the sequence
+            # (first after a pause, or right after itself) measurably changes its speed,
+            # so no server may always hold the same place.
+            orders = list(itertools.permutations(targets))
             for repeat in range(plan.repeats):
-                order = targets if repeat % 2 == 0 else list(reversed(targets))
+                order = orders[repeat % len(orders)]
                 for case in plan.cases:
                     for target in order:
                         progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {target.spec.label}")

@@ -42,7 +42,7 @@ def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: s
 
 
 def publish(plan: Plan, outcome: Outcome, *, evidence_root: Path, comparisons, validation=None,
-            interleaving="servers alternate order each repeat (A B, B A, ...)") -> tuple[Path, dict]:
+            interleaving="each repeat runs every server once, cycling through all server orders (A B, B A, ...)") -> tuple[Path, dict]:
     run_id = new_run_id(plan.suite)
     summary = {"schema_version": 1, "run_id": run_id,
                **summarize(outcome.records, comparisons=comparisons), "validation": validation}

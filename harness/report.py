@@ -24,11 +24,13 @@ TABLE_METRICS = (
     ("peak_rss_mb", "peak RSS (MB)"),
 )
 # Recomputes median output tok/s per (server, case) from raw.jsonl, run inside the run directory.
+# The same computation as harness.metrics' docstring: dtype=False keeps case
+# names as strings, fill_value=0 counts a repeat with no ok request as 0 tok/s.
 RECOMPUTE_ONE_LINER = (
-    "python -c \"import pandas as pd; r=pd.read_json('raw.jsonl',lines=True); "
+    "python -c \"import pandas as pd; r=pd.read_json('raw.jsonl',lines=True,dtype=False); "
     "q=r[(r.type=='request')&(r.status=='ok')].groupby(['server','case','repeat']).completion_tokens.sum(); "
     "w=r[r.type=='run'].set_index(['server','case','repeat']).wall_s; "
-    "print((q/w).groupby(level=[0,1]).median())\""
+    "print(q.div(w,fill_value=0).groupby(level=[0,1]).median())\""
 )
 
 
