@@ -19,6 +19,7 @@ from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .evidence import environment
 from .loadgen import run_load
 from .rss import PeakRss
 from .servers import ModelFolder, PeerUnavailable, ServerSpec, Target, blas_preload, launch
@@ -44,6 +45,7 @@ class Outcome:
     model: ModelFolder
     started_at: str
     finished_at: str
+    environment: dict  # git state and versions as they were when the run started
 
 
 def now() -> str:
@@ -106,7 +108,7 @@ def _one_run(target: Target, case, repeat: int) -> list[dict]:
 def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
     say = (console.log if console else print)
     model = resolve_model_folder(plan.model)
-    started = now()
+    started, env = now(), environment()
     records: list[dict] = []
     with contextlib.ExitStack() as stack:
         targets, entries, health = _start_all(plan, stack, model, log_dir, say)
@@ -130,4 +132,4 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
                         progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {target.spec.label}")
                         records.extend(_one_run(target, case, repeat))
                         progress.advance(task)
-    return Outcome(records, entries, health, model, started, now())
+    return Outcome(records, entries, health, model, started, now(), env)

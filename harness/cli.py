@@ -40,9 +40,8 @@ def parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="A/A false-positive rate and planted-slowdown power")
     _common(validate, cases="validation", repeats=5)  # repeats = interleaved pairs per trial
     validate.add_argument("--trials", type=int, default=20)
-    # Sleeping 15% of each engine step costs roughly 10% of end-to-end throughput
-    # (HTTP, queueing and detokenising are not slowed); the evidence records the real cost.
-    validate.add_argument("--slowdown", type=float, default=0.15, help="planted sleep, as a fraction of each engine step")
+    # A sleep of 10% of each (synchronised) engine step; the evidence records the real cost.
+    validate.add_argument("--slowdown", type=float, default=0.10, help="planted sleep, as a fraction of each engine step")
     validate.add_argument("--threshold", type=float, default=0.0)
     report = sub.add_parser("report", help="render reports/ from stored evidence only")
     report.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")

@@ -5,16 +5,36 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+
 from rich.console import Console
 from rich.table import Table
 
 from .bench import Outcome, Plan
-from .evidence import HARNESS_VERSION, environment, new_run_id, run_dir, write_run
+from .evidence import HARNESS_VERSION, new_run_id, run_dir, write_run
 from .metrics import summarize
 
 
+def portable(obj, *, replacements: dict[str, str]):
+    """Replace machine-specific path prefixes (home, checkout, venv) in every string."""
+    if isinstance(obj, dict):
+        return {k: portable(v, replacements=replacements) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable(v, replacements=replacements) for v in obj]
+    if isinstance(obj, str):
+        for prefix, name in replacements.items():
+            obj = obj.replace(prefix, name)
+    return obj
+
+
+def path_replacements() -> dict[str, str]:
+    # Longest first, so the checkout inside home becomes "." rather than "~/...".
+    pairs = {str(Path(sys.prefix)): "<venv>", str(REPO): ".", str(Path.home()): "~"}
+    return dict(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
+
+
 def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: str) -> dict:
-    env = environment()
+    env = outcome.environment
     health = outcome.health
     backend = health.get("backend", {})
     return {
@@ -46,7 +66,8 @@ def publish(plan: Plan, outcome: Outcome, *, evidence_root: Path, comparisons, v
     run_id = new_run_id(plan.suite)
     summary = {"schema_version": 1, "run_id": run_id,
                **summarize(outcome.records, comparisons=comparisons), "validation": validation}
-    manifest = build_manifest(plan, outcome, run_id=run_id, interleaving=interleaving)
+    manifest = portable(build_manifest(plan, outcome, run_id=run_id, interleaving=interleaving),
+                        replacements=path_replacements())
     directory = run_dir(evidence_root, model_id=outcome.model.model_id, profile=plan.profile, run_id=run_id)
     write_run(directory, manifest=manifest, records=outcome.records, summary=summary)
     return directory, summary

@@ -119,6 +119,11 @@ def _unavailable(man: dict) -> list[tuple[str, str]]:
             for s in man.get("servers") or [] if s.get("status") == "unavailable"]
 
 
+def _shown_path(run: Any) -> str:
+    """evidence/<model>/<profile>/<run-id>: where the run sits in any checkout, not on this machine."""
+    return str(Path("evidence", *Path(run.path).parts[-3:])) if run.path is not None else "n/a"
+
+
 def _one_liner(run: Any) -> str:
     """The recompute one-liner, naming raw.jsonl.gz when only that is stored."""
     p = Path(run.path) if run.path is not None else Path("/nonexistent")
@@ -228,7 +233,7 @@ def _html_run(run: Any) -> str:
     if val := s.get("validation"):
         out.append("<h3>Validation of the comparison method</h3><ul>"
                    + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
-    out.append(f"<h3>Recompute from raw</h3><p>In {_e(_t(run.path))}, median output tok/s per "
+    out.append(f"<h3>Recompute from raw</h3><p>In {_e(_shown_path(run))}, median output tok/s per "
                f"(server, case):</p><pre>{_e(_one_liner(run))}</pre></section>")
     return "\n".join(out)
 
@@ -280,7 +285,7 @@ def _md_run(run: Any) -> str:
             out.append(_md_row(cells))
     if val := s.get("validation"):
         out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
-    out += ["", f"Recompute median output tok/s per (server, case) from raw, in `{_t(run.path)}`:", "",
+    out += ["", f"Recompute median output tok/s per (server, case) from raw, in `{_shown_path(run)}`:", "",
             "```sh", _one_liner(run), "```", ""]
     return "\n".join(out)
 

@@ -113,6 +113,10 @@ class Engine:
             self._counters["steps"] += 1
             self._counters["running"] = len(active)
             if self.settings.planted_slowdown:
+                # MLX evaluates asynchronously: without a sync the step's compute
+                # would overlap the sleep and the planted cost would mostly vanish.
+                import mlx.core as mx
+                mx.synchronize()
                 time.sleep(self.settings.planted_slowdown * (time.perf_counter() - step_started))
             if time.monotonic() - last_log > self.settings.log_every_s:
                 last_log = time.monotonic()
