@@ -8,9 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .servers import ServerSpec, parse_server_list
-
-REPO = Path(__file__).resolve().parent.parent
+from .servers import REPO_ROOT as REPO, ServerSpec, parse_server_list
 
 
 def _common(p: argparse.ArgumentParser, *, cases: str, repeats: int) -> None:

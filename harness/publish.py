@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
 from rich.console import Console
 from rich.table import Table
 
 from .bench import Outcome, Plan
 from .evidence import HARNESS_VERSION, new_run_id, run_dir, write_run
 from .metrics import summarize
+from .servers import REPO_ROOT
 
 
 def portable(obj, *, replacements: dict[str, str]):
@@ -29,7 +28,7 @@ def portable(obj, *, replacements: dict[str, str]):
 
 def path_replacements() -> dict[str, str]:
     # Longest first, so the checkout inside home becomes "." rather than "~/...".
-    pairs = {str(Path(sys.prefix)): "<venv>", str(REPO): ".", str(Path.home()): "~"}
+    pairs = {str(Path(sys.prefix)): "<venv>", str(REPO_ROOT): ".", str(Path.home()): "~"}
     return dict(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
 
 

@@ -95,7 +95,7 @@ def _vllm_mlx_argv(model: ModelFolder, port: int) -> list[str]:
     return [str(exe), "serve", model.path, "--host", "127.0.0.1", "--port", str(port), "--continuous-batching"]
 
 
-def command(spec: ServerSpec, *, model: ModelFolder, port: int, profile: str, tree: Path) -> tuple[list[str], str | None]:
+def command(spec: ServerSpec, *, model: ModelFolder, port: int, profile: str) -> tuple[list[str], str | None]:
     """(argv, model field to send) for one server."""
     if spec.kind == "mlx-proof":
         argv = [sys.executable, "-m", "serving", "serve", "--model", model.model_id, "--port", str(port),
@@ -119,7 +119,7 @@ def launch(spec: ServerSpec, *, model: ModelFolder, profile: str, log_dir: Path,
     """Start one server and yield its Target; PeerUnavailable if it cannot run here."""
     port = free_port()
     with checkout(spec.revision) as tree:
-        argv, model_field = command(spec, model=model, port=port, profile=profile, tree=tree)
+        argv, model_field = command(spec, model=model, port=port, profile=profile)
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
         env["PYTHONPATH"] = str(tree)  # ours at that revision, not the installed copy

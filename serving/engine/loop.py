@@ -84,6 +84,8 @@ class Engine:
 
     # ---- engine-thread side -----------------------------------------------
     def _run(self) -> None:
+        import mlx.core as mx  # here, not at import: the API layer and its tests stay MLX-free
+
         try:
             model, self.tokenizer = self._loader()
             generator = self._new_generator(model)
