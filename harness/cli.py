@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from .servers import REPO_ROOT as REPO, ServerSpec, parse_server_list
+
+# compare's gate, and what validate measures: one constant so the validated rule is the rule CI uses.
+REGRESSION_THRESHOLD = 0.05
+PAIRS_PER_DECISION = 6  # a multiple of 2 (compare's orders) and of 6 (validate's three servers' orders)
 
 
 def _common(p: argparse.ArgumentParser, *, cases: str, repeats: int) -> None:
@@ -30,17 +35,18 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--peers", default="mlx-lm", help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx; '' for none")
     bench.add_argument("--sweep", action="store_true", help="add the concurrency sweep and the long-prompt case")
     compare = sub.add_parser("compare", help="two git revisions of our server, paired and interleaved")
-    _common(compare, cases="validation", repeats=8)
+    _common(compare, cases="validation", repeats=PAIRS_PER_DECISION)
     compare.add_argument("rev_a", help="baseline revision (WORKTREE = the working tree)")
     compare.add_argument("rev_b", help="candidate revision (WORKTREE = the working tree)")
-    compare.add_argument("--threshold", type=float, default=0.05,
+    compare.add_argument("--threshold", type=float, default=REGRESSION_THRESHOLD,
                          help="exit 1 when B is significantly slower than A by more than this fraction")
     validate = sub.add_parser("validate", help="A/A false-positive rate and planted-slowdown power")
-    _common(validate, cases="validation", repeats=5)  # repeats = interleaved pairs per trial
+    _common(validate, cases="validation", repeats=PAIRS_PER_DECISION)  # repeats = interleaved pairs per trial
     validate.add_argument("--trials", type=int, default=20)
     # A sleep of 10% of each (synchronised) engine step; the evidence records the real cost.
     validate.add_argument("--slowdown", type=float, default=0.10, help="planted sleep, as a fraction of each engine step")
-    validate.add_argument("--threshold", type=float, default=0.0)
+    validate.add_argument("--threshold", type=float, default=REGRESSION_THRESHOLD,
+                          help="the regression rule's threshold (compare's default)")
     report = sub.add_parser("report", help="render reports/ from stored evidence only")
     report.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     report.add_argument("--reports-dir", type=Path, default=REPO / "reports")
@@ -79,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             from .commands import validate
             servers = [ServerSpec("A", "mlx-proof"), ServerSpec("A2", "mlx-proof"),
                        ServerSpec("planted", "mlx-proof", extra_args=("--planted-slowdown", str(args.slowdown)))]
+            if args.repeats % math.factorial(len(servers)):
+                # Server order shifts speed by a few percent; an unbalanced trial would carry that bias.
+                raise ValueError(f"--repeats (pairs per trial) must be a multiple of {math.factorial(len(servers))} "
+                                 "so every trial runs each server order equally often")
             plan = _plan(args, suite="validate", servers=servers, repeats=args.trials * args.repeats)
             return validate(plan, args, console=console)
     except ValueError as exc:

@@ -56,19 +56,31 @@ def per_trial_throughput(records: list[dict], *, pairs_per_trial: int) -> dict[i
     return trials
 
 
+def _flagged(trials, candidate: str, *, threshold: float) -> int:
+    return sum(regression_flag(r["ratio"], r["ci_high"], threshold=threshold)
+               for r in (paired_ratio(servers[candidate], servers["A"]) for servers in trials.values()))
+
+
 def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: float, threshold: float) -> dict:
-    aa = planted = 0
+    """Each trial is one `compare` decision (A2 vs A, planted vs A) on its own pairs.
+
+    The gate rule is counted at `threshold` (compare's default, so the rule CI
+    relies on is the rule validated) and, for reference, at threshold 0: the
+    bare significance test. `planted_ratio` is the slowdown the plant really
+    cost, over every pair of the run.
+    """
     trials = per_trial_throughput(records, pairs_per_trial=pairs_per_trial)
-    for servers in trials.values():
-        r = paired_ratio(servers["A2"], servers["A"])
-        aa += regression_flag(r["ratio"], r["ci_high"], threshold=threshold)
-        r = paired_ratio(servers["planted"], servers["A"])
-        planted += regression_flag(r["ratio"], r["ci_high"], threshold=threshold)
     n = len(trials)
+    aa, planted = _flagged(trials, "A2", threshold=threshold), _flagged(trials, "planted", threshold=threshold)
+    every = {s: [v for servers in trials.values() for v in servers[s]] for s in ("A", "planted")}
+    realised = paired_ratio(every["planted"], every["A"])
     return {"aa_trials": n, "aa_flagged": aa, "false_positive_rate": aa / n, "fpr_ci": list(wilson(aa, n)),
             "planted_trials": n, "planted_flagged": planted, "power": planted / n,
             "power_ci": list(wilson(planted, n)), "planted_slowdown": slowdown, "alpha": 0.05,
-            "threshold": threshold}
+            "threshold": threshold, "pairs_per_trial": pairs_per_trial,
+            "aa_significant": _flagged(trials, "A2", threshold=0.0),
+            "planted_significant": _flagged(trials, "planted", threshold=0.0),
+            "planted_ratio": {k: realised[k] for k in ("ratio", "ci_low", "ci_high", "n_pairs")}}
 
 
 def validate(plan: Plan, args, *, console) -> int:
@@ -82,8 +94,12 @@ def validate(plan: Plan, args, *, console) -> int:
         f"A/A: {block['aa_flagged']}/{block['aa_trials']} trials flagged a regression "
         f"(rate {block['false_positive_rate']:.2f}, Wilson 95% [{block['fpr_ci'][0]:.2f}, {block['fpr_ci'][1]:.2f}]); "
         f"planted {args.slowdown:.0%} slowdown: {block['planted_flagged']}/{block['planted_trials']} caught "
-        f"(power {block['power']:.2f}, Wilson 95% [{block['power_ci'][0]:.2f}, {block['power_ci'][1]:.2f}]) → "
+        f"(power {block['power']:.2f}, Wilson 95% [{block['power_ci'][0]:.2f}, {block['power_ci'][1]:.2f}]; "
+        f"it cost {1 - block['planted_ratio']['ratio']:.1%}) → "
         f"{'[green]within bounds[/green]' if ok else '[red]outside bounds[/red]'} (FPR ≤ 0.05, power ≥ 0.95)")
+    console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.0%} below 1, "
+                  f"{block['pairs_per_trial']} pairs per trial; at threshold 0 A/A flags "
+                  f"{block['aa_significant']}/{block['aa_trials']}, planted {block['planted_significant']}/{block['planted_trials']}")
     console.print(f"evidence: {directory}")
     _report(args, console)
     return 0 if ok else 1

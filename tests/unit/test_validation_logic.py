@@ -21,16 +21,37 @@ def synthetic(trials: int, pairs: int, *, slowdown: float, noise: float, seed: i
 
 
 def test_planted_slowdown_is_caught_and_aa_is_quiet():
-    block = validation_block(synthetic(40, 5, slowdown=0.10, noise=0.02), pairs_per_trial=5,
-                             slowdown=0.10, threshold=0.0)
+    block = validation_block(synthetic(40, 6, slowdown=0.10, noise=0.02), pairs_per_trial=6,
+                             slowdown=0.10, threshold=0.05)
     assert block["aa_trials"] == block["planted_trials"] == 40
+    assert block["pairs_per_trial"] == 6
     assert block["power"] >= 0.95
     assert block["false_positive_rate"] <= 0.10
     lo, hi = block["fpr_ci"]
     assert lo <= block["false_positive_rate"] <= hi
+    # The plant's real cost is read from all 240 pairs: 10% slower, tightly.
+    realised = block["planted_ratio"]
+    assert realised["n_pairs"] == 240
+    assert realised["ci_low"] < 0.90 < realised["ci_high"]
+
+
+def test_threshold_only_removes_flags():
+    """Counting at threshold 0 is the bare significance test: never fewer flags than the gate."""
+    block = validation_block(synthetic(30, 6, slowdown=0.03, noise=0.03, seed=5), pairs_per_trial=6,
+                             slowdown=0.03, threshold=0.05)
+    assert block["planted_significant"] >= block["planted_flagged"]
+    assert block["aa_significant"] >= block["aa_flagged"]
+    # A 3% slowdown is below the 5% threshold: significant often, flagged rarely.
+    assert block["planted_significant"] > block["planted_flagged"]
+
+
+def test_validate_rejects_trials_that_cannot_balance_server_order(capsys):
+    from harness.cli import main
+    assert main(["validate", "--repeats", "5", "--trials", "1"]) == 2
+    assert "multiple of 6" in capsys.readouterr().out
 
 
 def test_no_planted_effect_means_no_power():
-    block = validation_block(synthetic(20, 5, slowdown=0.0, noise=0.02, seed=3), pairs_per_trial=5,
+    block = validation_block(synthetic(20, 6, slowdown=0.0, noise=0.02, seed=3), pairs_per_trial=6,
                              slowdown=0.0, threshold=0.0)
     assert block["power"] <= 0.2
