@@ -182,7 +182,7 @@ def _comparison_cells(c: dict) -> list[str]:
 
 def _validation_lines(v: dict) -> list[str]:
     (lo, hi), (plo, phi) = ((list(v.get(k) or []) + [None, None])[:2] for k in ("fpr_ci", "power_ci"))
-    return [
+    lines = [
         f"A/A false-positive rate: {fmt_num(v.get('false_positive_rate'), trim=True)} ({_t(v.get('aa_flagged'))} "
         f"of {_t(v.get('aa_trials'))} trials flagged), 95% Wilson CI {fmt_ci(lo, hi, v.get('aa_trials'))}",
         f"Power against a planted slowdown of {fmt_num(v.get('planted_slowdown'), trim=True)}: "
@@ -190,6 +190,15 @@ def _validation_lines(v: dict) -> list[str]:
         f"trials flagged), 95% CI {fmt_ci(plo, phi, v.get('planted_trials'))}",
         f"alpha {fmt_num(v.get('alpha'), trim=True)}, decision threshold {fmt_num(v.get('threshold'), trim=True)}",
     ]
+    if "pairs_per_trial" in v:  # runs before harness 0.2.0 lack these
+        real = v["planted_ratio"]
+        lines += [
+            f"{v['pairs_per_trial']} interleaved pairs per trial; at threshold 0 (the bare test) A/A flags "
+            f"{v['aa_significant']} and the planted slowdown {v['planted_significant']} of {v['aa_trials']} trials",
+            f"The plant really cost: planted/A = {fmt_num(real['ratio'])} "
+            f"{fmt_ci(real['ci_low'], real['ci_high'], real['n_pairs'])} over n={real['n_pairs']} pairs",
+        ]
+    return lines
 
 
 def _tr(cells: list[str], tag: str = "td", cls: dict[int, str] | None = None) -> str:

@@ -120,7 +120,9 @@ def throughput_run() -> FakeRun:
 def validation_run() -> FakeRun:
     validation = {"aa_trials": 200, "aa_flagged": 9, "false_positive_rate": 0.045, "fpr_ci": [0.024, 0.083],
                   "planted_trials": 200, "planted_flagged": 188, "power": 0.94, "power_ci": [0.898, 0.965],
-                  "planted_slowdown": 0.1, "alpha": 0.05, "threshold": 0.05}
+                  "planted_slowdown": 0.1, "alpha": 0.05, "threshold": 0.05, "pairs_per_trial": 6,
+                  "aa_significant": 11, "planted_significant": 191,
+                  "planted_ratio": {"ratio": 0.917, "ci_low": 0.912, "ci_high": 0.922, "n_pairs": 1200}}
     comparison = {"case": "c1", "a": "A", "b": "B", "metric": "output_tok_per_s", "ratio": 1.004,
                   "ci_low": 0.97, "ci_high": 1.04, "confidence": 0.95, "method": "bootstrap", "p_value": 0.81,
                   "test": "permutation", "n_pairs": 1, "verdict": "no detectable difference"}
@@ -157,6 +159,8 @@ def test_html_has_every_server_reason_verdict_and_n(rendered):
     assert "n/a (n=1)" in page  # single-repeat CIs are null and say so
     assert "dirty" in page and "abababababab" in page and "0123456789ab" in page
     assert "Wilson" in page and "0.045" in page and "188 of 200" in page
+    assert "6 interleaved pairs per trial" in page and "A/A flags 11 and the planted slowdown 191" in page
+    assert "planted/A = 0.917 [0.912, 0.922] over n=1200 pairs" in page
 
 
 def test_html_is_self_contained_with_png_figures(rendered):

@@ -1,7 +1,12 @@
 """The regression rule and the A/A / planted-slowdown bookkeeping, on synthetic records."""
 
+import json
+
+import jsonschema
 import numpy as np
+import pytest
 from harness.commands import validation_block
+from harness.evidence import SCHEMA_DIR
 
 
 def synthetic(trials: int, pairs: int, *, slowdown: float, noise: float, seed: int = 0) -> list[dict]:
@@ -55,3 +60,15 @@ def test_no_planted_effect_means_no_power():
     block = validation_block(synthetic(20, 6, slowdown=0.0, noise=0.02, seed=3), pairs_per_trial=6,
                              slowdown=0.0, threshold=0.0)
     assert block["power"] <= 0.2
+
+
+def test_validation_block_matches_the_summary_schema():
+    schema = json.loads((SCHEMA_DIR / "summary.schema.json").read_text())
+    block = validation_block(synthetic(4, 6, slowdown=0.10, noise=0.02), pairs_per_trial=6,
+                             slowdown=0.10, threshold=0.05)
+    summary = {"schema_version": 1, "run_id": "20261125T000000Z-validate-abcdef", "groups": [],
+               "comparisons": [], "validation": block}
+    jsonschema.validate(summary, schema)
+    block["planted_ratio"]["surprise"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(summary, schema)
