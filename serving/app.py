@@ -8,25 +8,47 @@ from pathlib import Path
 
 import falcon
 
+from .api import openai
 from .api.auth import ApiKeyMiddleware
+from .api.dialect import Dialect, ServeContext, ServedModel
 from .api.errors import install_error_handlers
-from .api.generation import ServedModel
-from .api.openai_resources import ChatCompletions, Completions, Health, Models
+from .api.request_body import BodyLimit
+from .api.resources import Generate, Health, Models, NotFound, Root
 from .config import ServerConfig
 from .engine.loop import Engine, EngineSettings
 
 log = logging.getLogger("mlx_proof")
 
+# route -> dialect; the dialect also owns the error shape of every path under its route.
+GENERATION_ROUTES: tuple[tuple[str, Dialect], ...] = (
+    ("/v1/chat/completions", openai.CHAT),
+    ("/v1/completions", openai.COMPLETIONS),
+)
+
+
+def renderer_for(path: str):
+    for route, dialect in GENERATION_ROUTES:
+        if path.startswith(route):
+            return dialect.render_error
+    return openai.error_body
+
 
 def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict) -> falcon.App:
     """Build the app from injected parts, so tests can pass a fake engine."""
-    middleware = [ApiKeyMiddleware(config.api_key)] if config.api_key else []
+    middleware = [BodyLimit(config.max_body_bytes)]
+    if config.api_key:
+        middleware.append(ApiKeyMiddleware(config.api_key))
     app = falcon.App(middleware=middleware)
-    install_error_handlers(app)
-    app.add_route("/v1/chat/completions", ChatCompletions(engine, served, config))
-    app.add_route("/v1/completions", Completions(engine, served, config))
-    app.add_route("/v1/models", Models(served))
+    install_error_handlers(app, renderer_for)
+    ctx = ServeContext(engine.tokenizer, served, config)
+    for route, dialect in GENERATION_ROUTES:
+        app.add_route(route, Generate(dialect, engine, ctx))
+    models = Models(served)
+    app.add_route("/v1/models", models)
+    app.add_route("/v1/models/{model_id}", models, suffix="one")
     app.add_route("/health", Health(engine, served, backend, config))
+    app.add_route("/", Root(served))
+    app.add_sink(NotFound(), "/")
     return app
 
 
@@ -35,6 +57,8 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         max_concurrency=config.max_concurrency,
         prefill_batch_size=config.prefill_batch_size,
         prefill_step_size=config.prefill_step_size,
+        max_queue=config.max_queue,
+        prefix_cache_bytes=config.prefix_cache_bytes,
         planted_slowdown=config.planted_slowdown,
     )
 

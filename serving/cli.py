@@ -34,6 +34,14 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-concurrency", type=int, help="sequences decoded together")
     p.add_argument("--prefill-batch-size", type=int)
     p.add_argument("--prefill-step-size", type=int)
+    p.add_argument("--max-queue", type=int,
+                   help=f"requests that may wait for a decode slot; more get 429 (default {d.max_queue})")
+    p.add_argument("--prefix-cache-bytes", type=int,
+                   help=f"bytes of KV cache kept for prompt-prefix reuse; 0 turns it off (default {d.prefix_cache_bytes})")
+    p.add_argument("--max-body-bytes", type=int,
+                   help=f"largest request body; larger gets 413 before parsing (default {d.max_body_bytes})")
+    p.add_argument("--request-timeout", dest="request_timeout_s", type=float,
+                   help=f"seconds one request may take, queueing included; 0 for none (default {d.request_timeout_s:g})")
     p.add_argument("--threads", type=int, help="waitress threads (default max-concurrency + 8)")
     p.add_argument("--dtype", help="weights dtype for converted models (default: by backend)")
     p.add_argument("--cache-dir", help="where converted models are kept")

@@ -40,8 +40,17 @@ class ServerConfig:
     max_concurrency: int = 32
     prefill_batch_size: int = 8
     prefill_step_size: int = 512
-    # Waitress threads; each open stream holds one, so the default follows
-    # max_concurrency plus headroom for health checks and non-streamed calls.
+    # Requests waiting for a decode slot; beyond this a request gets 429 + Retry-After.
+    max_queue: int = 64
+    # KV caches of earlier prompts kept for reuse (0 turns the prefix cache off).
+    prefix_cache_bytes: int = 1 << 30
+    # Refused with 413 before anything is parsed or tokenised.
+    max_body_bytes: int = 8 << 20
+    # Wall-clock limit of one request, queueing included (0: none).
+    request_timeout_s: float = 600.0
+    # Waitress threads; each open request holds one, decoding or waiting, so the
+    # default covers max_concurrency + max_queue plus headroom for health checks
+    # (with fewer, waitress would queue requests where max_queue cannot see them).
     threads: int | None = None
     dtype: str = "auto"
     cache_dir: Path | None = None
@@ -53,7 +62,7 @@ class ServerConfig:
 
     @property
     def waitress_threads(self) -> int:
-        return self.threads or self.max_concurrency + 8
+        return self.threads or self.max_concurrency + self.max_queue + 8
 
     @property
     def public_model_id(self) -> str | None:
@@ -71,6 +80,10 @@ class ServerConfig:
             problems.append("max concurrency and prefill batch size must be positive")
         if self.over_ceiling not in ("clamp", "reject"):
             problems.append(f"over_ceiling must be clamp or reject, not {self.over_ceiling!r}")
+        if self.max_queue < 0 or self.prefix_cache_bytes < 0 or self.max_body_bytes <= 0:
+            problems.append("max_queue and prefix_cache_bytes must be >= 0, max_body_bytes > 0")
+        if self.request_timeout_s < 0:
+            problems.append("request_timeout_s must be >= 0 (0: no limit)")
         if not 0 <= self.planted_slowdown <= 10:
             problems.append("planted_slowdown must be between 0 and 10")
         if self.blas not in ("auto", "openblas", "reference"):

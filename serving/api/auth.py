@@ -6,7 +6,8 @@ import hmac
 
 from .errors import AuthenticationFailed
 
-OPEN_PATHS = frozenset({"/health"})
+# Probes and health checks need no key: they reveal nothing but that a server is up.
+OPEN_PATHS = frozenset({"/", "/health"})
 
 
 class ApiKeyMiddleware:
@@ -14,7 +15,7 @@ class ApiKeyMiddleware:
         self._key = api_key.encode()
 
     def process_request(self, req, resp) -> None:
-        if req.path in OPEN_PATHS:
+        if req.path in OPEN_PATHS and req.method in ("GET", "HEAD"):
             return
         offered = req.get_header("x-api-key") or ""
         auth = req.get_header("Authorization") or ""

@@ -1,13 +1,15 @@
-"""One error hierarchy for every API dialect, and the OpenAI renderer.
+"""One error hierarchy for every API dialect, rendered at the edge by the dialect's renderer.
 
 Resources raise APIError subclasses; the edge turns them (and Falcon's own
-HTTP errors, and anything unexpected) into the dialect's error body.
+HTTP errors, and anything unexpected) into the body of the dialect that owns
+the request's path, so an auth failure on an Anthropic route is Anthropic-shaped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Callable
 
 import falcon
 
@@ -15,20 +17,30 @@ log = logging.getLogger("mlx_proof.api")
 
 
 class APIError(Exception):
+    """`type` is OpenAI's spelling; other dialects map from the status."""
+
     status = 400
     type = "invalid_request_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = headers or {}
         if code is not None:
             self.code = code
 
 
 class InvalidRequest(APIError):
     pass
+
+
+class UnsupportedField(APIError):
+    """A field that would change what the output means, which this server cannot honour yet."""
+
+    code = "unsupported_field"
 
 
 class AuthenticationFailed(APIError):
@@ -39,14 +51,17 @@ class AuthenticationFailed(APIError):
 
 class ModelNotFound(APIError):
     status = 404
-    type = "invalid_request_error"
     code = "model_not_found"
 
 
 class RouteNotFound(APIError):
     status = 404
-    type = "invalid_request_error"
     code = "not_found"
+
+
+class MethodNotAllowed(APIError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class PayloadTooLarge(APIError):
@@ -58,37 +73,62 @@ class ContextLengthExceeded(APIError):
     code = "context_length_exceeded"
 
 
+class RateLimited(APIError):
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "server_busy"
+
+
 class EngineFailure(APIError):
     status = 500
     type = "server_error"
     code = "engine_error"
 
 
-def openai_error_body(err: APIError) -> dict:
-    return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+class EngineUnavailable(APIError):
+    status = 503
+    type = "server_error"
+    code = "engine_unavailable"
 
 
-def _render(resp: falcon.Response, err: APIError) -> None:
-    resp.status = falcon.code_to_http_status(err.status)
-    resp.content_type = falcon.MEDIA_JSON
-    resp.text = json.dumps(openai_error_body(err))
+class GenerationTimeout(APIError):
+    status = 504
+    type = "server_error"
+    code = "timeout"
 
 
-def install_error_handlers(app: falcon.App) -> None:
-    """Every error leaves in OpenAI's shape, whatever raised it."""
+ErrorRenderer = Callable[[APIError], dict]
 
-    def on_api_error(req, resp, ex: APIError, params):
-        _render(resp, ex)
 
-    def on_http_error(req, resp, ex: falcon.HTTPError, params):
-        err = APIError(ex.description or ex.title or "request failed", code=None)
+def _from_http_error(ex: falcon.HTTPError) -> APIError:
+    classes = {404: RouteNotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}
+    cls = classes.get(ex.status_code, APIError)
+    err = cls(ex.description or ex.title or "request failed")
+    if cls is APIError:
         err.status = ex.status_code
         err.type = "invalid_request_error" if ex.status_code < 500 else "server_error"
-        _render(resp, err)
+    return err
+
+
+def install_error_handlers(app: falcon.App, renderer_for_path: Callable[[str], ErrorRenderer]) -> None:
+    """Every error leaves in the shape of the dialect that owns the path."""
+
+    def render(req, resp, err: APIError) -> None:
+        resp.status = falcon.code_to_http_status(err.status)
+        resp.content_type = falcon.MEDIA_JSON
+        for name, value in err.headers.items():
+            resp.set_header(name, value)
+        resp.text = json.dumps(renderer_for_path(req.path)(err))
+
+    def on_api_error(req, resp, ex: APIError, params):
+        render(req, resp, ex)
+
+    def on_http_error(req, resp, ex: falcon.HTTPError, params):
+        render(req, resp, _from_http_error(ex))
 
     def on_unexpected(req, resp, ex: Exception, params):
         log.exception("unhandled error on %s %s", req.method, req.path)
-        _render(resp, EngineFailure(f"internal error: {type(ex).__name__}"))
+        render(req, resp, EngineFailure(f"internal error: {type(ex).__name__}"))
 
     app.add_error_handler(Exception, on_unexpected)
     app.add_error_handler(falcon.HTTPError, on_http_error)

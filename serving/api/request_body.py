@@ -1,4 +1,4 @@
-"""Read a JSON body into a typed model, turning every failure into a 400."""
+"""Read a JSON body into a typed model, turning every failure into a 4xx."""
 
 from __future__ import annotations
 
@@ -8,16 +8,24 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidRequest, PayloadTooLarge
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+
+class BodyLimit:
+    """Refuse an oversized body from its Content-Length, before anything reads or parses it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def process_request(self, req, resp) -> None:
+        length = req.content_length
+        if length is not None and length > self.max_bytes:
+            raise PayloadTooLarge(f"request body is {length} bytes; this server's limit is {self.max_bytes} "
+                                  "(--max-body-bytes)")
 
 
-def read_json(req) -> dict:
-    length = req.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
-    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body exceeds {MAX_BODY_BYTES} bytes")
+def read_json(req, *, max_bytes: int) -> dict:
+    raw = req.bounded_stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:  # chunked uploads carry no Content-Length
+        raise PayloadTooLarge(f"request body exceeds this server's limit of {max_bytes} bytes (--max-body-bytes)")
     if not raw.strip():
         raise InvalidRequest("request body is empty; send a JSON object")
     try:
@@ -29,10 +37,9 @@ def read_json(req) -> dict:
     return body
 
 
-def parse_body(req, model: type[BaseModel]) -> BaseModel:
-    body = read_json(req)
+def validate(raw: dict, model: type[BaseModel]):
     try:
-        return model.model_validate(body)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None

@@ -1,12 +1,15 @@
-"""The engine: one thread owns the model and an mlx-lm BatchGenerator.
+"""The engine: one thread owns the model and a batch generator.
 
-HTTP threads never touch MLX. They put requests on an inbox queue and read
-events from their handle's queue; the engine thread admits new requests
-between decode steps, so sequences join and leave a running batch.
+HTTP threads never touch MLX. They submit requests to an inbox and read events
+from their handle; the engine thread admits waiting requests between decode
+steps (up to max_concurrency decode together), so sequences join and leave a
+running batch. Every failure inside the loop fails only the requests it
+touches; if the thread itself dies, every reader hears so within one poll.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -14,7 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .request import Finished, GenerationRequest, RequestHandle, TextDelta
+from .logprobs import token_logprob
+from .prefix_cache import PrefixCache
+from .request import (EngineBusy, EngineDown, Finished, GenerationRequest, RequestHandle,
+                      StepOutput, Usage)
 from .sampling import build_logits_processors, build_sampler
 from .text_stream import TextStream
 
@@ -28,6 +34,8 @@ class EngineSettings:
     max_concurrency: int = 32
     prefill_batch_size: int = 8
     prefill_step_size: int = 512
+    max_queue: int = 64
+    prefix_cache_bytes: int = 1 << 30
     planted_slowdown: float = 0.0
     log_every_s: float = 10.0
 
@@ -37,22 +45,43 @@ class _Sequence:
     handle: RequestHandle
     text: TextStream
     prompt_len: int
+    cached: int
     generated: int = 0
+
+    def usage(self) -> Usage:
+        return Usage(self.prompt_len, self.generated, self.cached)
+
+
+GeneratorFactory = Callable[[Any, Any, EngineSettings], Any]
+
+
+def _default_factory(model, tokenizer, settings):
+    from .generator import make_batch_generator
+    return make_batch_generator(model, tokenizer, settings)
 
 
 class Engine:
-    def __init__(self, loader: Callable[[], tuple[Any, Any]], settings: EngineSettings) -> None:
+    def __init__(self, loader: Callable[[], tuple[Any, Any]], settings: EngineSettings, *,
+                 generator_factory: GeneratorFactory = _default_factory,
+                 prefix_cache: PrefixCache | None = None) -> None:
         self._loader = loader
         self.settings = settings
+        self._factory = generator_factory
+        self._cache = prefix_cache or PrefixCache(settings.prefix_cache_bytes)
         self._inbox: "queue.Queue[RequestHandle]" = queue.Queue()
         self._cancels: "queue.Queue[RequestHandle]" = queue.Queue()
+        self._waiting: collections.deque[RequestHandle] = collections.deque()
+        self._queued = 0  # submitted and not yet decoding; guarded by _lock
+        self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stopping = threading.Event()
+        self._dead = threading.Event()
         self._load_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self.tokenizer = None
-        self._counters = {"requests": 0, "running": 0, "peak_running": 0,
-                          "generated_tokens": 0, "steps": 0, "errors": 0}
+        self._active: dict[int, _Sequence] = {}
+        self._counters = {"requests": 0, "peak_decoding": 0, "generated_tokens": 0, "steps": 0,
+                          "errors": 0, "rejected_busy": 0, "timeouts": 0, "step_failures": 0}
 
     # ---- HTTP-thread side -------------------------------------------------
     def start(self, *, timeout_s: float | None = None) -> None:
@@ -62,10 +91,19 @@ class Engine:
         if self._load_error is not None:
             raise RuntimeError(f"model failed to load: {self._load_error}") from self._load_error
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping.is_set() and not self._dead.is_set()
+
     def submit(self, request: GenerationRequest) -> RequestHandle:
-        if not self._thread.is_alive():
-            raise RuntimeError("the engine is not running")
-        handle = RequestHandle(request, self._cancels.put)
+        if not self.alive:
+            raise EngineDown("the engine is not running")
+        with self._lock:
+            if self._queued >= self.settings.max_queue + max(0, self.settings.max_concurrency - len(self._active)):
+                self._counters["rejected_busy"] += 1
+                raise EngineBusy(f"{self._queued} requests are already waiting (--max-queue {self.settings.max_queue})")
+            self._queued += 1
+        handle = RequestHandle(request, self._cancels.put, lambda: self._thread.is_alive() and not self._dead.is_set())
         self._inbox.put(handle)
         return handle
 
@@ -74,144 +112,224 @@ class Engine:
         self._thread.join(timeout=10)
 
     def stats(self) -> dict:
+        decoding = len(self._active)
+        with self._lock:
+            waiting = self._queued
         return {
             "mode": ENGINE_MODE,
-            "alive": self._thread.is_alive(),
-            "queue_depth": self._inbox.qsize(),
+            "alive": self.alive,
+            "decoding": decoding,
+            "waiting": waiting,
+            "queue_depth": waiting,
             "max_concurrency": self.settings.max_concurrency,
+            "max_queue": self.settings.max_queue,
+            "prefix_cache": self._cache.stats(),
             **self._counters,
         }
 
     # ---- engine-thread side -----------------------------------------------
     def _run(self) -> None:
-        import mlx.core as mx  # here, not at import: the API layer and its tests stay MLX-free
-
         try:
             model, self.tokenizer = self._loader()
-            generator = self._new_generator(model)
+            generator = self._factory(model, self.tokenizer, self.settings)
         except BaseException as exc:  # surfaced to start()'s caller
             self._load_error = exc
             self._ready.set()
             return
         self._ready.set()
-        active: dict[int, _Sequence] = {}
+        try:
+            self._loop(model, generator)
+        except BaseException as exc:  # the thread is dying: nobody may be left waiting
+            self._dead.set()
+            log.exception("engine thread died")
+            self._fail_everything(f"the engine stopped: {type(exc).__name__}: {exc}")
+            raise
+        self._fail_everything("server shutting down")
+
+    def _loop(self, model, generator) -> None:
         last_log = time.monotonic()
         while not self._stopping.is_set():
-            self._admit(generator, active, block=not active)
-            self._apply_cancels(generator, active)
-            self._counters["running"] = len(active)
-            if not active:
+            self._take_inbox(block=not self._active and not self._waiting)
+            self._apply_cancels(generator)
+            self._expire(generator)
+            self._admit(generator)
+            if not self._active:
                 continue
             step_started = time.perf_counter()
             try:
                 _, responses = generator.next()
             except Exception as exc:  # one bad step must not kill the server
-                log.exception("engine step failed; failing %d sequences", len(active))
-                self._fail_all(active, str(exc))
-                generator = self._new_generator(model)
+                log.exception("engine step failed; failing %d sequences", len(self._active))
+                self._counters["step_failures"] += 1
+                self._fail_active(f"generation step failed: {exc}")
+                generator = self._factory(model, self.tokenizer, self.settings)
                 continue
-            self._counters["peak_running"] = max(self._counters["peak_running"], len(active))
-            self._deliver(generator, active, responses)
             self._counters["steps"] += 1
-            self._counters["running"] = len(active)
+            self._deliver(generator, responses)
             if self.settings.planted_slowdown:
                 # MLX evaluates asynchronously: without a sync the step's compute
                 # would overlap the sleep and the planted cost would mostly vanish.
-                import mlx.core as mx
-                mx.synchronize()
+                from .generator import synchronize
+                synchronize()
                 time.sleep(self.settings.planted_slowdown * (time.perf_counter() - step_started))
             if time.monotonic() - last_log > self.settings.log_every_s:
                 last_log = time.monotonic()
-                log.info("batch: %d running, %d queued, %d tokens so far",
-                         len(active), self._inbox.qsize(), self._counters["generated_tokens"])
-        self._fail_all(active, "server shutting down")
+                log.info("batch: %d decoding, %d waiting, %d tokens so far",
+                         len(self._active), self._queued, self._counters["generated_tokens"])
 
-    def _new_generator(self, model):
-        import mlx.core as mx
-        from mlx_lm.generate import BatchGenerator
-
-        eos = sorted(self.tokenizer.eos_token_ids)
-        return BatchGenerator(
-            model,
-            stop_tokens=[[t] for t in eos],
-            completion_batch_size=self.settings.max_concurrency,
-            prefill_batch_size=min(self.settings.prefill_batch_size, self.settings.max_concurrency),
-            prefill_step_size=self.settings.prefill_step_size,
-            # MLX streams are thread-local: mlx-lm's module-level stream belongs to
-            # the importing thread. This thread's default stream also avoids the
-            # abort at exit that a stream made with new_stream() off the main thread causes.
-            stream=mx.default_stream(mx.default_device()),
-        )
-
-    def _admit(self, generator, active: dict[int, _Sequence], *, block: bool) -> None:
+    def _take_inbox(self, *, block: bool) -> None:
         try:
-            handle = self._inbox.get(timeout=0.05) if block else self._inbox.get_nowait()
+            first = self._inbox.get(timeout=0.05) if block else self._inbox.get_nowait()
         except queue.Empty:
             return
-        batch = [handle]
+        self._waiting.append(first)
         while True:
             try:
-                batch.append(self._inbox.get_nowait())
+                self._waiting.append(self._inbox.get_nowait())
             except queue.Empty:
-                break
-        for h in batch:
-            if h.done:
-                continue
-            req = h.request
-            try:
-                (uid,) = generator.insert(
-                    [req.prompt_tokens],
-                    max_tokens=[req.max_tokens],
-                    samplers=[build_sampler(req.sampling)],
-                    logits_processors=[build_logits_processors(req.sampling, context_size=req.max_tokens)],
-                )
-            except Exception as exc:
-                self._finish(h, Finished("error", len(req.prompt_tokens), 0, str(exc)))
-                continue
-            active[uid] = _Sequence(h, TextStream(self.tokenizer.detokenizer, req.stop), len(req.prompt_tokens))
-            self._counters["requests"] += 1
+                return
 
-    def _apply_cancels(self, generator, active: dict[int, _Sequence]) -> None:
+    def _dequeue(self, count: int = 1) -> None:
+        with self._lock:
+            self._queued -= count
+
+    def _admit(self, generator) -> None:
+        while self._waiting and len(self._active) < self.settings.max_concurrency:
+            handle = self._waiting.popleft()
+            self._dequeue()
+            if handle.done:
+                continue
+            try:
+                self._insert(generator, handle)
+            except Exception as exc:
+                log.exception("admission failed")
+                self._counters["errors"] += 1
+                self._finish(handle, Finished("error", Usage(len(handle.request.prompt_tokens), 0),
+                                              error=f"admission failed: {exc}"))
+        self._counters["peak_decoding"] = max(self._counters["peak_decoding"], len(self._active))
+
+    def _insert(self, generator, handle: RequestHandle) -> None:
+        req = handle.request
+        hit = self._cache.lookup(req.prompt_tokens)
+        processors = build_logits_processors(req.sampling, context_size=req.max_tokens)
+        if req.logits_processor is not None:
+            processors = [*processors, req.logits_processor()]
+        (uid,) = generator.insert(
+            [hit.rest],
+            max_tokens=[req.max_tokens],
+            caches=[hit.cache],
+            all_tokens=[list(req.prompt_tokens[:hit.cached_tokens])],
+            samplers=[build_sampler(req.sampling)],
+            logits_processors=[processors],
+        )
+        self._active[uid] = _Sequence(handle, TextStream(self.tokenizer.detokenizer, req.stop),
+                                      len(req.prompt_tokens), hit.cached_tokens)
+        self._counters["requests"] += 1
+
+    def _apply_cancels(self, generator) -> None:
         while True:
             try:
                 handle = self._cancels.get_nowait()
             except queue.Empty:
                 return
-            for uid, seq in list(active.items()):
+            for uid, seq in list(self._active.items()):
                 if seq.handle is handle:
-                    generator.remove([uid])
-                    del active[uid]
-                    self._finish(handle, Finished("cancelled", seq.prompt_len, seq.generated))
-            handle.mark_done()  # a handle still in the inbox is skipped at admission
+                    self._drop(generator, uid)
+                    self._finish(handle, Finished("cancelled", seq.usage()))
+            handle.mark_done()  # a handle still waiting is skipped at admission
 
-    def _deliver(self, generator, active: dict[int, _Sequence], responses) -> None:
+    def _expire(self, generator) -> None:
+        now = time.monotonic()
+
+        def late(handle: RequestHandle) -> bool:
+            limit = handle.request.timeout_s
+            return limit is not None and now - handle.created > limit
+
+        for uid, seq in list(self._active.items()):
+            if late(seq.handle):
+                self._drop(generator, uid)
+                self._counters["timeouts"] += 1
+                self._finish(seq.handle, Finished("timeout", seq.usage(),
+                                                  error=f"generation exceeded {seq.handle.request.timeout_s:g} s"))
+        for handle in [h for h in self._waiting if late(h)]:
+            self._waiting.remove(handle)
+            self._dequeue()
+            self._counters["timeouts"] += 1
+            self._finish(handle, Finished("timeout", Usage(len(handle.request.prompt_tokens), 0),
+                                          error=f"waited over {handle.request.timeout_s:g} s for a slot"))
+
+    def _drop(self, generator, uid: int) -> None:
+        self._active.pop(uid, None)
+        try:
+            generator.remove([uid])
+        except Exception:  # the sequence is gone either way; keep serving the rest
+            log.exception("could not remove sequence %d from the batch", uid)
+
+    def _deliver(self, generator, responses) -> None:
         for r in responses:
-            seq = active.get(r.uid)
+            seq = self._active.get(r.uid)
             if seq is None:
                 continue
-            seq.generated += 1
-            self._counters["generated_tokens"] += 1
-            # An end-of-sequence token ends the text; it is counted but not shown.
-            delta = "" if r.finish_reason == "stop" else seq.text.add(r.token)
-            reason = r.finish_reason
-            if seq.text.stopped and reason is None:
-                generator.remove([r.uid])
-                reason = "stop"
-            elif reason is not None:
-                delta += seq.text.finish()
-            if delta:
-                seq.handle.events.put(TextDelta(delta, seq.generated))
-            if reason is not None:
-                del active[r.uid]
-                self._finish(seq.handle, Finished(reason, seq.prompt_len, seq.generated))
+            try:
+                self._deliver_one(generator, seq, r)
+            except Exception as exc:
+                log.exception("delivery failed for sequence %d", r.uid)
+                self._counters["errors"] += 1
+                self._drop(generator, r.uid)
+                self._finish(seq.handle, Finished("error", seq.usage(), error=f"delivery failed: {exc}"))
 
-    def _fail_all(self, active: dict[int, _Sequence], message: str) -> None:
-        for seq in active.values():
+    def _deliver_one(self, generator, seq: _Sequence, r) -> None:
+        seq.generated += 1
+        self._counters["generated_tokens"] += 1
+        eos = r.finish_reason == "stop"  # mlx-lm's "stop" is a stop token: end of sequence
+        if eos:
+            ids, text, lps = (), seq.text.finish(), None
+        else:
+            ids, text = (r.token,), seq.text.add(r.token)
+            k = seq.handle.request.logprobs
+            lps = None if k is None else (token_logprob(r.logprobs, r.token, k),)
+        reason, cache, tokens = None, r.prompt_cache, r.all_tokens
+        if seq.text.stopped:
+            reason = "stop"
+            if r.finish_reason is None:  # the generator would go on: take it out, keeping its cache
+                self._active.pop(r.uid, None)
+                cache, tokens = generator.remove([r.uid], return_prompt_caches=True).get(r.uid, (None, None))
+        elif eos:
+            reason = "eos"
+        elif r.finish_reason == "length":
+            reason = "length"
+            text += seq.text.finish()
+        events = [StepOutput(ids, text, lps)] if ids or text else []
+        if reason is not None:
+            self._active.pop(r.uid, None)
+            if cache is not None and tokens:
+                self._cache.store(list(tokens), cache)
+            events.append(Finished(reason, seq.usage(), stop_string=seq.text.stop_string))
+            seq.handle.mark_done()
+        if events:
+            seq.handle.put(*events)
+
+    def _fail_active(self, message: str) -> None:
+        for seq in self._active.values():
             self._counters["errors"] += 1
-            self._finish(seq.handle, Finished("error", seq.prompt_len, seq.generated, message))
-        active.clear()
+            self._finish(seq.handle, Finished("error", seq.usage(), error=message))
+        self._active.clear()
+
+    def _fail_everything(self, message: str) -> None:
+        self._fail_active(message)
+        pending = list(self._waiting)
+        self._waiting.clear()
+        while True:
+            try:
+                pending.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        for handle in pending:
+            self._finish(handle, Finished("error", Usage(len(handle.request.prompt_tokens), 0), error=message))
+        with self._lock:
+            self._queued = 0
 
     @staticmethod
     def _finish(handle: RequestHandle, event: Finished) -> None:
-        handle.events.put(event)
+        handle.put(event)
         handle.mark_done()

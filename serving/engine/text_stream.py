@@ -16,6 +16,7 @@ class TextStream:
         self._stop = tuple(s for s in stop if s)
         self._emitted = 0
         self.stopped = False
+        self.stop_string: str | None = None  # the stop string that ended the text
 
     def add(self, token: int) -> str:
         """Feed a token; return text that is now safe to send."""
@@ -31,9 +32,10 @@ class TextStream:
         if self.stopped:
             return ""
         text = self._detok.text
-        cut = self._stop_position(text)
-        if cut is not None:
+        hit = self._stop_hit(text)
+        if hit is not None:
             self.stopped = True
+            cut, self.stop_string = hit
             return self._take(text, cut)
         safe = len(text)
         if not final:
@@ -47,11 +49,12 @@ class TextStream:
         self._emitted = end
         return delta
 
-    def _stop_position(self, text: str) -> int | None:
+    def _stop_hit(self, text: str) -> tuple[int, str] | None:
+        """(position, stop string) of the earliest stop string in the text."""
         # Search a little before the emitted mark: a stop string may straddle it.
         longest = max((len(s) for s in self._stop), default=0)
         start = max(0, self._emitted - longest)
-        hits = [i for s in self._stop if (i := text.find(s, start)) != -1]
+        hits = [(i, s) for s in self._stop if (i := text.find(s, start)) != -1]
         return min(hits) if hits else None
 
     def _holdback_start(self, text: str) -> int:

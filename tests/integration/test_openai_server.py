@@ -116,7 +116,7 @@ def test_eight_streams_are_batched_together(client, model_id, server):
     first_token = max(a[0] for a, _, _ in results)
     last_token = min(a[-1] for a, _, _ in results)
     assert first_token < last_token
-    assert server.health()["engine"]["peak_running"] >= 4
+    assert server.health()["engine"]["peak_decoding"] >= 4
 
 
 @pytest.mark.parametrize("body, status", [
@@ -142,6 +142,6 @@ def test_disconnected_stream_is_cancelled(server):
             if i > 6:
                 break
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and server.health()["engine"]["running"] > 0:
+    while time.monotonic() < deadline and server.health()["engine"]["decoding"] > 0:
         time.sleep(0.5)
-    assert server.health()["engine"]["running"] == 0
+    assert server.health()["engine"]["decoding"] == 0

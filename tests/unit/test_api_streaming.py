@@ -50,7 +50,8 @@ def test_non_stream_completion_shape():
     body = client().simulate_post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).json
     assert body["object"] == "text_completion"
     assert body["choices"][0] == {"index": 0, "text": "Hello, ", "logprobs": None, "finish_reason": "length"}
-    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 def test_models_lists_public_id_first():

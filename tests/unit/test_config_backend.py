@@ -12,7 +12,7 @@ def test_defaults_profile_and_flags_merge_in_order(tmp_path: Path):
                         '[profile.text-default]\nserve = {}\n')
     cfg = build_config({"profile": "a", "port": 9100, "model": None}, profiles_path=profiles)
     assert (cfg.max_concurrency, cfg.port, cfg.model) == (4, 9100, ServerConfig.model)
-    assert cfg.waitress_threads == 12
+    assert cfg.waitress_threads == 4 + ServerConfig.max_queue + 8
 
 
 def test_unknown_profile_lists_known_ones():

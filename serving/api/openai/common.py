@@ -1,0 +1,67 @@
+"""Pieces of OpenAI's wire format shared by chat and legacy completions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from ...engine.request import Finished, StepOutput, TokenLogprob, Usage
+from ..dialect import Frame, ServeContext
+from ..errors import APIError
+
+FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
+
+
+def error_body(err: APIError) -> dict:
+    return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+
+
+def usage(u: Usage) -> dict:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    }
+
+
+def finish_reason(fin: Finished) -> str:
+    return FINISH_REASONS.get(fin.reason, "stop")
+
+
+def token_ids(outputs: list[StepOutput]) -> list[int]:
+    return [t for out in outputs for t in out.token_ids]
+
+
+def logprob_entries(outputs: list[StepOutput]) -> list[TokenLogprob]:
+    return [lp for out in outputs for lp in (out.logprobs or ())]
+
+
+def chat_logprob(lp: TokenLogprob, ctx: ServeContext) -> dict:
+    def one(token: int, value: float) -> dict:
+        text = ctx.token_text(token)
+        return {"token": text, "logprob": value, "bytes": list(text.encode("utf-8"))}
+
+    return {**one(lp.token, lp.logprob), "top_logprobs": [one(t, v) for t, v in lp.top]}
+
+
+class Envelope:
+    """The id, object names and timestamps one response's chunks share."""
+
+    def __init__(self, *, model_id: str, id_prefix: str, object_whole: str, object_chunk: str) -> None:
+        self.id = f"{id_prefix}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model_id = model_id
+        self.object_whole = object_whole
+        self.object_chunk = object_chunk
+
+    def whole(self, **fields) -> dict:
+        return {"id": self.id, "object": self.object_whole, "created": self.created, "model": self.model_id,
+                **fields}
+
+    def chunk(self, choices: list, **fields) -> Frame:
+        return Frame({"id": self.id, "object": self.object_chunk, "created": self.created,
+                      "model": self.model_id, "choices": choices, **fields})
+
+
+DONE = Frame("[DONE]")

@@ -1,0 +1,106 @@
+"""Falcon resources: one generic generation resource per dialect route, plus models, health and root."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import falcon
+
+from ..config import ServerConfig
+from . import respond
+from .dialect import Dialect, ServeContext, ServedModel
+from .errors import ModelNotFound, RouteNotFound
+from .request_body import read_json
+
+
+class Generate:
+    """POST a body in `dialect`'s shape; answer in the same dialect, streamed or whole."""
+
+    def __init__(self, dialect: Dialect, engine, ctx: ServeContext, *, idle_s: float | None = None) -> None:
+        self.dialect = dialect
+        self.engine = engine
+        self.ctx = ctx
+        self.idle_s = idle_s
+
+    def on_post(self, req, resp):
+        prepared = self.dialect.adapt(read_json(req, max_bytes=self.ctx.config.max_body_bytes), self.ctx)
+        handle = respond.submit(self.engine, prepared)
+        probe = respond.disconnect_probe(req.env)
+        if prepared.stream:
+            resp.content_type = "text/event-stream"
+            resp.set_header("Cache-Control", "no-cache")
+            resp.stream = respond.stream(handle, prepared, is_disconnected=probe, idle_s=self.idle_s)
+        else:
+            resp.media = respond.whole(handle, prepared, is_disconnected=probe)
+
+
+def _model_card(model_id: str, created: int) -> dict:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "mlx-proof"}
+
+
+class Models:
+    def __init__(self, served: ServedModel) -> None:
+        self.served = served
+        self.created = int(time.time())
+
+    def on_get(self, req, resp):
+        resp.media = {"object": "list", "data": [_model_card(i, self.created) for i in self.served.ids]}
+
+    def on_get_one(self, req, resp, model_id: str):
+        if model_id not in self.served.ids:
+            raise ModelNotFound(f"model {model_id!r} is not served here; available: {', '.join(self.served.ids)}",
+                                param="model")
+        resp.media = _model_card(model_id, self.created)
+
+
+class Root:
+    """Clients probe `/` (Claude Code sends HEAD /) to see that a server is there."""
+
+    def __init__(self, served: ServedModel) -> None:
+        self.served = served
+
+    def on_get(self, req, resp):
+        resp.media = {"name": "mlx-proof", "model": self.served.model_id, "health": "/health"}
+
+    def on_head(self, req, resp):
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class NotFound:
+    """A sink for every unrouted path: a 404 in the dialect's own error shape."""
+
+    def __call__(self, req, resp, **kwargs):
+        raise RouteNotFound(f"no route for {req.method} {req.path}")
+
+
+def public_config(config: ServerConfig) -> dict:
+    """The resolved settings, minus secrets and local paths, for evidence manifests."""
+    hidden = {"api_key", "cache_dir"}
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in hidden}
+
+
+class Health:
+    def __init__(self, engine, served: ServedModel, backend: dict, config: ServerConfig) -> None:
+        self.engine = engine
+        self.served = served
+        self.backend = backend
+        self.config = config
+        self.started = time.time()
+
+    def on_get(self, req, resp):
+        stats = self.engine.stats()
+        resp.status = falcon.HTTP_200 if stats["alive"] else falcon.HTTP_503
+        resp.text = json.dumps({
+            "status": "ok" if stats["alive"] else "engine-down",
+            "model": {"id": self.served.model_id, "aliases": list(self.served.aliases),
+                      "context_length": self.served.context_length,
+                      "weights_sha256": self.served.weights_sha256, "source": self.served.source},
+            "backend": self.backend,
+            "engine": stats,
+            "profile": self.config.profile,
+            "config": public_config(self.config),
+            "uptime_s": round(time.time() - self.started, 1),
+        })
+        resp.content_type = falcon.MEDIA_JSON

@@ -1,0 +1,99 @@
+"""Drive one prepared request through the engine to a stream or a whole response.
+
+Shared by every dialect: submit, translate engine refusals and failures into
+APIErrors, and run the dialect's encoder over the events. Encoding happens
+here, on the HTTP thread, never on the engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ..engine.request import EngineBusy, EngineDown, Finished, StepOutput
+from .dialect import Frame, Prepared
+from .errors import APIError, EngineFailure, EngineUnavailable, GenerationTimeout, RateLimited
+
+log = logging.getLogger("mlx_proof.api")
+
+RETRY_AFTER_S = "1"
+
+
+def sse_bytes(frame: Frame) -> bytes:
+    data = frame.data if isinstance(frame.data, str) else json.dumps(frame.data, ensure_ascii=False)
+    head = f"event: {frame.event}\n" if frame.event else ""
+    return f"{head}data: {data}\n\n".encode("utf-8")
+
+
+def disconnect_probe(environ: dict):
+    """waitress (with channel_request_lookahead > 0) reports a client that has gone."""
+    probe = environ.get("waitress.client_disconnected")
+    return probe if callable(probe) else (lambda: False)
+
+
+def submit(engine, prepared: Prepared):
+    try:
+        return engine.submit(prepared.request)
+    except EngineBusy as exc:
+        raise RateLimited(f"the server is busy: {exc}; retry shortly",
+                          headers={"Retry-After": RETRY_AFTER_S}) from None
+    except EngineDown as exc:
+        raise EngineUnavailable(f"the generation engine is not running: {exc}") from None
+
+
+def failure(fin: Finished) -> APIError:
+    """The APIError a failed generation becomes."""
+    if fin.reason == "timeout":
+        return GenerationTimeout(fin.error or "generation timed out")
+    if fin.error and "engine stopped" in fin.error:
+        return EngineUnavailable(fin.error)
+    return EngineFailure(fin.error or "generation failed")
+
+
+class _Idle:
+    pass
+
+
+IDLE = _Idle()
+
+
+def _events(handle, *, is_disconnected, idle_s: float | None):
+    """The handle's events, with IDLE markers at most every idle_s while none come."""
+    return handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE)
+
+
+def stream(handle, prepared: Prepared, *, is_disconnected=lambda: False, idle_s: float | None = None):
+    """Yield SSE bytes; closing the generator early (client gone) cancels generation."""
+    enc = prepared.encoder
+    finished = None
+    try:
+        for frame in enc.head():
+            yield sse_bytes(frame)
+        for event in _events(handle, is_disconnected=is_disconnected, idle_s=idle_s):
+            if event is IDLE:
+                frames = enc.idle()
+            elif isinstance(event, StepOutput):
+                frames = enc.step(event)
+            else:
+                finished = event
+                frames = enc.finish(event) if event.reason not in ("error", "timeout") else enc.error(failure(event))
+            for frame in frames:
+                yield sse_bytes(frame)
+    finally:
+        if finished is None:
+            handle.cancel()
+
+
+def whole(handle, prepared: Prepared, *, is_disconnected=lambda: False) -> dict:
+    outputs: list[StepOutput] = []
+    finished = None
+    for event in handle.iter_events(is_disconnected=is_disconnected):
+        if isinstance(event, StepOutput):
+            outputs.append(event)
+        else:
+            finished = event
+    if finished is None:  # the client went away; nobody reads this
+        return {}
+    if finished.reason in ("error", "timeout"):
+        raise failure(finished)
+    return prepared.encoder.whole(outputs, finished)

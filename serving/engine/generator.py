@@ -1,0 +1,29 @@
+"""The real batch generator: mlx-lm's BatchGenerator, built on the engine thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator
+
+    eos = sorted(tokenizer.eos_token_ids)
+    return BatchGenerator(
+        model,
+        stop_tokens=[[t] for t in eos],
+        completion_batch_size=settings.max_concurrency,
+        prefill_batch_size=min(settings.prefill_batch_size, settings.max_concurrency),
+        prefill_step_size=settings.prefill_step_size,
+        # MLX streams are thread-local: mlx-lm's module-level stream belongs to
+        # the importing thread. This thread's default stream also avoids the
+        # abort at exit that a stream made with new_stream() off the main thread causes.
+        stream=mx.default_stream(mx.default_device()),
+    )
+
+
+def synchronize() -> None:
+    import mlx.core as mx
+
+    mx.synchronize()
