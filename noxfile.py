@@ -50,7 +50,8 @@ def peers(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Throughput: ours vs mlx_lm.server on the seed workload (`-- --peers mlx-lm,vllm-mlx --sweep`)."""
+    """Throughput: ours vs mlx_lm.server on the seed workload (`-- --peers mlx-lm,vllm-mlx --sweep`;
+    the prefix cache: `-- --cases prefix-cache --peers ours-nocache,mlx-lm,mlx-lm-nocache`)."""
     if any("vllm-mlx" in a for a in session.posargs):
         _install_vllm_mlx(session)
     _harness(session, "bench")

@@ -20,9 +20,9 @@ from typing import Callable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .evidence import environment
-from .loadgen import run_load
+from .loadgen import run_conversations
 from .rss import PeakRss
-from .servers import ModelFolder, PeerUnavailable, ServerSpec, Target, blas_preload, launch
+from .servers import ModelFolder, PeerUnavailable, ServerSpec, Target, blas_preload, launch, prefix_cache_state
 from .sut import ServerDidNotStart
 
 
@@ -63,7 +63,8 @@ def resolve_model_folder(name: str) -> ModelFolder:
 
 def _server_entry(spec: ServerSpec, *, status: str, argv=(), reason=None, health=None) -> dict:
     return {"label": spec.label, "kind": spec.kind, "revision": spec.revision, "argv": list(argv),
-            "status": status, "reason": reason, "health": health}
+            "status": status, "reason": reason, "health": health,
+            "prefix_cache": prefix_cache_state(spec, health=health)}
 
 
 def _start_all(plan: Plan, stack: contextlib.ExitStack, model: ModelFolder, log_dir: Path,
@@ -96,9 +97,9 @@ def _health(target: Target) -> dict | None:
 
 
 def _one_run(target: Target, case, repeat: int) -> list[dict]:
-    bodies = case.bodies(model=target.model_field, repeat=repeat)
+    conversations = case.conversations(model=target.model_field, repeat=repeat)
     with PeakRss(target.server.pid) as rss:
-        records, wall = run_load(target.server.base_url, bodies, case.arrival)
+        records, wall = run_conversations(target.server.base_url, conversations, case.arrival)
     tag = {"server": target.spec.label, "case": case.name, "repeat": repeat}
     for rec in records:
         rec.update(tag, concurrency=case.concurrency, rate_rps=case.arrival.rate_rps)
@@ -118,8 +119,9 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
             task = progress.add_task("warm-up", total=total)
             for target in targets:
                 for case in plan.cases:
-                    warm = case.bodies(model=target.model_field, repeat=-1)[: max(plan.warmup_requests, 1)]
-                    run_load(target.server.base_url, warm, case.arrival)
+                    # A conversation warms up whole: its later turns are requests too.
+                    warm = case.conversations(model=target.model_field, repeat=-1)[: max(plan.warmup_requests, 1)]
+                    run_conversations(target.server.base_url, warm, case.arrival)
                     progress.advance(task)
             # Every order of the servers in turn: a server's place in the sequence
             # (first after a pause, or right after itself) measurably changes its speed,

@@ -21,7 +21,8 @@ def _common(p: argparse.ArgumentParser, *, cases: str, repeats: int) -> None:
     p.add_argument("--profile", default="text-default", help="serving profile (serving/profiles.toml)")
     p.add_argument("--cases", default=cases, help="comma-separated case names or tags (suites/throughput/cases.toml)")
     p.add_argument("--repeats", type=int, default=repeats, help="measured repeats per server and case")
-    p.add_argument("--warmup", type=int, default=1, help="warm-up requests per server and case (not recorded)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="warm-up requests (conversations, in multi-turn cases) per server and case (not recorded)")
     p.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     p.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     p.add_argument("--log-dir", type=Path, default=REPO / ".nox" / "server-logs")
@@ -32,7 +33,9 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="throughput: ours vs peers, interleaved, with evidence")
     _common(bench, cases="seed", repeats=3)
-    bench.add_argument("--peers", default="mlx-lm", help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx; '' for none")
+    bench.add_argument("--peers", default="mlx-lm",
+                       help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx, and ours-nocache (ours with "
+                            "--prefix-cache-bytes 0); '' for none. Warm caches are compared with warm, cold with cold")
     bench.add_argument("--sweep", action="store_true", help="add the concurrency sweep and the long-prompt case")
     compare = sub.add_parser("compare", help="two git revisions of our server, paired and interleaved")
     _common(compare, cases="validation", repeats=PAIRS_PER_DECISION)

@@ -5,9 +5,43 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .bench import Plan, execute
-from .metrics import repeat_metrics
+from .metrics import COMPARED_METRIC, Comparison, repeat_metrics
 from .publish import print_summary, publish
 from .stats import paired_ratio, regression_flag, wilson
+
+BENCH_METRICS = ("output_tok_per_s", "ttft_p50_s")
+_CACHE_LABEL = {("on", "on"): "warm", ("off", "off"): "cold", ("on", "off"): "warm-vs-cold",
+                ("off", "on"): "cold-vs-warm"}
+
+
+def cache_label(a: str, b: str) -> str:
+    return _CACHE_LABEL.get((a, b), "unknown")
+
+
+def bench_comparisons(servers: list[dict], *, metrics: tuple[str, ...] = BENCH_METRICS) -> list[Comparison]:
+    """Like against like, then the cache's own effect, among the servers that ran.
+
+    Each of ours (kind mlx-proof) is compared with each peer whose prompt cache
+    is in the same state (warm with warm, cold with cold): a warm cache against
+    a cold one would credit the cache to the server. Then ours with the cache on
+    against ours with it off. An "unknown" state (a server that cannot say)
+    is compared with every peer, as before the state was recorded.
+    """
+    ran = [s for s in servers if s["status"] == "ran"]
+    ours = [s for s in ran if s["kind"] == "mlx-proof"]
+    peers = [s for s in ran if s["kind"] != "mlx-proof"]
+    state = {s["label"]: s.get("prefix_cache", "unknown") for s in ran}
+    out = []
+    for a in ours:
+        for b in peers:
+            sa, sb = state[a["label"]], state[b["label"]]
+            if sa == sb or "unknown" in (sa, sb):
+                out.append(Comparison("*", a["label"], b["label"], metrics, cache_label(sa, sb)))
+    for a in ours:
+        for b in ours:
+            if (state[a["label"]], state[b["label"]]) == ("on", "off"):
+                out.append(Comparison("*", a["label"], b["label"], metrics, "warm-vs-cold"))
+    return out
 
 
 def _report(args, console) -> None:
@@ -17,8 +51,7 @@ def _report(args, console) -> None:
 
 def bench(plan: Plan, args, *, console) -> int:
     outcome = execute(plan, log_dir=args.log_dir, console=console)
-    ran = [s["label"] for s in outcome.servers if s["status"] == "ran"]
-    comparisons = [("*", "ours", peer) for peer in ran if peer != "ours"]
+    comparisons = bench_comparisons(outcome.servers)
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=comparisons)
     print_summary(summary, outcome.servers, console=console)
     console.print(f"evidence: {directory}")
@@ -31,8 +64,8 @@ def compare(plan: Plan, args, *, console) -> int:
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=[("*", "B", "A")])
     print_summary(summary, outcome.servers, console=console)
     console.print(f"evidence: {directory}")
-    regressions = [c for c in summary["comparisons"]
-                   if regression_flag(c["ratio"], c["ci_high"], threshold=args.threshold)]
+    regressions = [c for c in summary["comparisons"] if c["metric"] == COMPARED_METRIC
+                   and regression_flag(c["ratio"], c["ci_high"], threshold=args.threshold)]
     for c in regressions:
         console.print(f"[red]regression[/red] in {c['case']}: B/A = {c['ratio']:.3f} "
                       f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}] (threshold {args.threshold:.0%})")

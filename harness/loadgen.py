@@ -4,6 +4,11 @@ Closed loop: at most `concurrency` requests in flight, the next one sent as a
 slot frees. Open loop: requests fire on a clock (fixed rate or Poisson),
 whether or not earlier ones have finished, so a slow server builds a queue
 instead of slowing the clock.
+
+A conversation holds one slot (or one arrival) for all its turns: each turn is
+sent when the previous one has finished, and resends the whole history with the
+answer the server actually streamed, as a chat client does. There is no think
+time between turns. Single requests are conversations of one turn.
 """
 
 from __future__ import annotations
@@ -16,6 +21,24 @@ from typing import Callable
 
 import httpx
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The first turn's request body and the user messages of the turns after it."""
+
+    body: dict
+    followups: tuple[str, ...] = ()
+
+    @property
+    def turns(self) -> int:
+        return 1 + len(self.followups)
+
+
+def next_turn(body: dict, answer: str, user: str) -> dict:
+    """The body of the next turn: the history, the streamed answer, then the new user message."""
+    history = [*body["messages"], {"role": "assistant", "content": answer}, {"role": "user", "content": user}]
+    return {**body, "messages": history}
 
 
 @dataclass(frozen=True)
@@ -41,16 +64,23 @@ class Arrival:
 
 def _record(index: int, start_s: float) -> dict:
     return {"type": "request", "index": index, "start_s": start_s, "ttft_s": None, "itl_s": [],
-            "e2e_s": None, "prompt_tokens": None, "completion_tokens": None, "finish_reason": None,
-            "status": "incomplete", "error": None}
+            "e2e_s": None, "prompt_tokens": None, "completion_tokens": None, "cached_tokens": None,
+            "finish_reason": None, "status": "incomplete", "error": None}
+
+
+def _cached_tokens(usage: dict) -> int | None:
+    # Only servers with a prefix cache report this; absent means "not reported", not zero.
+    details = usage.get("prompt_tokens_details")
+    return details.get("cached_tokens") if isinstance(details, dict) else None
 
 
 async def stream_one(client: httpx.AsyncClient, url: str, body: dict, *, index: int,
-                     t0: float, timeout_s: float) -> dict:
-    """Send one streamed chat request and time every content chunk."""
+                     t0: float, timeout_s: float) -> tuple[dict, str]:
+    """Send one streamed chat request, time every content chunk; return (record, answer text)."""
     sent = time.perf_counter()
     rec = _record(index, sent - t0)
     stamps: list[float] = []
+    pieces: list[str] = []
     done = False
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
     try:
@@ -58,7 +88,7 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict, *, index: 
             if resp.status_code != 200:
                 text = (await resp.aread()).decode(errors="replace")[:300]
                 rec.update(status="error", error=f"HTTP {resp.status_code}: {text}")
-                return rec
+                return rec, ""
             async for line in resp.aiter_lines():
                 if not line.startswith("data: "):
                     continue
@@ -69,18 +99,21 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict, *, index: 
                 chunk = json.loads(data)
                 if "error" in chunk:
                     rec.update(status="error", error=str(chunk["error"].get("message")))
-                    return rec
+                    return rec, ""
                 for choice in chunk.get("choices") or []:
-                    if (choice.get("delta") or {}).get("content") or choice.get("text"):
+                    content = (choice.get("delta") or {}).get("content") or choice.get("text")
+                    if content:
                         stamps.append(time.perf_counter())
+                        pieces.append(content)
                     if choice.get("finish_reason"):
                         rec["finish_reason"] = choice["finish_reason"]
                 if chunk.get("usage"):
                     rec["prompt_tokens"] = chunk["usage"].get("prompt_tokens")
                     rec["completion_tokens"] = chunk["usage"].get("completion_tokens")
+                    rec["cached_tokens"] = _cached_tokens(chunk["usage"])
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
         rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
-        return rec
+        return rec, ""
     end = time.perf_counter()
     rec["e2e_s"] = end - sent
     if stamps:
@@ -90,31 +123,70 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict, *, index: 
         rec["status"] = "ok"
     else:
         rec["error"] = "stream ended without finish_reason, usage and [DONE]"
-    return rec
+    return rec, "".join(pieces)
 
 
-async def _run(url: str, bodies: list[dict], arrival: Arrival, *, timeout_s: float,
-               on_done: Callable[[dict], None]) -> tuple[list[dict], float]:
+async def run_conversation(client: httpx.AsyncClient, url: str, conv: Conversation, *, first_index: int,
+                           number: int | None, t0: float, timeout_s: float,
+                           on_done: Callable[[dict], None]) -> list[dict]:
+    """Every turn of one conversation, in order; `number` None marks a single-turn workload."""
+    records, body, answer = [], conv.body, ""
+    for turn in range(conv.turns):
+        if turn:
+            body = next_turn(body, answer, conv.followups[turn - 1])
+        rec, answer = await stream_one(client, url, body, index=first_index + turn, t0=t0, timeout_s=timeout_s)
+        rec.update(conversation=number, turn=None if number is None else turn)
+        records.append(rec)
+        on_done(rec)
+        if rec["status"] != "ok":
+            # Without a finished answer there is no history to send; the turns left
+            # count as errors so the workload's shortfall shows in the counts.
+            for later in range(turn + 1, conv.turns):
+                gone = _record(first_index + later, time.perf_counter() - t0)
+                gone.update(status="error", error=f"not sent: turn {turn} of this conversation did not finish",
+                            conversation=number, turn=later)
+                records.append(gone)
+                on_done(gone)
+            break
+    return records
+
+
+async def _run(url: str, conversations: list[Conversation], arrival: Arrival, *, timeout_s: float,
+               on_done: Callable[[dict], None], transport: httpx.AsyncBaseTransport | None
+               ) -> tuple[list[dict], float]:
     limits = httpx.Limits(max_connections=max(arrival.concurrency, 64), max_keepalive_connections=64)
-    async with httpx.AsyncClient(limits=limits) as client:
-        offsets = arrival.offsets(len(bodies))
-        gate = asyncio.Semaphore(arrival.concurrency if offsets is None else len(bodies) or 1)
+    async with httpx.AsyncClient(limits=limits, transport=transport) as client:
+        offsets = arrival.offsets(len(conversations))
+        gate = asyncio.Semaphore(arrival.concurrency if offsets is None else len(conversations) or 1)
+        multi_turn = any(c.turns > 1 for c in conversations)
+        # Indices are fixed by position, not completion order, so a record names its request.
+        first = [sum(c.turns for c in conversations[:i]) for i in range(len(conversations))]
         t0 = time.perf_counter()
 
-        async def one(i: int, body: dict) -> dict:
+        async def one(i: int, conv: Conversation) -> list[dict]:
             if offsets is not None:
                 await asyncio.sleep(max(0.0, t0 + offsets[i] - time.perf_counter()))
             async with gate:
-                rec = await stream_one(client, url, body, index=i, t0=t0, timeout_s=timeout_s)
-            on_done(rec)
-            return rec
+                return await run_conversation(client, url, conv, first_index=first[i],
+                                              number=i if multi_turn else None, t0=t0,
+                                              timeout_s=timeout_s, on_done=on_done)
 
-        records = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
-        return list(records), time.perf_counter() - t0
+        per_conversation = await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations)))
+        return [rec for recs in per_conversation for rec in recs], time.perf_counter() - t0
+
+
+def run_conversations(base_url: str, conversations: list[Conversation], arrival: Arrival, *,
+                      timeout_s: float = 600, on_done: Callable[[dict], None] = lambda rec: None,
+                      transport: httpx.AsyncBaseTransport | None = None) -> tuple[list[dict], float]:
+    """Run every conversation (turns in order, conversations under `arrival`); return (records, wall seconds)."""
+    url = base_url.rstrip("/") + "/v1/chat/completions"
+    return asyncio.run(_run(url, list(conversations), arrival, timeout_s=timeout_s, on_done=on_done,
+                            transport=transport))
 
 
 def run_load(base_url: str, bodies: list[dict], arrival: Arrival, *, timeout_s: float = 600,
-             on_done: Callable[[dict], None] = lambda rec: None) -> tuple[list[dict], float]:
+             on_done: Callable[[dict], None] = lambda rec: None,
+             transport: httpx.AsyncBaseTransport | None = None) -> tuple[list[dict], float]:
     """Send every body as a streamed chat request; return (records, wall seconds)."""
-    url = base_url.rstrip("/") + "/v1/chat/completions"
-    return asyncio.run(_run(url, bodies, arrival, timeout_s=timeout_s, on_done=on_done))
+    return run_conversations(base_url, [Conversation(b) for b in bodies], arrival, timeout_s=timeout_s,
+                             on_done=on_done, transport=transport)

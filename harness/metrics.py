@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from . import stats
 
@@ -31,6 +32,34 @@ METRIC_NAMES = (
 )
 STATUSES = ("ok", "error", "incomplete")
 COMPARED_METRIC = "output_tok_per_s"
+CACHE_LABELS = ("warm", "cold", "warm-vs-cold", "cold-vs-warm", "unknown")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Throughput (per second) is better high; times (seconds) and memory are better low."""
+    return metric.endswith("_per_s")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Which ratios a/b to compute: `case` "*" means every case both servers ran.
+
+    `cache` labels the pair in the evidence (warm/warm, cold/cold, ...); None
+    leaves the field out, as in runs written before it existed.
+    """
+
+    case: str
+    a: str
+    b: str
+    metrics: tuple[str, ...] = (COMPARED_METRIC,)
+    cache: str | None = None
+
+    def __post_init__(self):
+        unknown = [m for m in self.metrics if m not in METRIC_NAMES]
+        if unknown or not self.metrics:
+            raise ValueError(f"comparison metrics {unknown or '()'} unknown; known: {', '.join(METRIC_NAMES)}")
+        if self.cache is not None and self.cache not in CACHE_LABELS:
+            raise ValueError(f"cache label {self.cache!r} unknown; known: {', '.join(CACHE_LABELS)}")
 
 
 def _tokens(requests: Iterable[dict], key: str) -> int:
@@ -92,6 +121,20 @@ def _collect(records: Iterable[dict]) -> dict:
     return groups
 
 
+def prompt_cache(requests: Iterable[dict]) -> dict | None:
+    """Prompt tokens the server said it served from its cache, over ok requests that said so.
+
+    None when no request reported cached_tokens (a server without a prefix
+    cache, or records written before the field existed).
+    """
+    told = [r for r in requests if r.get("status") == "ok" and r.get("cached_tokens") is not None]
+    if not told:
+        return None
+    cached, prompt = _tokens(told, "cached_tokens"), _tokens(told, "prompt_tokens")
+    return {"requests": len(told), "cached_tokens": cached, "prompt_tokens": prompt,
+            "fraction": cached / prompt if prompt else None}
+
+
 def _group_summary(server: str, case: str, group: dict, *, confidence: float) -> tuple[dict, dict]:
     repeats = sorted(group["runs"])
     by_repeat = {i: repeat_metrics(group["requests"].get(i, []), group["runs"][i]) for i in repeats}
@@ -106,47 +149,60 @@ def _group_summary(server: str, case: str, group: dict, *, confidence: float) ->
             metrics[name] = stats.describe(values, confidence=confidence)
     summary = {"server": server, "case": case, "n_repeats": len(repeats), "counts": counts,
                "per_repeat": [by_repeat[i] for i in repeats], "metrics": metrics}
+    cache = prompt_cache(r for reqs in group["requests"].values() for r in reqs)
+    if cache is not None:
+        summary["prompt_cache"] = cache
     return summary, by_repeat
 
 
-def _expand(requests: Iterable[Sequence[str]], by_key: dict) -> list[tuple[str, str, str]]:
+def _expand(requests: Iterable[Comparison | Sequence[str]], by_key: dict) -> list[tuple[str, Comparison]]:
     cases_in_order = list(dict.fromkeys(case for _, case in by_key))
     servers = {server for server, _ in by_key}
     out = []
-    for case, a, b in requests:
+    for req in requests:
+        req = req if isinstance(req, Comparison) else Comparison(*req)
+        case, a, b = req.case, req.a, req.b
         for server in (a, b):
             if server not in servers:
                 raise ValueError(f"comparison names server {server!r}, which has no records")
         if case == "*":
-            out += [(c, a, b) for c in cases_in_order if (a, c) in by_key and (b, c) in by_key]
+            out += [(c, req) for c in cases_in_order if (a, c) in by_key and (b, c) in by_key]
         elif (a, case) in by_key and (b, case) in by_key:
-            out.append((case, a, b))
+            out.append((case, req))
         else:
             raise ValueError(f"comparison {case!r}: servers {a!r} and {b!r} did not both run it")
     return out
 
 
-def _compare(case: str, a: str, b: str, by_key: dict, *, confidence: float, threshold: float) -> dict | None:
+def _compare(case: str, req: Comparison, metric: str, by_key: dict, *, confidence: float,
+             threshold: float) -> dict | None:
+    a, b = req.a, req.b
     ra, rb = by_key[(a, case)], by_key[(b, case)]
-    pairs = [(ra[i][COMPARED_METRIC], rb[i][COMPARED_METRIC]) for i in sorted(set(ra) & set(rb))]
-    # A ratio needs positive throughput on both sides; n_pairs says how many pairs survived.
+    pairs = [(ra[i][metric], rb[i][metric]) for i in sorted(set(ra) & set(rb))]
+    # A ratio needs a positive value on both sides; n_pairs says how many pairs survived.
     pairs = [(x, y) for x, y in pairs if x is not None and y is not None and x > 0 and y > 0]
     if len(pairs) < 2:
-        warnings.warn(f"comparison {case}: {a} vs {b} skipped: {len(pairs)} usable repeat pair(s), need 2",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(f"comparison {case}: {a} vs {b} on {metric} skipped: {len(pairs)} usable repeat pair(s), "
+                      "need 2", RuntimeWarning, stacklevel=3)
         return None
     result = stats.paired_ratio([x for x, _ in pairs], [y for _, y in pairs], confidence=confidence)
-    return {"case": case, "a": a, "b": b, "metric": COMPARED_METRIC, **result,
-            "verdict": stats.verdict(result["ci_low"], result["ci_high"], threshold=threshold)}
+    verdict = stats.verdict(result["ci_low"], result["ci_high"], threshold=threshold,
+                            higher_is_better=higher_is_better(metric))
+    out = {"case": case, "a": a, "b": b, "metric": metric, **result, "verdict": verdict}
+    if req.cache is not None:
+        out["cache"] = req.cache
+    return out
 
 
-def summarize(records: list[dict], *, comparisons: Sequence[tuple[str, str, str]] = (),
+def summarize(records: list[dict], *, comparisons: Sequence[Comparison | tuple[str, str, str]] = (),
               confidence: float = 0.95, threshold: float = 0.0) -> dict:
     """The summary.json object without "run_id" and "validation" (the caller adds those).
 
-    comparisons: (case, a, b) tuples; case "*" means every case both servers
-    ran. Each yields the paired ratio a/b of output_tok_per_s over repeats
-    with the same index, and a verdict ("faster" means a is faster than b).
+    comparisons: Comparison objects, or (case, a, b) tuples meaning
+    output_tok_per_s only. Each yields, per case and metric, the paired ratio
+    a/b of the metric over repeats with the same index, and a verdict in which
+    "faster" means a is better than b: a ratio above 1 for throughput, below 1
+    for times such as ttft_p50_s.
     """
     groups = _collect(records)
     summaries, by_key = [], {}
@@ -154,6 +210,6 @@ def summarize(records: list[dict], *, comparisons: Sequence[tuple[str, str, str]
         summary, by_repeat = _group_summary(server, case, group, confidence=confidence)
         summaries.append(summary)
         by_key[(server, case)] = by_repeat
-    compared = [_compare(c, a, b, by_key, confidence=confidence, threshold=threshold)
-                for c, a, b in _expand(comparisons, by_key)]
+    compared = [_compare(case, req, metric, by_key, confidence=confidence, threshold=threshold)
+                for case, req in _expand(comparisons, by_key) for metric in req.metrics]
     return {"schema_version": 1, "groups": summaries, "comparisons": [c for c in compared if c is not None]}

@@ -80,22 +80,43 @@ def _fmt(metric: dict | None, digits: int = 1) -> str:
     return f"{metric['median']:.{digits}f} [{metric['ci_low']:.{digits}f}, {metric['ci_high']:.{digits}f}]"
 
 
+METRIC_LABELS = {"output_tok_per_s": "output tok/s", "ttft_p50_s": "TTFT p50"}
+CACHE_NOTE = ("cache: warm = both servers' prompt caches on, cold = both off, warm-vs-cold = a on and b off. "
+              "ratio = a/b; 'faster' means a is better (more tok/s, or a shorter TTFT: a TTFT ratio below 1).")
+
+
+def _cached(group: dict) -> str:
+    pc = group.get("prompt_cache")
+    if not pc or pc.get("fraction") is None:
+        return "n/a"
+    return f"{pc['fraction']:.0%}"
+
+
 def print_summary(summary: dict, servers: list[dict], *, console: Console) -> None:
     table = Table(title="median [95% t interval] across repeats")
-    for col in ("case", "server", "n", "out tok/s", "req/s", "TTFT p50 ms", "ITL p50 ms", "ok/err/inc"):
+    for col in ("case", "server", "cache", "n", "out tok/s", "req/s", "TTFT p50 ms", "ITL p50 ms", "cached prompt",
+                "ok/err/inc"):
         table.add_column(col)
+    cache_of = {s["label"]: s.get("prefix_cache", "unknown") for s in servers}
     for g in summary["groups"]:
         m, c = g["metrics"], g["counts"]
         ms = lambda k: {**m[k], **{f: (m[k][f] * 1000 if m[k][f] is not None else None)  # noqa: E731
                                    for f in ("median", "ci_low", "ci_high")}} if m.get(k) else None
-        table.add_row(g["case"], g["server"], str(g["n_repeats"]), _fmt(m.get("output_tok_per_s")),
-                      _fmt(m.get("requests_per_s"), 2), _fmt(ms("ttft_p50_s"), 0), _fmt(ms("itl_p50_s"), 0),
-                      f"{c['ok']}/{c['error']}/{c['incomplete']}")
+        table.add_row(g["case"], g["server"], cache_of.get(g["server"], "unknown"), str(g["n_repeats"]),
+                      _fmt(m.get("output_tok_per_s")), _fmt(m.get("requests_per_s"), 2), _fmt(ms("ttft_p50_s"), 0),
+                      _fmt(ms("itl_p50_s"), 0), _cached(g), f"{c['ok']}/{c['error']}/{c['incomplete']}")
     console.print(table)
-    for comp in summary.get("comparisons", []):
-        console.print(f"{comp['case']}: {comp['a']} / {comp['b']} output tok/s = {comp['ratio']:.3f} "
-                      f"[{comp['ci_low']:.3f}, {comp['ci_high']:.3f}], n={comp['n_pairs']} pairs, "
-                      f"p={comp['p_value'] if comp['p_value'] is None else round(comp['p_value'], 4)} → {comp['verdict']}")
+    if comps := summary.get("comparisons", []):
+        ctable = Table(title="paired ratios a/b over repeats [95% interval]", caption=CACHE_NOTE)
+        for col in ("case", "cache", "a / b", "metric", "ratio [95% CI]", "pairs", "p", "verdict"):
+            ctable.add_column(col)
+        for comp in comps:
+            p_value = "n/a" if comp["p_value"] is None else f"{comp['p_value']:.4f}"
+            ctable.add_row(comp["case"], comp.get("cache", "n/a"), f"{comp['a']} / {comp['b']}",
+                           METRIC_LABELS.get(comp["metric"], comp["metric"]),
+                           f"{comp['ratio']:.3f} [{comp['ci_low']:.3f}, {comp['ci_high']:.3f}]",
+                           str(comp["n_pairs"]), p_value, comp["verdict"])
+        console.print(ctable)
     for s in servers:
         if s["status"] != "ran":
             console.print(f"[yellow]{s['label']} did not run:[/yellow] {(s['reason'] or '').splitlines()[0]}")

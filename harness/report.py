@@ -111,7 +111,12 @@ def _meta(man: dict) -> list[tuple[str, str]]:
         ("engine mode", _t(man.get("engine_mode"))), ("git commit", _t(git.get("commit"))[:12]),
         ("host", ", ".join(host_bits)), ("started at", _t(man.get("started_at"))),
         ("finished at", _t(man.get("finished_at"))), ("harness", _t(man.get("harness_version"))),
-    ]
+    ] + _cache_states(man)
+
+
+def _cache_states(man: dict) -> list[tuple[str, str]]:
+    states = [f"{_t(s.get('label'))} {s['prefix_cache']}" for s in man.get("servers") or [] if "prefix_cache" in s]
+    return [("prompt caches", ", ".join(states))] if states else []
 
 
 def _unavailable(man: dict) -> list[tuple[str, str]]:
@@ -171,13 +176,28 @@ def _counts(g: dict) -> str:
     return "/".join(_t((g.get("counts") or {}).get(k)) for k in ("ok", "error", "incomplete"))
 
 
-COMPARISON_HEAD = ("case", "a", "b", "metric", "ratio", "95% CI", "p-value", "test", "verdict", "n_pairs")
+COMPARISON_HEAD = ("case", "a", "b", "metric", "ratio", "95% CI", "p-value", "test", "verdict", "n_pairs",
+                   "cache")
+COMPARISON_NOTE = ("ratio = a/b of the metric over paired repeats; 'faster' means a is better: a ratio above 1 "
+                   "for throughput (…_per_s), below 1 for times (…_s, e.g. ttft_p50_s). cache: warm = both "
+                   "servers' prompt/prefix caches on, cold = both off, warm-vs-cold = a on and b off "
+                   "(n/a: not recorded, runs before harness 0.3.0).")
 
 
 def _comparison_cells(c: dict) -> list[str]:
     return [_t(c.get(k)) for k in ("case", "a", "b", "metric")] + [
         fmt_num(c.get("ratio")), fmt_ci(c.get("ci_low"), c.get("ci_high"), c.get("n_pairs")),
-        fmt_p(c.get("p_value")), _t(c.get("test")), _t(c.get("verdict")), f"n={_t(c.get('n_pairs'))}"]
+        fmt_p(c.get("p_value")), _t(c.get("test")), _t(c.get("verdict")), f"n={_t(c.get('n_pairs'))}",
+        _t(c.get("cache"))]
+
+
+def _cached_cell(g: dict) -> str:
+    """'cached of prompt tokens (fraction)' as the server reported them; n/a when it did not."""
+    pc = g.get("prompt_cache")
+    if not pc:
+        return "n/a"
+    frac = "" if pc.get("fraction") is None else f" ({fmt_num(100 * pc['fraction'], trim=True)}%)"
+    return f"{pc.get('cached_tokens')} of {pc.get('prompt_tokens')}{frac}, n={pc.get('requests')} requests"
 
 
 def _validation_lines(v: dict) -> list[str]:
@@ -231,6 +251,8 @@ def _html_run(run: Any) -> str:
                              + [f"n={_t(g.get('n_repeats'))} repeats", "ok/error/incomplete " + _counts(g)])
         out.append(f"<table><caption>{_e(caption)}</caption>" + _tr(["metric", "median", "95% CI", "n"], "th"))
         out += [_tr([label] + _metric_cells((g.get("metrics") or {}).get(name))) for name, label in TABLE_METRICS]
+        if "prompt_cache" in g:
+            out.append(_tr(["cached prompt tokens", _cached_cell(g), "", ""]))
         out.append("</table>")
     out.append("</div>")
     if comps := s.get("comparisons") or []:
@@ -238,7 +260,7 @@ def _html_run(run: Any) -> str:
         for c in comps:  # a verdict is highlighted only when there is one
             v = c.get("verdict")
             out.append(_tr(_comparison_cells(c), cls={8: v} if v in ("faster", "slower") else None))
-        out.append("</table>")
+        out.append(f'</table><p class="note">{_e(COMPARISON_NOTE)}</p>')
     if val := s.get("validation"):
         out.append("<h3>Validation of the comparison method</h3><ul>"
                    + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
@@ -279,19 +301,23 @@ def _md_run(run: Any) -> str:
     out += [f"- {label}: {value}{dirty if label == 'git commit' else ''}" for label, value in _meta(man)]
     out += [f"- unavailable server {lbl}: {why}" for lbl, why in _unavailable(man)]
     if groups := s.get("groups") or []:
-        head = ["server", "case", "load", "n", "ok/error/incomplete"] + [lbl for _, lbl in TABLE_METRICS]
+        cached = any("prompt_cache" in g for g in groups)
+        head = (["server", "case", "load", "n", "ok/error/incomplete"] + [lbl for _, lbl in TABLE_METRICS]
+                + (["cached prompt tokens"] if cached else []))
         out += ["", _md_row(head), "|" + "---|" * len(head)]
         for g in groups:
             key = (g.get("server"), g.get("case"))
             out.append(_md_row([_t(key[0]), _t(key[1]), loads.get(key, "n/a"), f"n={_t(g.get('n_repeats'))}",
                                 _counts(g)] + [_md_metric((g.get("metrics") or {}).get(name), g.get("n_repeats"))
-                                               for name, _ in TABLE_METRICS]))
+                                               for name, _ in TABLE_METRICS]
+                               + ([_cached_cell(g)] if cached else [])))
     if comps := s.get("comparisons") or []:
         out += ["", _md_row(list(COMPARISON_HEAD)), "|" + "---|" * len(COMPARISON_HEAD)]
         for c in comps:
             cells = _comparison_cells(c)
             cells[8] = f"**{cells[8]}**" if cells[8] in ("faster", "slower") else cells[8]
             out.append(_md_row(cells))
+        out += ["", COMPARISON_NOTE]
     if val := s.get("validation"):
         out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
     out += ["", f"Recompute median output tok/s per (server, case) from raw, in `{_shown_path(run)}`:", "",

@@ -139,8 +139,9 @@ def comparison_forest(comparisons: list[dict]) -> bytes | None:
         ax.errorbar([ratio], [y], xerr=xerr, fmt="o", capsize=4, color=color)
         ax.annotate(str(c.get("verdict") or ""), (hi if hi is not None else ratio, y), xytext=(6, 0),
                     textcoords="offset points", va="center", fontsize="small", color=color)
+        cache = f", {c['cache']}" if c.get("cache") else ""
         labels.append(f"{c.get('case')}: {c.get('a')} vs {c.get('b')}, "
-                      f"{c.get('metric')} (n={c.get('n_pairs')} pairs)")
+                      f"{c.get('metric')}{cache} (n={c.get('n_pairs')} pairs)")
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(rows)), labels[::-1])
     ax.set_ylim(-0.7, len(rows) - 0.3)

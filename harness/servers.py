@@ -20,6 +20,10 @@ from .sut import RunningServer, free_port, launched
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PEER_KINDS = ("mlx-lm", "mlx-lm-nocache", "vllm-mlx")
+# Our server with other flags, run beside "ours" under its own label.
+OUR_VARIANTS = {"ours-nocache": ("--prefix-cache-bytes", "0")}
+# What each peer's prompt/prefix cache is configured to do as we launch it (not whether it hits).
+PEER_PREFIX_CACHE = {"mlx-lm": "on", "mlx-lm-nocache": "off", "vllm-mlx": "on"}
 VLLM_MLX_PYTHON_ENV = "MLX_PROOF_VLLM_MLX_PYTHON"
 
 
@@ -53,12 +57,47 @@ class ModelFolder:
 
 
 def parse_server_list(text: str) -> list[ServerSpec]:
+    """Servers to run beside "ours": peers by kind, and variants of ours by label."""
     specs = []
     for name in filter(None, (p.strip() for p in text.split(","))):
-        if name not in PEER_KINDS:
-            raise ValueError(f"unknown peer {name!r}; known peers: {', '.join(PEER_KINDS)}")
-        specs.append(ServerSpec(label=name, kind=name))
+        if name in OUR_VARIANTS:
+            specs.append(ServerSpec(label=name, kind="mlx-proof", extra_args=OUR_VARIANTS[name]))
+        elif name in PEER_KINDS:
+            specs.append(ServerSpec(label=name, kind=name))
+        else:
+            raise ValueError(f"unknown peer {name!r}; known: {', '.join([*OUR_VARIANTS, *PEER_KINDS])}")
+        if [s.label for s in specs].count(name) > 1:
+            raise ValueError(f"peer {name!r} is listed twice")  # one label, one server: records would mix
     return specs
+
+
+def _flag(args: tuple[str, ...], name: str) -> str | None:
+    """The value of the last `name VALUE` or `name=VALUE` in args."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def prefix_cache_state(spec: ServerSpec, *, health: dict | None = None) -> str:
+    """Whether the server was set up to reuse cached prompt prefixes: "on", "off" or "unknown".
+
+    For ours, the resolved config in /health wins (profiles can set it too);
+    failing that, our own flag; a revision that reports neither says "unknown".
+    """
+    if spec.kind != "mlx-proof":
+        return PEER_PREFIX_CACHE.get(spec.kind, "unknown")
+    config = (health or {}).get("config") or {}
+    size = config.get("prefix_cache_bytes")
+    if size is None:
+        size = _flag(spec.extra_args, "--prefix-cache-bytes")
+    try:
+        return "unknown" if size is None else ("on" if int(size) > 0 else "off")
+    except (TypeError, ValueError):
+        return "unknown"
 
 
 def blas_preload(health: dict) -> str | None:

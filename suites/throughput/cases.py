@@ -1,4 +1,4 @@
-"""Read throughput case files and turn a case into request bodies."""
+"""Read throughput case files and turn a case into request bodies or conversations."""
 
 from __future__ import annotations
 
@@ -6,61 +6,109 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.loadgen import Arrival
+from harness.loadgen import Arrival, Conversation
 
 CASES_FILE = Path(__file__).with_name("cases.toml")
+UID = "{uid}"  # filled per request when bodies are built; see cases.toml's header
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    prompts: tuple[str, ...]
+    system: str | None = None
+    followups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
     prompts: tuple[str, ...]
-    requests: int
+    requests: int  # single requests, or conversations when turns > 1
     max_tokens: int
     arrival: Arrival
     tags: tuple[str, ...] = field(default=())
+    system: str | None = None
+    turns: int = 1
+    followups: tuple[str, ...] = ()  # user messages of turns 2..turns, in order
 
     @property
     def concurrency(self) -> int | None:
         return self.arrival.concurrency if self.arrival.kind == "concurrency" else None
 
     def describe(self) -> dict:
-        return {"name": self.name, "requests": self.requests, "max_tokens": self.max_tokens,
-                "arrival": self.arrival.kind, "concurrency": self.concurrency,
-                "rate_rps": self.arrival.rate_rps, "tags": list(self.tags),
-                "prompts": list(self.prompts)}
+        out = {"name": self.name, "requests": self.requests, "max_tokens": self.max_tokens,
+               "arrival": self.arrival.kind, "concurrency": self.concurrency,
+               "rate_rps": self.arrival.rate_rps, "tags": list(self.tags),
+               "prompts": list(self.prompts)}
+        if self.system is not None:
+            out["system"] = self.system
+        if self.turns > 1:
+            out.update(conversations=self.requests, turns=self.turns, followups=list(self.followups))
+        return out
+
+    def _first_body(self, i: int, *, model: str | None, repeat: int) -> dict:
+        # The uid differs across repeats and warm-up, so a cache can reuse only what a
+        # real client shares (the system prompt, a conversation's own history), never
+        # the same request from an earlier repeat.
+        uid = f"r{repeat}-{i}" if repeat >= 0 else f"warmup-{i}"
+        messages = [{"role": "system", "content": self.system}] if self.system is not None else []
+        messages.append({"role": "user", "content": self.prompts[i % len(self.prompts)].replace(UID, uid)})
+        body = {"messages": messages, "max_tokens": self.max_tokens, "temperature": 0.0}
+        if model is not None:
+            body["model"] = model
+        return body
 
     def bodies(self, *, model: str | None, repeat: int) -> list[dict]:
         """Greedy chat requests; `model` None omits the field (mlx_lm.server needs that)."""
-        out = []
-        for i in range(self.requests):
-            body = {"messages": [{"role": "user", "content": self.prompts[i % len(self.prompts)]}],
-                    "max_tokens": self.max_tokens, "temperature": 0.0}
-            if model is not None:
-                body["model"] = model
-            out.append(body)
-        return out
+        if self.turns > 1:
+            raise ValueError(f"case {self.name!r} is multi-turn: its later turns depend on the answers; "
+                             "use conversations()")
+        return [self._first_body(i, model=model, repeat=repeat) for i in range(self.requests)]
+
+    def conversations(self, *, model: str | None, repeat: int) -> list[Conversation]:
+        """One Conversation per request (single-turn cases: conversations of one turn)."""
+        followups = self.followups[: self.turns - 1]
+        return [Conversation(self._first_body(i, model=model, repeat=repeat), followups)
+                for i in range(self.requests)]
 
 
-def _prompts(spec: dict, base: Path) -> tuple[str, ...]:
+def _prompt_set(name: str, spec: dict, base: Path) -> PromptSet:
     fields = {}
     if "document_file" in spec:
         fields["document"] = (base / spec["document_file"]).read_text()
-    return tuple(spec["template"].format(item=item, **fields) for item in spec["items"])
+    if "system" in spec and "system_file" in spec:
+        raise ValueError(f"prompt set {name!r}: give system or system_file, not both")
+    system = (base / spec["system_file"]).read_text().strip() if "system_file" in spec else spec.get("system")
+    prompts = tuple(spec["template"].format(item=item, uid=UID, **fields) for item in spec["items"])
+    return PromptSet(prompts, system, tuple(spec.get("followups", ())))
+
+
+def _size(raw: dict, turns: int) -> int:
+    """How many units a repeat sends: `requests` for single turns, `conversations` otherwise."""
+    key, other = ("conversations", "requests") if turns > 1 else ("requests", "conversations")
+    if other in raw or key not in raw:
+        raise ValueError(f"case {raw['name']!r} with turns = {turns} needs {key!r} (and no {other!r})")
+    return raw[key]
+
+
+def _case(raw: dict, sets: dict[str, PromptSet]) -> Case:
+    if raw["prompts"] not in sets:
+        raise ValueError(f"case {raw['name']!r} names unknown prompt set {raw['prompts']!r}")
+    chosen, turns = sets[raw["prompts"]], raw.get("turns", 1)
+    if turns < 1 or len(chosen.followups) < turns - 1:
+        raise ValueError(f"case {raw['name']!r} wants {turns} turns but prompt set {raw['prompts']!r} "
+                         f"has {len(chosen.followups)} followups")
+    arrival = Arrival(kind=raw.get("arrival", "concurrency"), concurrency=raw.get("concurrency", 1),
+                      rate_rps=raw.get("rate_rps"), seed=raw.get("seed", 0))
+    return Case(raw["name"], chosen.prompts, _size(raw, turns), raw["max_tokens"], arrival,
+                tuple(raw.get("tags", ())), chosen.system, turns, chosen.followups[: turns - 1])
 
 
 def load_cases(select: list[str] | None = None, *, path: Path = CASES_FILE) -> list[Case]:
     """Cases whose name or any tag is in `select` (all cases when None), in file order."""
     data = tomllib.loads(path.read_text())
-    sets = {name: _prompts(spec, path.parent) for name, spec in data.get("prompt_set", {}).items()}
-    cases = []
-    for raw in data.get("case", []):
-        if raw["prompts"] not in sets:
-            raise ValueError(f"case {raw['name']!r} names unknown prompt set {raw['prompts']!r}")
-        arrival = Arrival(kind=raw.get("arrival", "concurrency"), concurrency=raw.get("concurrency", 1),
-                          rate_rps=raw.get("rate_rps"), seed=raw.get("seed", 0))
-        cases.append(Case(raw["name"], sets[raw["prompts"]], raw["requests"], raw["max_tokens"],
-                          arrival, tuple(raw.get("tags", ()))))
+    sets = {name: _prompt_set(name, spec, path.parent) for name, spec in data.get("prompt_set", {}).items()}
+    cases = [_case(raw, sets) for raw in data.get("case", [])]
     if select is None:
         return cases
     chosen = [c for c in cases if c.name in select or set(c.tags) & set(select)]

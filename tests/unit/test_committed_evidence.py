@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from harness.commands import validation_block
 from harness.evidence import iter_runs
-from harness.metrics import summarize
+from harness.metrics import Comparison, summarize
 
 EVIDENCE = Path(__file__).resolve().parents[2] / "evidence"
 RUNS = list(iter_runs(EVIDENCE))  # read_run checks manifest, raw and summary against the schemas
@@ -26,8 +26,14 @@ def _rounded(value, digits: int = 12):
     return value
 
 
-def _pairs(summary: dict) -> list[tuple[str, str, str]]:
-    return sorted({("*", c["a"], c["b"]) for c in summary["comparisons"]})
+def _pairs(summary: dict) -> list[Comparison]:
+    """The comparisons the run asked for, rebuilt from the stored ones in their stored order:
+    one per (a, b, cache label), with its metrics (older runs: output_tok_per_s, no label)."""
+    asked: dict = {}
+    for c in summary["comparisons"]:
+        metrics = asked.setdefault((c["a"], c["b"], c.get("cache")), [])
+        metrics += [c["metric"]] if c["metric"] not in metrics else []
+    return [Comparison("*", a, b, tuple(metrics), cache) for (a, b, cache), metrics in asked.items()]
 
 
 @pytest.mark.parametrize("run", RUNS, ids=[r.path.name for r in RUNS])

@@ -255,3 +255,20 @@ def test_sparse_evidence_renders_without_nulls(tmp_path):
     for text in (_text_without_images(html_path.read_text("utf-8")), md_path.read_text("utf-8")):
         assert not re.search(r"\bNone\b|\bnan\b|\bnull\b", text)
         assert "n/a (n=3)" in text and "not recorded" in text
+
+
+def test_cache_labels_ttft_direction_and_cached_share_render(tmp_path):
+    run = throughput_run()
+    groups = [dict(g, prompt_cache={"requests": 12, "cached_tokens": 300, "prompt_tokens": 400, "fraction": 0.75})
+              if g["server"] == "ours" else g for g in run.summary["groups"]]
+    ttft = dict(run.summary["comparisons"][0], metric="ttft_p50_s", ratio=0.5, ci_low=0.4, ci_high=0.6,
+                cache="warm-vs-cold")
+    manifest = dict(run.manifest, servers=[dict(s, prefix_cache="on") for s in run.manifest["servers"]])
+    cached = FakeRun(run.path, manifest, run.records,
+                     dict(run.summary, groups=groups, comparisons=[*run.summary["comparisons"], ttft]))
+    html_path, md_path = render([cached], tmp_path)
+    for text in (_text_without_images(html_path.read_text("utf-8")), md_path.read_text("utf-8")):
+        assert "warm-vs-cold" in text and "below 1 for times" in text
+        assert "300 of 400 (75%), n=12 requests" in text and "ours on, mlx-lm on" in text
+        assert not re.search(r"\bNone\b|\bnan\b|\bnull\b", text)
+    assert "| cached prompt tokens |" in md_path.read_text("utf-8")

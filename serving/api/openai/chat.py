@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...engine.request import Finished, StepOutput
 from ..dialect import Frame, Prepared, ServeContext
-from ..errors import APIError, InvalidRequest, UnsupportedField
+from ..errors import InvalidRequest, UnsupportedField
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params, token_bias
 from ..prompting import chat_tokens
 from ..request_body import validate
@@ -65,19 +65,11 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     return Prepared(request, encoder, body.stream)
 
 
-class ChatEncoder:
-    def __init__(self, ctx: ServeContext, *, prompt_tokens: list[int], include_usage: bool,
-                 logprobs: bool, return_token_ids: bool) -> None:
-        self.ctx = ctx
-        self.env = common.Envelope(model_id=ctx.served.model_id, id_prefix="chatcmpl",
-                                   object_whole="chat.completion", object_chunk="chat.completion.chunk")
-        self.prompt_tokens = prompt_tokens
-        self.include_usage = include_usage
-        self.logprobs = logprobs
-        self.return_token_ids = return_token_ids
-
-    def _ids(self, **extra) -> dict:
-        return extra if self.return_token_ids else {}
+class ChatEncoder(common.BaseEncoder):
+    def __init__(self, ctx: ServeContext, **options) -> None:
+        super().__init__(ctx, common.Envelope(model_id=ctx.served.model_id, id_prefix="chatcmpl",
+                                              object_whole="chat.completion", object_chunk="chat.completion.chunk"),
+                         **options)
 
     def _logprobs(self, outputs: list[StepOutput]) -> dict | None:
         if not self.logprobs:
@@ -92,24 +84,14 @@ class ChatEncoder:
         return [self.env.chunk([choice], **self._ids(prompt_token_ids=self.prompt_tokens))]
 
     def step(self, out: StepOutput) -> list[Frame]:
-        if not (out.text or (self.logprobs and out.logprobs) or (self.return_token_ids and out.token_ids)):
+        if not self._worth_a_chunk(out):
             return []
         choice = {"index": 0, "delta": {"content": out.text}, "logprobs": self._logprobs([out]),
                   "finish_reason": None, **self._ids(token_ids=list(out.token_ids))}
         return [self.env.chunk([choice])]
 
-    def finish(self, fin: Finished) -> list[Frame]:
-        frames = [self.env.chunk([{"index": 0, "delta": {}, "logprobs": None,
-                                   "finish_reason": common.finish_reason(fin)}])]
-        if self.include_usage:
-            frames.append(self.env.chunk([], usage=common.usage(fin.usage)))
-        return [*frames, common.DONE]
-
-    def error(self, err: APIError) -> list[Frame]:
-        return [Frame(common.error_body(err))]
-
-    def idle(self) -> list[Frame]:
-        return []
+    def _finish_choice(self, reason: str) -> dict:
+        return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
 
     def whole(self, outputs: list[StepOutput], fin: Finished) -> dict:
         choice = {"index": 0, "message": {"role": "assistant", "content": "".join(o.text for o in outputs)},

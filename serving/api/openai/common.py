@@ -65,3 +65,37 @@ class Envelope:
 
 
 DONE = Frame("[DONE]")
+
+
+class BaseEncoder:
+    """What chat and completions encoders share: ids, finish, usage and error frames."""
+
+    def __init__(self, ctx: ServeContext, env: Envelope, *, prompt_tokens: list[int], include_usage: bool,
+                 logprobs: bool, return_token_ids: bool) -> None:
+        self.ctx = ctx
+        self.env = env
+        self.prompt_tokens = prompt_tokens
+        self.include_usage = include_usage
+        self.logprobs = logprobs
+        self.return_token_ids = return_token_ids
+
+    def _ids(self, **extra) -> dict:
+        return extra if self.return_token_ids else {}
+
+    def _worth_a_chunk(self, out: StepOutput) -> bool:
+        return bool(out.text or (self.logprobs and out.logprobs) or (self.return_token_ids and out.token_ids))
+
+    def _finish_choice(self, reason: str) -> dict:
+        raise NotImplementedError
+
+    def finish(self, fin: Finished) -> list[Frame]:
+        frames = [self.env.chunk([self._finish_choice(finish_reason(fin))])]
+        if self.include_usage:
+            frames.append(self.env.chunk([], usage=usage(fin.usage)))
+        return [*frames, DONE]
+
+    def error(self, err: APIError) -> list[Frame]:
+        return [Frame(error_body(err))]
+
+    def idle(self) -> list[Frame]:
+        return []

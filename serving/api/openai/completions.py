@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...engine.request import Finished, StepOutput
 from ..dialect import Frame, Prepared, ServeContext
-from ..errors import APIError, InvalidRequest, UnsupportedField
+from ..errors import InvalidRequest, UnsupportedField
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params, token_bias
 from ..prompting import text_tokens
 from ..request_body import validate
@@ -49,21 +49,13 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     return Prepared(request, encoder, body.stream)
 
 
-class CompletionEncoder:
-    def __init__(self, ctx: ServeContext, *, prompt_tokens: list[int], echo: str, include_usage: bool,
-                 logprobs: bool, return_token_ids: bool) -> None:
-        self.ctx = ctx
-        self.env = common.Envelope(model_id=ctx.served.model_id, id_prefix="cmpl",
-                                   object_whole="text_completion", object_chunk="text_completion")
-        self.prompt_tokens = prompt_tokens
+class CompletionEncoder(common.BaseEncoder):
+    def __init__(self, ctx: ServeContext, *, echo: str, **options) -> None:
+        super().__init__(ctx, common.Envelope(model_id=ctx.served.model_id, id_prefix="cmpl",
+                                              object_whole="text_completion", object_chunk="text_completion"),
+                         **options)
         self.echo = echo
-        self.include_usage = include_usage
-        self.logprobs = logprobs
-        self.return_token_ids = return_token_ids
         self._offset = len(echo)
-
-    def _ids(self, **extra) -> dict:
-        return extra if self.return_token_ids else {}
 
     def _logprobs(self, outputs: list[StepOutput]) -> dict | None:
         """The legacy shape: parallel lists, top_logprobs as {token text: logprob}."""
@@ -91,22 +83,12 @@ class CompletionEncoder:
         return [self.env.chunk([choice])]
 
     def step(self, out: StepOutput) -> list[Frame]:
-        if not (out.text or (self.logprobs and out.logprobs) or (self.return_token_ids and out.token_ids)):
+        if not self._worth_a_chunk(out):
             return []
         return [self.env.chunk([self._choice(out.text, [out], None)])]
 
-    def finish(self, fin: Finished) -> list[Frame]:
-        frames = [self.env.chunk([{"index": 0, "text": "", "logprobs": None,
-                                   "finish_reason": common.finish_reason(fin)}])]
-        if self.include_usage:
-            frames.append(self.env.chunk([], usage=common.usage(fin.usage)))
-        return [*frames, common.DONE]
-
-    def error(self, err: APIError) -> list[Frame]:
-        return [Frame(common.error_body(err))]
-
-    def idle(self) -> list[Frame]:
-        return []
+    def _finish_choice(self, reason: str) -> dict:
+        return {"index": 0, "text": "", "logprobs": None, "finish_reason": reason}
 
     def whole(self, outputs: list[StepOutput], fin: Finished) -> dict:
         choice = self._choice(self.echo + "".join(o.text for o in outputs), outputs, common.finish_reason(fin))
