@@ -33,6 +33,11 @@ class TextStream:
             return ""
         text = self._detok.text
         hit = self._stop_hit(text)
+        if hit is not None and not final:
+            # A longer stop string that starts earlier may still complete: wait for it.
+            pending = self._incomplete_stop_start(text, before=hit[0])
+            if pending is not None:
+                return self._take(text, pending)
         if hit is not None:
             self.stopped = True
             cut, self.stop_string = hit
@@ -56,6 +61,15 @@ class TextStream:
         start = max(0, self._emitted - longest)
         hits = [(i, s) for s in self._stop if (i := text.find(s, start)) != -1]
         return min(hits) if hits else None
+
+    def _incomplete_stop_start(self, text: str, *, before: int) -> int | None:
+        """The first position before `before` where the text so far is a proper prefix of a stop string."""
+        longest = max((len(s) for s in self._stop), default=0)
+        for q in range(max(0, self._emitted - longest), before):
+            tail = text[q:]
+            if any(len(tail) < len(s) and s.startswith(tail) for s in self._stop):
+                return q
+        return None
 
     def _holdback_start(self, text: str) -> int:
         end = len(text)

@@ -54,3 +54,8 @@ def test_output_is_the_text_cut_at_the_earliest_stop(text, stops):
     hits = [i for s in stops if (i := text.find(s)) != -1]
     expected = text[: min(hits)] if hits else text
     assert "".join(deltas) == expected
+
+
+def test_a_longer_stop_that_starts_earlier_wins_over_a_shorter_one_completed_first():
+    deltas, stopped = run("0ª0 tail", stop=["ª", "0ª0"])
+    assert stopped and "".join(deltas) == ""
