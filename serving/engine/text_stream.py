@@ -32,6 +32,9 @@ class TextStream:
         if self.stopped:
             return ""
         text = self._detok.text
+        if not final:
+            # A trailing U+FFFD may be half a character: it is not text yet, so no stop can match it.
+            text = text.rstrip(REPLACEMENT)
         hit = self._stop_hit(text)
         if hit is not None and not final:
             # A longer stop string that starts earlier may still complete: wait for it.
