@@ -8,7 +8,7 @@ from pathlib import Path
 
 import falcon
 
-from .api import openai
+from .api import anthropic, openai, responses
 from .api.auth import ApiKeyMiddleware
 from .api.dialect import Dialect, ServeContext, ServedModel
 from .api.errors import install_error_handlers
@@ -19,10 +19,16 @@ from .engine.loop import Engine, EngineSettings
 
 log = logging.getLogger("mlx_proof")
 
+# While a long prompt prefills, streams send a keep-alive this often; the encoder
+# decides what it is (Anthropic's ping; nothing for OpenAI).
+KEEPALIVE_S = 5.0
+
 # route -> dialect; the dialect also owns the error shape of every path under its route.
 GENERATION_ROUTES: tuple[tuple[str, Dialect], ...] = (
+    ("/v1/messages", anthropic.MESSAGES),
     ("/v1/chat/completions", openai.CHAT),
     ("/v1/completions", openai.COMPLETIONS),
+    ("/v1/responses", responses.RESPONSES),
 )
 
 
@@ -41,8 +47,11 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict)
     app = falcon.App(middleware=middleware)
     install_error_handlers(app, renderer_for)
     ctx = ServeContext(engine.tokenizer, served, config)
+    # Each app keeps its own responses for previous_response_id; the table's dialect keeps none.
+    per_app = {"/v1/responses": responses.with_store(responses.ResponseStore())}
     for route, dialect in GENERATION_ROUTES:
-        app.add_route(route, Generate(dialect, engine, ctx))
+        app.add_route(route, Generate(per_app.get(route, dialect), engine, ctx, idle_s=KEEPALIVE_S))
+    app.add_route("/v1/messages/count_tokens", anthropic.CountTokens(ctx))
     models = Models(served)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    argv = [sys.executable, "-m", "harness", "bench", "--cases", "smoke", "--repeats", "1", "--warmup", "1",
+    argv = [sys.executable, "-m", "harness", "bench", "--cases", "smoke,multiturn-ci", "--repeats", "1", "--warmup", "1",
             "--peers", "mlx-lm", "--evidence-dir", str(root / "evidence"), "--reports-dir", str(root / "reports"),
             "--log-dir", str(root / "logs")]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
@@ -40,8 +40,15 @@ def test_manifest_records_the_environment(bench_run):
 def test_every_request_succeeded_and_is_recorded(bench_run):
     _, run = bench_run
     requests = [r for r in run.records if r["type"] == "request"]
-    assert len(requests) == 2 * 3  # two servers, three requests, warm-up not recorded
+    assert len(requests) == 2 * (3 + 2)  # two servers, three requests + a two-turn chat; warm-up not recorded
     assert all(r["status"] == "ok" and r["completion_tokens"] > 0 for r in requests)
+
+
+def test_second_turn_reuses_the_first_from_the_prefix_cache(bench_run):
+    _, run = bench_run
+    turns = {r["turn"]: r for r in run.records
+             if r["type"] == "request" and r["server"] == "ours" and r["case"] == "multiturn-ci"}
+    assert turns[1]["cached_tokens"] > turns[0]["prompt_tokens"] // 2
 
 
 def test_summary_recomputes_from_raw(bench_run):

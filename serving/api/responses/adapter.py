@@ -1,0 +1,92 @@
+"""The Responses request adapter: typed body, conversation (with stored history) and prompt."""
+
+from __future__ import annotations
+
+from ...engine.request import SamplingParams
+from ..dialect import Prepared, ServeContext
+from ..errors import InvalidRequest, UnsupportedField
+from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
+from ..prompting import chat_tokens
+from ..request_body import validate
+from . import items
+from .encoder import ResponsesEncoder
+from .schemas import ResponsesRequest
+from .store import ResponseStore
+
+
+def refuse_unsupported(body: ResponsesRequest) -> None:
+    """Fields that would change what the answer means are refused, never ignored."""
+    fmt = body.text.format.type if body.text and body.text.format else "text"
+    if fmt != "text":
+        raise UnsupportedField(f"text.format type {fmt!r} is not supported yet; only 'text' is", param="text.format")
+    if body.tool_choice not in (None, "auto", "none"):
+        raise UnsupportedField("tool_choice 'required' or a named tool is not supported yet; use 'auto' or 'none'",
+                               param="tool_choice")
+    if body.top_logprobs or "message.output_text.logprobs" in (body.include or ()):
+        raise UnsupportedField("logprobs are not supported on /v1/responses yet",
+                               param="top_logprobs" if body.top_logprobs else "include")
+    for name in ("background", "conversation", "prompt"):
+        if getattr(body, name):
+            raise UnsupportedField(f"{name} is not supported by this server; omit it", param=name)
+
+
+def echo_fields(body: ResponsesRequest, sampling: SamplingParams) -> dict:
+    """The request settings a Response object repeats back, with the sampling actually used."""
+    return {
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "tools": body.tools or [],
+        "tool_choice": body.tool_choice or "auto",
+        "parallel_tool_calls": True if body.parallel_tool_calls is None else body.parallel_tool_calls,
+        "store": body.store,
+        "text": {"format": {"type": "text"}},
+        "reasoning": body.reasoning or {"effort": None, "summary": None},
+        "metadata": body.metadata or {},
+        "previous_response_id": body.previous_response_id,
+        "prompt_cache_key": body.prompt_cache_key,
+        "truncation": "disabled",
+    }
+
+
+class Responses:
+    """Adapts Responses bodies; holds the store that `previous_response_id` reads.
+
+    With no store (the route table's default) nothing is kept and every
+    `previous_response_id` is unknown; `create_app` gives each app its own.
+    Tools are accepted and echoed but not yet shown to the model: without a
+    tool-call parser its markup would come back as plain text.
+    """
+
+    def __init__(self, store: ResponseStore | None = None) -> None:
+        self.store = store
+
+    def history(self, previous_id: str | None) -> list:
+        if previous_id is None:
+            return []
+        stored = self.store.get(previous_id) if self.store is not None else None
+        if stored is None:
+            raise InvalidRequest(f"previous response {previous_id!r} is not known here: it was never stored "
+                                 "(store: false), or it is too old, or the server restarted",
+                                 param="previous_response_id", code="previous_response_not_found")
+        return stored
+
+    def adapt(self, raw: dict, ctx: ServeContext) -> Prepared:
+        body = validate(raw, ResponsesRequest)
+        refuse_unsupported(body)
+        check_model(body.model, ctx.served, ctx.config)
+        conversation = [*self.history(body.previous_response_id), *body.input]
+        messages = items.messages(conversation, instructions=body.instructions)
+        if len(messages) == (1 if body.instructions else 0):
+            raise InvalidRequest("input is empty: send a string or at least one message", param="input")
+        tokens = chat_tokens(messages, ctx.tokenizer, param="input")
+        sampling = sampling_params(ctx.config, temperature=body.temperature, top_p=body.top_p)
+        request = generation_request(
+            tokens,
+            max_tokens=resolve_max_tokens(body.max_output_tokens, prompt_len=len(tokens), served=ctx.served,
+                                          config=ctx.config, param="max_output_tokens", prompt_param="input"),
+            sampling=sampling, config=ctx.config, prompt_param="input")
+        encoder = ResponsesEncoder(model_id=ctx.served.model_id, echo=echo_fields(body, sampling),
+                                   conversation=conversation, store=self.store if body.store else None)
+        return Prepared(request, encoder, body.stream)
