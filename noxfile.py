@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -22,11 +25,33 @@ def serve(session: nox.Session) -> None:
     session.run("mlx-proof", "serve", *session.posargs)
 
 
+# The agent clients the integration tests drive for real, kept inside .nox/ (no global install).
+AGENT_CLIENTS = ("@anthropic-ai/claude-code", "@openai/codex")
+CLIENTS_PREFIX = Path(".nox/clients")
+
+
+def _install_agent_clients(session: nox.Session) -> dict[str, str]:
+    """npm-install Claude Code and Codex CLI; their tests skip, saying so, where this fails."""
+    npm = shutil.which("npm")
+    if npm is None:
+        session.warn("npm not found: the Claude Code and Codex CLI tests will be skipped")
+        return {}
+    done = subprocess.run([npm, "install", "--prefix", str(CLIENTS_PREFIX), "--no-fund", "--no-audit",
+                           "--silent", *AGENT_CLIENTS], capture_output=True, text=True)
+    if done.returncode != 0:
+        session.warn(f"npm install failed, agent-client tests will be skipped: {done.stderr.strip()[-500:]}")
+        return {}
+    bin_dir = (CLIENTS_PREFIX / "node_modules" / ".bin").resolve()
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit tests, plus integration tests against a real server on the real default model."""
+    """Unit tests, plus integration tests against a real server on the real default model
+    and real clients (SDKs; Claude Code and Codex CLI from npm)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    env = _install_agent_clients(session)
+    session.run("pytest", *session.posargs, env=env)
 
 
 def _harness(session: nox.Session, command: str) -> None:

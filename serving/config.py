@@ -117,6 +117,9 @@ def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FI
         raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
     if "served_model_names" in merged:
         merged["served_model_names"] = tuple(merged["served_model_names"])
+    ceiling = merged.get("max_tokens_ceiling", ServerConfig.max_tokens_ceiling)
+    if "max_tokens_default" not in merged and ceiling < ServerConfig.max_tokens_default:
+        merged["max_tokens_default"] = ceiling  # a lower ceiling alone lowers the default with it
     if merged.get("cache_dir") is not None:
         merged["cache_dir"] = Path(merged["cache_dir"])
     return ServerConfig(**merged).validate()

@@ -51,3 +51,10 @@ def test_openblas_preload_decision(monkeypatch, tmp_path):
 
 def test_loaded_blas_names_something():
     assert backend.loaded_blas()
+
+
+def test_a_lower_ceiling_alone_lowers_the_default(tmp_path: Path):
+    profiles = tmp_path / "p.toml"
+    profiles.write_text('[profile.text-default]\nserve = {}\n')
+    cfg = build_config({"max_tokens_ceiling": 256}, profiles_path=profiles)
+    assert (cfg.max_tokens_default, cfg.max_tokens_ceiling) == (256, 256)
