@@ -10,12 +10,15 @@ import falcon
 
 from .api import anthropic, openai, responses
 from .api.auth import ApiKeyMiddleware
+from .api.constrain import LazyBuilder
+from .api.tool_prompt import template_renders_tools
 from .api.dialect import Dialect, ServeContext, ServedModel
 from .api.errors import install_error_handlers
 from .api.request_body import BodyLimit
 from .api.resources import Generate, Health, Models, NotFound, Root
 from .config import ServerConfig
 from .engine.loop import Engine, EngineSettings
+from .parsers.tools import choose_parser
 
 log = logging.getLogger("mlx_proof")
 
@@ -39,14 +42,27 @@ def renderer_for(path: str):
     return openai.error_body
 
 
-def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict) -> falcon.App:
-    """Build the app from injected parts, so tests can pass a fake engine."""
+def serve_context(config: ServerConfig, tokenizer, served: ServedModel, constraints=None) -> ServeContext:
+    """What every dialect shares, with the tool parser and tool prompt chosen once for this model."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str):
+        template = None
+    parser = choose_parser(config.tool_call_parser, chat_template=template,
+                           tool_call_start=getattr(tokenizer, "tool_call_start", None))
+    return ServeContext(tokenizer, served, config, tool_parser=parser, tool_prompt=config.tool_prompt,
+                        template_tools=template_renders_tools(template),
+                        constraints=constraints or LazyBuilder(tokenizer))
+
+
+def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict, *,
+               constraints=None) -> falcon.App:
+    """Build the app from injected parts, so tests can pass a fake engine (and a fake grammar builder)."""
     middleware = [BodyLimit(config.max_body_bytes)]
     if config.api_key:
         middleware.append(ApiKeyMiddleware(config.api_key))
     app = falcon.App(middleware=middleware)
     install_error_handlers(app, renderer_for)
-    ctx = ServeContext(engine.tokenizer, served, config)
+    ctx = serve_context(config, engine.tokenizer, served, constraints)
     # Each app keeps its own responses for previous_response_id; the table's dialect keeps none.
     per_app = {"/v1/responses": responses.with_store(responses.ResponseStore())}
     for route, dialect in GENERATION_ROUTES:

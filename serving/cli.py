@@ -42,6 +42,12 @@ def _serve_parser(sub) -> None:
                    help=f"largest request body; larger gets 413 before parsing (default {d.max_body_bytes})")
     p.add_argument("--request-timeout", dest="request_timeout_s", type=float,
                    help=f"seconds one request may take, queueing included; 0 for none (default {d.request_timeout_s:g})")
+    p.add_argument("--tool-call-parser",
+                   help="how tool calls are read from the model's text: auto (from its chat template), "
+                        "hermes, json, llama3, mistral, pythonic, lfm (default auto)")
+    p.add_argument("--tool-prompt", choices=["auto", "template", "generic", "none"],
+                   help="how tools reach the prompt: the chat template, a generic system-prompt section, "
+                        "or not at all (default auto: the template if it renders tools)")
     p.add_argument("--threads", type=int, help="waitress threads (default max-concurrency + 8)")
     p.add_argument("--dtype", help="weights dtype for converted models (default: by backend)")
     p.add_argument("--cache-dir", help="where converted models are kept")

@@ -46,6 +46,11 @@ class ServerConfig:
     prefix_cache_bytes: int = 1 << 30
     # Refused with 413 before anything is parsed or tokenised.
     max_body_bytes: int = 8 << 20
+    # Which parser reads tool calls out of the model's text ("auto": from its chat template).
+    tool_call_parser: str = "auto"
+    # How tools reach the prompt: auto (the template if it renders tools, else a generic
+    # system-prompt section), template, generic, or none.
+    tool_prompt: str = "auto"
     # Wall-clock limit of one request, queueing included (0: none).
     request_timeout_s: float = 600.0
     # Waitress threads; each open request holds one, decoding or waiting, so the
@@ -82,6 +87,8 @@ class ServerConfig:
             problems.append(f"over_ceiling must be clamp or reject, not {self.over_ceiling!r}")
         if self.max_queue < 0 or self.prefix_cache_bytes < 0 or self.max_body_bytes <= 0:
             problems.append("max_queue and prefix_cache_bytes must be >= 0, max_body_bytes > 0")
+        if self.tool_prompt not in ("auto", "template", "generic", "none"):
+            problems.append(f"tool_prompt must be auto, template, generic or none, not {self.tool_prompt!r}")
         if self.request_timeout_s < 0:
             problems.append("request_timeout_s must be >= 0 (0: no limit)")
         if not 0 <= self.planted_slowdown <= 10:

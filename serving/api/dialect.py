@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 from ..config import ServerConfig
 from ..engine.request import Finished, GenerationRequest, StepOutput
 from .errors import APIError, ErrorRenderer
+from .tools import NO_TOOLS, ToolRequest
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,11 @@ class Frame:
 class Encoder(Protocol):
     def head(self) -> list[Frame]: ...  # sent at once, before prefill ends
     def step(self, out: StepOutput) -> list[Frame]: ...
+    def tool_call(self, call) -> list[Frame]: ...  # a parsed call (api.tool_calls.ToolCallOut)
     def finish(self, fin: Finished) -> list[Frame]: ...
     def error(self, err: APIError) -> list[Frame]: ...  # an error after the stream began
     def idle(self) -> list[Frame]: ...  # keep-alive while nothing is generated
-    def whole(self, outputs: list[StepOutput], fin: Finished) -> dict: ...
+    def whole(self, outputs: list, fin: Finished) -> dict: ...  # StepOutputs and ToolCallOuts, in order
 
 
 @dataclass(frozen=True)
@@ -54,15 +56,21 @@ class Prepared:
     request: GenerationRequest
     encoder: Encoder
     stream: bool
+    tools: ToolRequest = NO_TOOLS
 
 
 @dataclass
 class ServeContext:
-    """What adapters need: the tokenizer, the served model and the configuration."""
+    """What adapters need: the tokenizer, the served model, the configuration, and the
+    tool-call parser, tool prompt mode and constraint builder chosen once for this model."""
 
     tokenizer: Any
     served: ServedModel
     config: ServerConfig
+    tool_parser: Any = None
+    tool_prompt: str = "auto"
+    template_tools: bool = False
+    constraints: Any = None
     _texts: dict[int, str] = field(default_factory=dict, repr=False)
 
     def token_text(self, token: int) -> str:

@@ -37,11 +37,22 @@ def read_json(req, *, max_bytes: int) -> dict:
     return body
 
 
+def _is_field(part) -> bool:
+    """Pydantic puts union branches ("literal['a','b']", "NamedToolChoice", "str") in error
+    locations; the client only knows its own field names and list indexes."""
+    if isinstance(part, int):
+        return True
+    return not (any(c in part for c in "[(,'") or part[:1].isupper() or part in _BRANCH_TYPES)
+
+
+_BRANCH_TYPES = {"str", "int", "float", "bool", "list", "dict", "function-after", "function-before"}
+
+
 def validate(raw: dict, model: type[BaseModel]):
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
+        param = ".".join(str(p) for p in first["loc"] if _is_field(p)) or None
         kind = "missing required field" if first["type"] == "missing" else first["msg"]
         raise InvalidRequest(f"{param}: {kind}" if param else kind, param=param) from None

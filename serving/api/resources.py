@@ -31,9 +31,10 @@ class Generate:
         if prepared.stream:
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
-            resp.stream = respond.stream(handle, prepared, is_disconnected=probe, idle_s=self.idle_s)
+            resp.stream = respond.stream(handle, prepared, parser=self.ctx.tool_parser, is_disconnected=probe,
+                                         idle_s=self.idle_s)
         else:
-            resp.media = respond.whole(handle, prepared, is_disconnected=probe)
+            resp.media = respond.whole(handle, prepared, parser=self.ctx.tool_parser, is_disconnected=probe)
 
 
 def _model_card(model_id: str, created: int) -> dict:

@@ -13,6 +13,7 @@ import logging
 from ..engine.request import EngineBusy, EngineDown, Finished, StepOutput
 from .dialect import Frame, Prepared
 from .errors import APIError, EngineFailure, EngineUnavailable, GenerationTimeout, RateLimited
+from .tool_calls import ToolCallFilter, ToolCallOut
 
 log = logging.getLogger("mlx_proof.api")
 
@@ -57,23 +58,40 @@ class _Idle:
 IDLE = _Idle()
 
 
-def _events(handle, *, is_disconnected, idle_s: float | None):
-    """The handle's events, with IDLE markers at most every idle_s while none come."""
-    return handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE)
+def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: float | None = None):
+    """The handle's events (IDLE markers at most every idle_s while none come), through
+    the tool-call filter when the request has tools."""
+    events = handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE)
+    if not prepared.tools.active:
+        yield from events
+        return
+    calls = ToolCallFilter(parser, prepared.tools)
+    for event in events:
+        if isinstance(event, StepOutput):
+            yield from calls.feed(event)
+        elif isinstance(event, Finished) and event.reason not in ("error", "timeout"):
+            held, finished = calls.finish(event)
+            yield from held
+            yield finished
+        else:
+            yield event
 
 
-def stream(handle, prepared: Prepared, *, is_disconnected=lambda: False, idle_s: float | None = None):
+def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False,
+           idle_s: float | None = None):
     """Yield SSE bytes; closing the generator early (client gone) cancels generation."""
     enc = prepared.encoder
     finished = None
     try:
         for frame in enc.head():
             yield sse_bytes(frame)
-        for event in _events(handle, is_disconnected=is_disconnected, idle_s=idle_s):
+        for event in _events(handle, prepared, parser, is_disconnected=is_disconnected, idle_s=idle_s):
             if event is IDLE:
                 frames = enc.idle()
             elif isinstance(event, StepOutput):
                 frames = enc.step(event)
+            elif isinstance(event, ToolCallOut):
+                frames = enc.tool_call(event)
             else:
                 finished = event
                 frames = enc.finish(event) if event.reason not in ("error", "timeout") else enc.error(failure(event))
@@ -84,14 +102,14 @@ def stream(handle, prepared: Prepared, *, is_disconnected=lambda: False, idle_s:
             handle.cancel()
 
 
-def whole(handle, prepared: Prepared, *, is_disconnected=lambda: False) -> dict:
-    outputs: list[StepOutput] = []
+def whole(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False) -> dict:
+    outputs: list = []  # StepOutputs and ToolCallOuts, in order
     finished = None
-    for event in handle.iter_events(is_disconnected=is_disconnected):
-        if isinstance(event, StepOutput):
-            outputs.append(event)
-        else:
+    for event in _events(handle, prepared, parser, is_disconnected=is_disconnected):
+        if isinstance(event, Finished):
             finished = event
+        else:
+            outputs.append(event)
     if finished is None:  # the client went away; nobody reads this
         return {}
     if finished.reason in ("error", "timeout"):

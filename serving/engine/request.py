@@ -15,7 +15,8 @@ from typing import Any, Callable, Literal
 
 # eos: the model ended its turn; stop: a stop string matched (Finished.stop_string
 # says which); length: max_tokens; timeout: the request's time limit ran out.
-FinishReason = Literal["eos", "stop", "length", "cancelled", "error", "timeout"]
+# tool_calls: set by the API layer, never the engine, when the text held a tool call.
+FinishReason = Literal["eos", "stop", "length", "cancelled", "error", "timeout", "tool_calls"]
 
 
 @dataclass(frozen=True)

@@ -179,3 +179,18 @@ class FakeCacheLayer:
     def trim(self, k):
         self.n -= k
         return k
+
+
+class FakeConstraints:
+    """The grammar builder's contract; records what it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple] = []
+
+    def tool_call_constraint(self, tools, *, allow_parallel):
+        self.asked.append(("tools", [t["name"] for t in tools], allow_parallel))
+        return lambda: (lambda tokens, logits: logits)
+
+    def json_schema_constraint(self, schema):
+        self.asked.append(("json", schema))
+        return lambda: (lambda tokens, logits: logits)

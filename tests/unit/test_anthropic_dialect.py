@@ -26,7 +26,7 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def client(engine=None, **cfg):
-    return testing.TestClient(create_app(ServerConfig(**cfg), engine or FakeEngine(), served(), {}))
+    return testing.TestClient(create_app(ServerConfig(**cfg), engine or FakeEngine(), served(context_length=4096), {}))
 
 
 def post(body, engine=None):
@@ -86,7 +86,9 @@ def test_blocks_render_tool_calls_and_results_and_drop_thinking():
                  "thinking": {"type": "enabled", "budget_tokens": 1024}, "metadata": {"user_id": "u"},
                  "context_management": {"edits": []}, "output_config": {"effort": "high"},
                  "service_tier": "auto", "whatever": 1}, engine).status_code == 200
-    assert prompt_of(engine) == "<user>list\nfiles<assistant>Sure.<tool>a.py<user>and?<assistant>"
+    # the tools reach the prompt (a generic section: the fake template renders none)
+    assert prompt_of(engine).startswith('<system>You can call these functions:\n{"name": "ls"')
+    assert prompt_of(engine).endswith("<user>list\nfiles<assistant>Sure.<tool>a.py<user>and?<assistant>")
 
 
 def test_tool_use_becomes_an_openai_function_call():
@@ -124,7 +126,6 @@ def test_images_are_refused_naming_the_block(content, param):
     ({"messages": [*HI, {"role": "assistant", "content": "Sure"}]}, "prefill"),
     ({"messages": HI, "tool_choice": {"type": "any"}}, "tool_choice"),
     ({"messages": HI, "tool_choice": {"type": "tool", "name": "ls"}}, "tool_choice"),
-    ({"messages": HI, "output_config": {"format": {"type": "json_schema", "schema": {}}}}, "structured output"),
 ])
 def test_malformed_or_unsupported_bodies_are_anthropic_400s(body, needle):
     raw = {"model": "m", "max_tokens": 10, **body}

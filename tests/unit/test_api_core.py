@@ -64,9 +64,15 @@ def test_cached_tokens_reported_in_usage():
 
 
 @pytest.mark.parametrize("extra, param", [
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
-    ({"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice"),
+    ({"response_format": {"type": "yaml"}}, "response_format.type"),
+    ({"tool_choice": 123}, "tool_choice"),
+    ({"tools": "notalist"}, "tools"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]},
+     "tools.0.function.parameters"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function",
+                                                                                "function": {"name": "g"}}},
+     "tool_choice"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"top_logprobs": 50, "logprobs": True}, "top_logprobs"),
 ])

@@ -13,11 +13,12 @@ import uuid
 
 from ...engine.request import Finished, StepOutput, Usage
 from ..dialect import Frame, Prepared, ServeContext
-from ..errors import APIError, UnsupportedField
+from ..constrain import json_constraint, one_constraint, tool_constraint
+from ..errors import APIError
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
 from ..request_body import validate
 from .blocks import ContentBlocks
-from .prompt import prompt_tokens
+from .prompt import prompt_tokens, tools_of
 from .schemas import MessagesRequest
 
 # Anthropic names errors by kind; ours carry OpenAI's names, so map from the status.
@@ -26,7 +27,8 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
                500: "api_error", 503: "overloaded_error", 504: "api_error"}
 
-STOP_REASONS = {"eos": "end_turn", "stop": "stop_sequence", "length": "max_tokens", "cancelled": "end_turn"}
+STOP_REASONS = {"eos": "end_turn", "stop": "stop_sequence", "length": "max_tokens", "cancelled": "end_turn",
+                "tool_calls": "tool_use"}
 
 PING = Frame({"type": "ping"}, "ping")
 
@@ -36,21 +38,20 @@ def error_body(err: APIError) -> dict:
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
-def refuse_unsupported(body: MessagesRequest) -> None:
-    """Fields that would change what the answer means are refused, never ignored."""
-    if body.tool_choice and body.tool_choice.type in ("any", "tool"):
-        raise UnsupportedField(f"tool_choice {body.tool_choice.type!r} is not supported yet; use 'auto' or 'none'",
-                               param="tool_choice")
-    if body.output_format or (body.output_config and body.output_config.format):
-        param = "output_format" if body.output_format else "output_config.format"
-        raise UnsupportedField("structured output is not supported yet", param=param)
+def format_constraint(body: MessagesRequest, ctx: ServeContext):
+    fmt = body.output_format or (body.output_config.format if body.output_config else None)
+    if fmt is None:
+        return None
+    param = "output_format" if body.output_format else "output_config.format"
+    return json_constraint(fmt.schema_, ctx, param=f"{param}.schema")
 
 
 def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     body = validate(raw, MessagesRequest)
-    refuse_unsupported(body)
     check_model(body.model, ctx.served, ctx.config)
-    tokens = prompt_tokens(body, ctx)
+    tools = tools_of(body)
+    constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="output_config")
+    tokens = prompt_tokens(body, ctx, tools)
     request = generation_request(
         tokens,
         max_tokens=resolve_max_tokens(body.max_tokens, prompt_len=len(tokens), served=ctx.served,
@@ -58,8 +59,9 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
         sampling=sampling_params(ctx.config, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k),
         config=ctx.config,
         stop=tuple(body.stop_sequences or ()),
+        logits_processor=constraint,
     )
-    return Prepared(request, MessageEncoder(ctx, prompt_len=len(tokens)), body.stream)
+    return Prepared(request, MessageEncoder(ctx, prompt_len=len(tokens)), body.stream, tools)
 
 
 def usage(u: Usage) -> dict:
@@ -88,6 +90,9 @@ class MessageEncoder:
     def step(self, out: StepOutput) -> list[Frame]:
         return self.blocks.add("text", out.text) if out.text else []
 
+    def tool_call(self, call) -> list[Frame]:
+        return self.blocks.add("tool_use", call.arguments, id=call.id, name=call.name)
+
     def finish(self, fin: Finished) -> list[Frame]:
         final = self._message([], fin, fin.usage)
         return [*self.blocks.close(),
@@ -102,8 +107,8 @@ class MessageEncoder:
     def idle(self) -> list[Frame]:
         return [PING]  # keeps clients and proxies from timing out through a long prefill
 
-    def whole(self, outputs: list[StepOutput], fin: Finished) -> dict:
+    def whole(self, outputs: list, fin: Finished) -> dict:
         for out in outputs:
-            self.step(out)
+            self.step(out) if isinstance(out, StepOutput) else self.tool_call(out)
         self.blocks.close()
         return self._message(self.blocks.content, fin, fin.usage)

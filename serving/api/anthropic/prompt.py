@@ -10,7 +10,8 @@ import json
 
 from ..dialect import ServeContext
 from ..errors import InvalidRequest, UnsupportedField
-from ..prompting import chat_tokens
+from ..tool_prompt import tool_prompt_tokens
+from ..tools import ToolRequest, make_tool, tool_request
 from .schemas import Message, PromptFields, TextBlock
 
 # Blocks become one string per message; vLLM joins content parts the same way.
@@ -87,5 +88,18 @@ def neutral_messages(body: PromptFields) -> list[dict]:
     return ([{"role": "system", "content": system_text}] if system_text else []) + turns
 
 
-def prompt_tokens(body: PromptFields, ctx: ServeContext) -> list[int]:
-    return chat_tokens(neutral_messages(body), ctx.tokenizer)
+def tools_of(body: PromptFields) -> ToolRequest:
+    tools = [make_tool(t.name, t.description, t.input_schema, param=f"tools.{i}")
+             for i, t in enumerate(body.tools or []) if t.type in (None, "custom")]
+    choice = body.tool_choice
+    if choice is None:
+        return tool_request(tools)
+    if choice.type == "tool" and not choice.name:
+        raise InvalidRequest("tool_choice of type 'tool' needs a name", param="tool_choice.name")
+    return tool_request(tools, choice={"auto": "auto", "none": "none", "any": "required", "tool": "auto"}[choice.type],
+                        named=choice.name if choice.type == "tool" else None,
+                        parallel=not choice.disable_parallel_tool_use)
+
+
+def prompt_tokens(body: PromptFields, ctx: ServeContext, tools: ToolRequest | None = None) -> list[int]:
+    return tool_prompt_tokens(neutral_messages(body), tools if tools is not None else tools_of(body), ctx)

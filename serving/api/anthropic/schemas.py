@@ -71,10 +71,25 @@ class Message(_Body):
 class ToolChoice(_Body):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolDef(_Body):
+    # Hosted tools (web search, code execution...) carry a versioned type and run on
+    # Anthropic's side; they cannot run here, so they never reach the model.
+    type: str | None = None
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+
+class OutputFormat(_Body):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
 
 
 class OutputConfig(_Body):
-    format: dict[str, Any] | None = None  # structured output: refused until constrained decoding lands
+    format: OutputFormat | None = None  # structured output, by constrained decoding
     effort: str | None = None  # no meaning for this model
 
 
@@ -84,9 +99,8 @@ class PromptFields(_Body):
     model: str
     messages: list[Message] = Field(min_length=1)
     system: list[TextBlock] | None = None
-    # Tools do not reach the prompt until tool calling lands (the OpenAI dialect
-    # does the same), so count_tokens and the real prompt agree.
-    tools: list[dict[str, Any]] | None = None
+    # Tools reach the prompt, so count_tokens counts them as the real prompt does.
+    tools: list[ToolDef] | None = None
     tool_choice: ToolChoice | None = None
     # Extended thinking: this model has no reasoning mode, so a request for it changes nothing.
     thinking: dict[str, Any] | None = None
@@ -102,7 +116,7 @@ class MessagesRequest(PromptFields):
     top_k: int | None = Field(default=None, ge=0)
     stream: bool = False
     output_config: OutputConfig | None = None
-    output_format: dict[str, Any] | None = None  # the beta spelling of output_config.format
+    output_format: OutputFormat | None = None  # the beta spelling of output_config.format
     # Accepted and ignored: they say nothing about what the model should write.
     metadata: dict[str, Any] | None = None
     context_management: dict[str, Any] | None = None

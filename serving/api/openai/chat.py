@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import json
+
 from ...engine.request import Finished, StepOutput
 from ..dialect import Frame, Prepared, ServeContext
-from ..errors import InvalidRequest, UnsupportedField
+from ..errors import InvalidRequest
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params, token_bias
-from ..prompting import chat_tokens
+from ..constrain import json_constraint, one_constraint, tool_constraint
+from ..tool_prompt import tool_prompt_tokens
+from ..tools import ToolRequest, make_tool, tool_request
 from ..request_body import validate
 from . import common
 from .schemas import ChatCompletionRequest, ChatMessage
+
+
+def _template_call(call: dict) -> dict:
+    """Templates (HF convention) read a call's arguments as an object; OpenAI sends JSON text."""
+    fn = dict(call.get("function") or {})
+    if isinstance(fn.get("arguments"), str):
+        try:
+            fn["arguments"] = json.loads(fn["arguments"])
+        except json.JSONDecodeError:
+            pass
+    return {**call, "function": fn}
 
 
 def _message(m: ChatMessage) -> dict:
@@ -19,7 +34,7 @@ def _message(m: ChatMessage) -> dict:
         raise InvalidRequest(str(exc), param="messages") from None
     # Templates that know tool calls render them; the others ignore the keys.
     if m.tool_calls:
-        out["tool_calls"] = m.tool_calls
+        out["tool_calls"] = [_template_call(c) for c in m.tool_calls]
     if m.tool_call_id:
         out["tool_call_id"] = m.tool_call_id
     if m.name:
@@ -27,25 +42,34 @@ def _message(m: ChatMessage) -> dict:
     return out
 
 
-def refuse_unsupported(body: ChatCompletionRequest) -> None:
-    """Fields that would change what the answer means are refused, never ignored."""
-    fmt = (body.response_format or {}).get("type", "text")
-    if fmt != "text":
-        raise UnsupportedField(f"response_format type {fmt!r} is not supported yet; only 'text' is",
-                               param="response_format")
-    choice = body.tool_choice
-    if choice is not None and choice not in ("auto", "none"):
-        raise UnsupportedField("tool_choice 'required' or a named function is not supported yet; "
-                               "use 'auto' or 'none'", param="tool_choice")
-    if body.top_logprobs and not body.logprobs:
-        raise InvalidRequest("top_logprobs requires logprobs: true", param="top_logprobs")
+def tools_of(body: ChatCompletionRequest) -> ToolRequest:
+    tools = [make_tool(t.function.name, t.function.description, t.function.parameters, param=f"tools.{i}.function")
+             for i, t in enumerate(body.tools or [])]
+    choice = body.tool_choice or "auto"
+    named = None if isinstance(choice, str) else choice.function.name
+    return tool_request(tools, choice="auto" if named else choice, named=named,
+                        parallel=body.parallel_tool_calls is not False)
+
+
+def format_constraint(body: ChatCompletionRequest, ctx: ServeContext):
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return json_constraint(None, ctx, param="response_format")
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise InvalidRequest("response_format json_schema needs json_schema.schema", param="response_format.json_schema")
+    return json_constraint(fmt.json_schema.schema_, ctx, param="response_format.json_schema.schema")
 
 
 def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     body = validate(raw, ChatCompletionRequest)
-    refuse_unsupported(body)
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidRequest("top_logprobs requires logprobs: true", param="top_logprobs")
     check_model(body.model, ctx.served, ctx.config)
-    tokens = chat_tokens([_message(m) for m in body.messages], ctx.tokenizer)
+    tools = tools_of(body)
+    constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="response_format")
+    tokens = tool_prompt_tokens([_message(m) for m in body.messages], tools, ctx)
     request = generation_request(
         tokens,
         max_tokens=resolve_max_tokens(body.requested_max_tokens, prompt_len=len(tokens), served=ctx.served,
@@ -59,10 +83,11 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
         config=ctx.config,
         stop=body.stop_list,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        logits_processor=constraint,
     )
     encoder = ChatEncoder(ctx, prompt_tokens=tokens, include_usage=body.include_usage,
                           logprobs=body.logprobs, return_token_ids=body.return_token_ids)
-    return Prepared(request, encoder, body.stream)
+    return Prepared(request, encoder, body.stream, tools)
 
 
 class ChatEncoder(common.BaseEncoder):
@@ -93,9 +118,19 @@ class ChatEncoder(common.BaseEncoder):
     def _finish_choice(self, reason: str) -> dict:
         return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
 
-    def whole(self, outputs: list[StepOutput], fin: Finished) -> dict:
-        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(o.text for o in outputs)},
-                  "logprobs": self._logprobs(outputs), "finish_reason": common.finish_reason(fin),
-                  **self._ids(token_ids=common.token_ids(outputs))}
+    def tool_call(self, call) -> list[Frame]:
+        # The parser hands over whole calls, so name and arguments travel in one chunk.
+        delta = {"tool_calls": [{"index": call.index, **common.tool_call(call)}]}
+        return [self.env.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])]
+
+    def whole(self, outputs: list, fin: Finished) -> dict:
+        steps, calls = common.split(outputs)
+        message = {"role": "assistant", "content": "".join(o.text for o in steps)}
+        if calls:
+            message["tool_calls"] = [common.tool_call(c) for c in calls]
+            message["content"] = message["content"] or None
+        choice = {"index": 0, "message": message,
+                  "logprobs": self._logprobs(steps), "finish_reason": common.finish_reason(fin),
+                  **self._ids(token_ids=common.token_ids(steps))}
         return self.env.whole(choices=[choice], usage=common.usage(fin.usage),
                               **self._ids(prompt_token_ids=self.prompt_tokens))

@@ -9,7 +9,8 @@ from ...engine.request import Finished, StepOutput, TokenLogprob, Usage
 from ..dialect import Frame, ServeContext
 from ..errors import APIError
 
-FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
+FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop",
+                  "tool_calls": "tool_calls"}
 
 
 def error_body(err: APIError) -> dict:
@@ -27,6 +28,15 @@ def usage(u: Usage) -> dict:
 
 def finish_reason(fin: Finished) -> str:
     return FINISH_REASONS.get(fin.reason, "stop")
+
+
+def split(outputs: list) -> tuple[list[StepOutput], list]:
+    """A whole response's text steps and its parsed tool calls."""
+    return [o for o in outputs if isinstance(o, StepOutput)], [o for o in outputs if not isinstance(o, StepOutput)]
+
+
+def tool_call(call) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def token_ids(outputs: list[StepOutput]) -> list[int]:
@@ -99,3 +109,6 @@ class BaseEncoder:
 
     def idle(self) -> list[Frame]:
         return []
+
+    def tool_call(self, call) -> list[Frame]:
+        return []  # legacy completions take no tools

@@ -6,7 +6,9 @@ from ...engine.request import SamplingParams
 from ..dialect import Prepared, ServeContext
 from ..errors import InvalidRequest, UnsupportedField
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
-from ..prompting import chat_tokens
+from ..constrain import json_constraint, one_constraint, tool_constraint
+from ..tool_prompt import tool_prompt_tokens
+from ..tools import ToolRequest, make_tool, tool_request
 from ..request_body import validate
 from . import items
 from .encoder import ResponsesEncoder
@@ -14,14 +16,30 @@ from .schemas import ResponsesRequest
 from .store import ResponseStore
 
 
+def tools_of(body: ResponsesRequest) -> ToolRequest:
+    """Function tools reach the model; hosted ones (web_search, namespaces, custom) cannot run
+    here, so the model never sees them (they are still echoed back)."""
+    tools = [make_tool(t.get("name"), t.get("description"), t.get("parameters"), param=f"tools.{i}")
+             for i, t in enumerate(body.tools or []) if t.get("type") == "function"]
+    choice = body.tool_choice or "auto"
+    named = None if isinstance(choice, str) else choice.name
+    return tool_request(tools, choice="auto" if named else choice, named=named,
+                        parallel=body.parallel_tool_calls is not False)
+
+
+def format_constraint(body: ResponsesRequest, ctx: ServeContext):
+    fmt = body.text.format if body.text else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return json_constraint(None, ctx, param="text.format")
+    if fmt.schema_ is None:
+        raise InvalidRequest("text.format json_schema needs a schema", param="text.format.schema")
+    return json_constraint(fmt.schema_, ctx, param="text.format.schema")
+
+
 def refuse_unsupported(body: ResponsesRequest) -> None:
     """Fields that would change what the answer means are refused, never ignored."""
-    fmt = body.text.format.type if body.text and body.text.format else "text"
-    if fmt != "text":
-        raise UnsupportedField(f"text.format type {fmt!r} is not supported yet; only 'text' is", param="text.format")
-    if body.tool_choice not in (None, "auto", "none"):
-        raise UnsupportedField("tool_choice 'required' or a named tool is not supported yet; use 'auto' or 'none'",
-                               param="tool_choice")
     if body.top_logprobs or "message.output_text.logprobs" in (body.include or ()):
         raise UnsupportedField("logprobs are not supported on /v1/responses yet",
                                param="top_logprobs" if body.top_logprobs else "include")
@@ -41,7 +59,8 @@ def echo_fields(body: ResponsesRequest, sampling: SamplingParams) -> dict:
         "tool_choice": body.tool_choice or "auto",
         "parallel_tool_calls": True if body.parallel_tool_calls is None else body.parallel_tool_calls,
         "store": body.store,
-        "text": {"format": {"type": "text"}},
+        "text": {"format": body.text.format.model_dump(by_alias=True, exclude_none=True)
+                 if body.text and body.text.format else {"type": "text"}},
         "reasoning": body.reasoning or {"effort": None, "summary": None},
         "metadata": body.metadata or {},
         "previous_response_id": body.previous_response_id,
@@ -55,8 +74,8 @@ class Responses:
 
     With no store (the route table's default) nothing is kept and every
     `previous_response_id` is unknown; `create_app` gives each app its own.
-    Tools are accepted and echoed but not yet shown to the model: without a
-    tool-call parser its markup would come back as plain text.
+    Function tools are shown to the model and its calls come back as
+    function_call output items.
     """
 
     def __init__(self, store: ResponseStore | None = None) -> None:
@@ -80,13 +99,15 @@ class Responses:
         messages = items.messages(conversation, instructions=body.instructions)
         if len(messages) == (1 if body.instructions else 0):
             raise InvalidRequest("input is empty: send a string or at least one message", param="input")
-        tokens = chat_tokens(messages, ctx.tokenizer, param="input")
+        tools = tools_of(body)
+        constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="text.format")
+        tokens = tool_prompt_tokens(messages, tools, ctx, param="input")
         sampling = sampling_params(ctx.config, temperature=body.temperature, top_p=body.top_p)
         request = generation_request(
             tokens,
             max_tokens=resolve_max_tokens(body.max_output_tokens, prompt_len=len(tokens), served=ctx.served,
                                           config=ctx.config, param="max_output_tokens", prompt_param="input"),
-            sampling=sampling, config=ctx.config, prompt_param="input")
+            sampling=sampling, config=ctx.config, prompt_param="input", logits_processor=constraint)
         encoder = ResponsesEncoder(model_id=ctx.served.model_id, echo=echo_fields(body, sampling),
                                    conversation=conversation, store=self.store if body.store else None)
-        return Prepared(request, encoder, body.stream)
+        return Prepared(request, encoder, body.stream, tools)

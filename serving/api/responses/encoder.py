@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from ...engine.request import Finished, StepOutput, Usage
 from ..dialect import Frame
 from ..errors import APIError
-from .items import MessageOutput, new_id
+from .items import FunctionCallOutput, MessageOutput, new_id
 from .schemas import InputItem
 from .store import ResponseStore
 
@@ -102,6 +102,13 @@ class ResponsesEncoder:
     def step(self, out: StepOutput) -> list[Frame]:
         return self._frames(self._text(out.text)) if out.text else []
 
+    def _call(self, call) -> list[dict]:
+        item = FunctionCallOutput(len(self.outputs), name=call.name, call_id=call.id)
+        return self._open(item) + item.delta(call.arguments)
+
+    def tool_call(self, call) -> list[Frame]:
+        return self._frames(self._call(call))
+
     def finish(self, fin: Finished) -> list[Frame]:
         events, response = self._conclude(fin)
         return self._frames([*events, {"type": f"response.{response['status']}", "response": response}])
@@ -117,8 +124,10 @@ class ResponsesEncoder:
     def idle(self) -> list[Frame]:
         return []
 
-    def whole(self, outputs: list[StepOutput], fin: Finished) -> dict:
-        text = "".join(o.text for o in outputs)
-        if text:
-            self._text(text)
+    def whole(self, outputs: list, fin: Finished) -> dict:
+        for out in outputs:
+            if not isinstance(out, StepOutput):
+                self._call(out)
+            elif out.text:
+                self._text(out.text)
         return self._conclude(fin)[1]

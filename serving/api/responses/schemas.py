@@ -85,11 +85,19 @@ InputItem = Annotated[
 
 
 class TextFormat(_Body):
-    type: str = "text"
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
 
 
 class TextConfig(_Body):
     format: TextFormat | None = None
+
+
+class NamedTool(_Body):
+    type: Literal["function"]
+    name: str
 
 
 class ResponsesRequest(_Body):
@@ -101,7 +109,7 @@ class ResponsesRequest(_Body):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedTool | None = None
     parallel_tool_calls: bool | None = None
     reasoning: dict[str, Any] | None = None
     text: TextConfig | None = None
