@@ -95,6 +95,13 @@ def validate(session: nox.Session) -> None:
 
 
 @nox.session
+def tools(session: nox.Session) -> None:
+    """Tool calling on BFCL data, ours on a model (`-- --model qwen2.5-coder-0.5b --categories simple,irrelevance
+    --limit 20 --modes auto,required --server-arg=--tool-prompt=generic`); fetches the bfcl-eval wheel's data once."""
+    _harness(session, "tools")
+
+
+@nox.session
 def report(session: nox.Session) -> None:
     """Render reports/ (HTML + markdown) from the evidence in evidence/."""
     _harness(session, "report")

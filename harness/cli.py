@@ -1,4 +1,4 @@
-"""`python -m harness bench | compare | validate | report` (what the nox sessions run)."""
+"""`python -m harness bench | compare | validate | tools | report` (what the nox sessions run)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,22 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("--slowdown", type=float, default=0.10, help="planted sleep, as a fraction of each engine step")
     validate.add_argument("--threshold", type=float, default=REGRESSION_THRESHOLD,
                           help="the regression rule's threshold (compare's default)")
+    tools = sub.add_parser("tools", help="tool calling on BFCL data (suites/tools/cases.toml), with evidence")
+    tools.add_argument("--model", default="qwen2.5-coder-0.5b", help="catalog id or model folder")
+    tools.add_argument("--profile", default="text-default", help="serving profile (serving/profiles.toml)")
+    tools.add_argument("--categories", default="",
+                       help="comma-separated categories or tags (default: the 'default' tag: simple, multiple, "
+                            "parallel, parallel_multiple, irrelevance)")
+    tools.add_argument("--limit", type=int, default=None, help="cases per category (default: each category's limit)")
+    tools.add_argument("--modes", default="", help="comma-separated tool_choice modes: auto, required "
+                                                   "(default: cases.toml's)")
+    tools.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: cases.toml's)")
+    tools.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                       help="pass ARG to our server; repeat for several (write --server-arg=--tool-prompt=generic "
+                            "for an ARG that starts with '-'); recorded in the manifest")
+    tools.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
+    tools.add_argument("--reports-dir", type=Path, default=REPO / "reports")
+    tools.add_argument("--log-dir", type=Path, default=REPO / ".nox" / "server-logs")
     report = sub.add_parser("report", help="render reports/ from stored evidence only")
     report.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     report.add_argument("--reports-dir", type=Path, default=REPO / "reports")
@@ -75,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from .reporting import render_all
             return render_all(args.evidence_dir, args.reports_dir, console=console)
+        if args.command == "tools":
+            from .tools_suite import tools
+            return tools(args, console=console)
         if args.command == "bench":
             from .commands import bench
             servers = [ServerSpec("ours", "mlx-proof"), *parse_server_list(args.peers)]

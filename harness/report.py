@@ -16,6 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from . import report_tools
+
 DEFAULT_TITLE = "mlx-proof evidence report"
 TABLE_METRICS = (
     ("requests_per_s", "requests/s"), ("output_tok_per_s", "output tok/s"),
@@ -130,10 +132,16 @@ def _shown_path(run: Any) -> str:
 
 
 def _one_liner(run: Any) -> str:
-    """The recompute one-liner, naming raw.jsonl.gz when only that is stored."""
+    """The recompute one-liner (the tools suite's for tools runs), naming raw.jsonl.gz when only that is stored."""
     p = Path(run.path) if run.path is not None else Path("/nonexistent")
     gz = not (p / "raw.jsonl").exists() and (p / "raw.jsonl.gz").exists()
-    return RECOMPUTE_ONE_LINER.replace("'raw.jsonl'", "'raw.jsonl.gz'") if gz else RECOMPUTE_ONE_LINER
+    line = report_tools.TOOLS_RECOMPUTE if (run.summary or {}).get("tools") else RECOMPUTE_ONE_LINER
+    return line.replace("'raw.jsonl'", "'raw.jsonl.gz'") if gz else line
+
+
+def _recomputed(run: Any) -> str:
+    return ("accuracy per (category, mode)" if (run.summary or {}).get("tools")
+            else "median output tok/s per (server, case)")
 
 
 def _figures(run: Any, conc: dict) -> tuple[list[tuple[str, bytes]], str | None]:
@@ -264,8 +272,10 @@ def _html_run(run: Any) -> str:
     if val := s.get("validation"):
         out.append("<h3>Validation of the comparison method</h3><ul>"
                    + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
-    out.append(f"<h3>Recompute from raw</h3><p>In {_e(_shown_path(run))}, median output tok/s per "
-               f"(server, case):</p><pre>{_e(_one_liner(run))}</pre></section>")
+    if tools := s.get("tools"):
+        out.append(report_tools.html_section(tools))
+    out.append(f"<h3>Recompute from raw</h3><p>In {_e(_shown_path(run))}, {_e(_recomputed(run))}:</p>"
+               f"<pre>{_e(_one_liner(run))}</pre></section>")
     return "\n".join(out)
 
 
@@ -320,7 +330,9 @@ def _md_run(run: Any) -> str:
         out += ["", COMPARISON_NOTE]
     if val := s.get("validation"):
         out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
-    out += ["", f"Recompute median output tok/s per (server, case) from raw, in `{_shown_path(run)}`:", "",
+    if tools := s.get("tools"):
+        out += report_tools.markdown(tools, row=_md_row)
+    out += ["", f"Recompute {_recomputed(run)} from raw, in `{_shown_path(run)}`:", "",
             "```sh", _one_liner(run), "```", ""]
     return "\n".join(out)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SUITES_DIR = Path(__file__).parent
-KNOWN_SUITES = ("throughput",)
+KNOWN_SUITES = ("throughput", "tools")
 
 
 def suite_dir(name: str) -> Path:

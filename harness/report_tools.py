@@ -1,0 +1,90 @@
+"""The report's section for tools runs: accuracy per category x mode with Wilson CIs and n, parse
+fidelity, and the required-vs-auto differences, rendered from summary.json's `tools` block only."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+TOOLS_RECOMPUTE = (
+    "python -c \"import pandas as pd; r=pd.read_json('raw.jsonl',lines=True,dtype=False); "
+    "s=r[(r.type=='tool_case')&(r.status!='not_applicable')]; "
+    "print(s.assign(right=s.correct.eq(True)).groupby(['category','mode']).right.agg(['mean','sum','count']))\""
+)
+NOTE = ("Accuracy = correct / requests sent, judged by our AST checker on BFCL's possible answers "
+        "(suites/tools/checker.py); an errored request counts as not correct. 95% Wilson intervals; n = cases. "
+        "n/a (not applicable): irrelevance under tool_choice required, which forces a call, is never sent. "
+        "Parse fidelity: of the responses holding a call in any form, the share returned as structured "
+        "tool calls with no call markup left in the content.")
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def cell_text(cell: dict | None) -> str:
+    if cell is None:
+        return "not run"
+    if not cell.get("applicable", True):
+        return "n/a (not applicable)"
+    if cell.get("accuracy") is None:
+        return f"n/a (n={cell.get('n')})"
+    errors = f", {cell['errors']} errors" if cell.get("errors") else ""
+    return (f"{_pct(cell['accuracy'])} [{_pct(cell.get('ci_low'))}, {_pct(cell.get('ci_high'))}] "
+            f"n={cell.get('n')} ({cell.get('correct')} correct{errors})")
+
+
+def _modes(block: dict) -> list[str]:
+    return list(dict.fromkeys(c["mode"] for c in [*block.get("overall", []), *block.get("cells", [])]))
+
+
+def accuracy_rows(block: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per category, then "all", one column per mode."""
+    modes = _modes(block)
+    cells = {(c["category"], c["mode"]): c for c in block.get("cells", [])}
+    overall = {c["mode"]: c for c in block.get("overall", [])}
+    rows = [[cat] + [cell_text(cells.get((cat, m))) for m in modes]
+            for cat in dict.fromkeys(c["category"] for c in block.get("cells", []))]
+    rows.append(["all"] + [cell_text(overall.get(m)) for m in modes])
+    return ["category"] + [f"tool_choice {m}" for m in modes], rows
+
+
+def fidelity_lines(block: dict) -> list[str]:
+    out = []
+    for pf in block.get("parse_fidelity", []):
+        label = "all modes" if pf["mode"] == "*" else f"tool_choice {pf['mode']}"
+        ci = f" [{_pct(pf['ci_low'])}, {_pct(pf['ci_high'])}]" if pf.get("ci_low") is not None else ""
+        out.append(f"Parse fidelity, {label}: {_pct(pf.get('fidelity'))}{ci}, "
+                   f"n={pf.get('n')} responses with a call ({pf.get('clean')} clean)")
+    return out
+
+
+def difference_lines(block: dict) -> list[str]:
+    out = []
+    for d in block.get("differences", []):
+        p = "n/a" if d.get("p_value") is None else f"{d['p_value']:.3g}"
+        category = "all categories" if d["category"] == "*" else d["category"]
+        out.append(f"{category}: {d['a']} {_pct(d['accuracy_a'])} vs {d['b']} {_pct(d['accuracy_b'])}, "
+                   f"difference {100 * d['difference']:+.1f} points over n={d['n_pairs']} paired cases "
+                   f"({d['a_only']} right only under {d['a']}, {d['b_only']} only under {d['b']}; "
+                   f"{d.get('test')}: p={p})")
+    return out
+
+
+def markdown(block: dict, *, row=lambda cells: "| " + " | ".join(cells) + " |") -> list[str]:
+    head, rows = accuracy_rows(block)
+    out = ["", "Tool calling (BFCL):", "", row(head), "|" + "---|" * len(head)]
+    out += [row(r) for r in rows]
+    out += ["", *[f"- {line}" for line in fidelity_lines(block) + difference_lines(block)], "", NOTE]
+    return out
+
+
+def html_section(block: dict) -> str:
+    e = html.escape
+    head, rows = accuracy_rows(block)
+    parts = ["<h3>Tool calling (BFCL)</h3><table>",
+             "<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
+    parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
+    parts.append("</table><ul>" + "".join(f"<li>{e(x)}</li>" for x in fidelity_lines(block) + difference_lines(block))
+                 + f'</ul><p class="note">{e(NOTE)}</p>')
+    return "".join(parts)

@@ -1,0 +1,79 @@
+"""Raw tool_case records -> the summary's `tools` block (Wilson intervals and McNemar from scipy).
+
+Accuracy counts every request sent: an errored request is not correct (`errors` says how many).
+Pairs the suite never sends (irrelevance under "required") are not applicable and count nowhere.
+Parse fidelity: of the ok responses that hold a call in any form (structured tool_calls, or
+call-like markup in content), the fraction returned as structured calls with no markup left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from scipy import stats as scipy_stats
+
+from harness.stats import wilson
+
+ALL = "*"
+METHOD = "Wilson score interval"
+PAIRED_TEST = "exact McNemar test (two-sided binomial on discordant pairs)"
+
+
+def _interval(successes: int, n: int, confidence: float) -> tuple[float | None, float | None]:
+    return wilson(successes, n, confidence=confidence) if n else (None, None)
+
+
+def accuracy_cell(records: list[dict], *, category: str, mode: str, confidence: float) -> dict:
+    sent = [r for r in records if r["status"] != "not_applicable"]
+    n, correct = len(sent), sum(1 for r in sent if r["correct"] is True)
+    low, high = _interval(correct, n, confidence)
+    return {"category": category, "mode": mode, "applicable": bool(sent) or not records, "n": n,
+            "correct": correct, "errors": sum(1 for r in sent if r["status"] == "error"),
+            "accuracy": correct / n if n else None, "ci_low": low, "ci_high": high}
+
+
+def fidelity_cell(records: list[dict], *, mode: str, confidence: float) -> dict:
+    called = [r for r in records if r["status"] == "ok" and r["parse_fidelity"]["contains_call"]]
+    clean = sum(1 for r in called if r["parse_fidelity"]["clean"])
+    low, high = _interval(clean, len(called), confidence)
+    return {"mode": mode, "n": len(called), "clean": clean,
+            "fidelity": clean / len(called) if called else None, "ci_low": low, "ci_high": high}
+
+
+def paired_difference(records: list[dict], *, category: str, a: str, b: str) -> dict | None:
+    """Accuracy of mode a minus mode b over the cases sent under both (errors count as wrong)."""
+    by_mode: dict[str, dict[str, bool]] = {a: {}, b: {}}
+    for r in records:
+        if r["mode"] in by_mode and r["status"] != "not_applicable":
+            by_mode[r["mode"]][r["id"]] = r["correct"] is True
+    ids = [i for i in by_mode[a] if i in by_mode[b]]
+    if not ids:
+        return None
+    a_only = sum(1 for i in ids if by_mode[a][i] and not by_mode[b][i])
+    b_only = sum(1 for i in ids if by_mode[b][i] and not by_mode[a][i])
+    acc_a, acc_b = (sum(by_mode[m][i] for i in ids) / len(ids) for m in (a, b))
+    discordant = a_only + b_only
+    p = float(scipy_stats.binomtest(a_only, discordant, 0.5).pvalue) if discordant else None
+    return {"category": category, "a": a, "b": b, "n_pairs": len(ids), "accuracy_a": acc_a, "accuracy_b": acc_b,
+            "difference": acc_a - acc_b, "a_only": a_only, "b_only": b_only, "p_value": p, "test": PAIRED_TEST}
+
+
+def summarize_tools(records: Iterable[dict], *, confidence: float = 0.95) -> dict:
+    recs = [r for r in records if r.get("type") == "tool_case"]
+    categories = list(dict.fromkeys(r["category"] for r in recs))
+    modes = list(dict.fromkeys(r["mode"] for r in recs))
+    cells = [accuracy_cell([r for r in recs if r["category"] == c and r["mode"] == m], category=c, mode=m,
+                           confidence=confidence)
+             for c in categories for m in modes if any(r["category"] == c and r["mode"] == m for r in recs)]
+    overall = [accuracy_cell([r for r in recs if r["mode"] == m], category=ALL, mode=m, confidence=confidence)
+               for m in modes]
+    fidelity = [fidelity_cell([r for r in recs if r["mode"] == m], mode=m, confidence=confidence) for m in modes]
+    fidelity.append(fidelity_cell(recs, mode=ALL, confidence=confidence))
+    differences = []
+    if {"required", "auto"} <= set(modes):
+        for c in [*categories, ALL]:
+            subset = recs if c == ALL else [r for r in recs if r["category"] == c]
+            if (d := paired_difference(subset, category=c, a="required", b="auto")) is not None:
+                differences.append(d)
+    return {"confidence": confidence, "method": METHOD, "cells": cells, "overall": overall,
+            "parse_fidelity": fidelity, "differences": differences}
