@@ -57,6 +57,7 @@ class Prepared:
     encoder: Encoder
     stream: bool
     tools: ToolRequest = NO_TOOLS
+    warning: str | None = None  # sent as the X-MLX-Proof-Warning header
 
 
 @dataclass

@@ -27,6 +27,8 @@ class Generate:
     def on_post(self, req, resp):
         prepared = self.dialect.adapt(read_json(req, max_bytes=self.ctx.config.max_body_bytes), self.ctx)
         handle = respond.submit(self.engine, prepared)
+        if prepared.warning:
+            resp.set_header("X-MLX-Proof-Warning", prepared.warning)
         probe = respond.disconnect_probe(req.env)
         if prepared.stream:
             resp.content_type = "text/event-stream"

@@ -1,18 +1,26 @@
 """Show the tools to the model: through its chat template, or a generic prompt where it has none.
 
-A template that renders `tools` gets them natively. One that ignores them (the
-default SmolLM2's) gets a system-message section listing the tools and asking
-for a bare JSON call, the form the `json` parser (and `hermes`, its superset)
-reads back. --tool-prompt picks: auto (template if it can, else generic),
-template, generic or none.
+A template that renders `tools` gets them natively. For one that ignores them
+(the default SmolLM2's), --tool-prompt decides:
+- auto (default): a forced call (`required`, a named tool, Anthropic's `any`)
+  gets the generic prompt; otherwise the tools are NOT shown, the answer is
+  plain text, and the response says so in an X-MLX-Proof-Warning header. On
+  BFCL the default model made no correct call with the generic prompt
+  (evidence in README), and agent clients send dozens of tools (Claude Code
+  ~24, 64 KB) that would crowd a small model's context out;
+- generic: a system-message section listing the tools and asking for a bare
+  JSON call, the form the `json` parser (and `hermes`, its superset) reads back;
+- template: always the chat template; none: never show tools (calls are
+  still forced by the grammar where asked).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from .prompting import chat_tokens
-from .tools import ToolRequest
+from .tools import NO_TOOLS, ToolRequest
 
 GENERIC = """You can call these functions:
 {tools}
@@ -39,12 +47,32 @@ def _with_system_section(messages: list[dict], section: str) -> list[dict]:
     return [{"role": "system", "content": section}, *messages]
 
 
-def tool_prompt_tokens(messages: list[dict], request: ToolRequest, ctx, *, param: str = "messages") -> list[int]:
-    """Token ids of the conversation with the tools shown as this server is configured to."""
+@dataclass(frozen=True)
+class Rendered:
+    tokens: list[int]
+    tools: ToolRequest  # what the answer is parsed against: NO_TOOLS when the model never saw any
+    warning: str | None = None
+
+
+def _not_shown(request: ToolRequest) -> str:
+    return (f"{len(request.tools)} tool(s) were not shown to the model: its chat template has no tool support, "
+            "so it answers in plain text. Start the server with --tool-prompt generic to show them in a generic "
+            "prompt, or force a call with tool_choice.")
+
+
+def render(messages: list[dict], request: ToolRequest, ctx, *, param: str = "messages") -> Rendered:
+    """The conversation's token ids with the tools shown as this server is configured to."""
     mode = ctx.tool_prompt
-    if not request.active or mode == "none":
-        return chat_tokens(messages, ctx.tokenizer, param=param)
+    if not request.active:
+        return Rendered(chat_tokens(messages, ctx.tokenizer, param=param), request)
     if mode == "template" or (mode == "auto" and ctx.template_tools):
-        return chat_tokens(messages, ctx.tokenizer, tools=[t.as_openai() for t in request.callable_tools()],
-                           param=param)
-    return chat_tokens(_with_system_section(messages, generic_section(request)), ctx.tokenizer, param=param)
+        tokens = chat_tokens(messages, ctx.tokenizer, tools=[t.as_openai() for t in request.callable_tools()],
+                             param=param)
+        return Rendered(tokens, request)
+    if mode == "generic" or (mode == "auto" and request.forced):
+        section = generic_section(request)
+        return Rendered(chat_tokens(_with_system_section(messages, section), ctx.tokenizer, param=param), request)
+    tokens = chat_tokens(messages, ctx.tokenizer, param=param)
+    if request.forced:  # --tool-prompt none: the grammar still forces the call
+        return Rendered(tokens, request)
+    return Rendered(tokens, NO_TOOLS, _not_shown(request))

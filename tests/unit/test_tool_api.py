@@ -21,9 +21,10 @@ OPENAI_TOOLS = [{"type": "function", "function": {"name": "get_weather", "descri
 HI = [{"role": "user", "content": "Weather in Paris?"}]
 
 
-def client(pieces=CALL, constraints=None):
+def client(pieces=CALL, constraints=None, tool_prompt="generic"):
     engine = FakeEngine(pieces)
-    app = create_app(ServerConfig(), engine, served(context_length=4096), {}, constraints=constraints)
+    app = create_app(ServerConfig(tool_prompt=tool_prompt), engine, served(context_length=4096), {},
+                     constraints=constraints)
     return testing.TestClient(app), engine
 
 
@@ -70,6 +71,22 @@ def test_plain_answer_with_tools_stays_text_and_tool_choice_none_parses_nothing(
                                                          "tool_choice": "none"}).json
     assert body["choices"][0]["message"]["content"] == "".join(CALL)
     assert "get_weather" not in engine.tokenizer.decode(engine.requests[-1].prompt_tokens)
+
+
+def test_without_template_support_auto_shows_no_tools_and_says_so():
+    c, engine = client(tool_prompt="auto")  # the fake template renders no tools
+    result = c.simulate_post("/v1/chat/completions", json={"messages": HI, "tools": OPENAI_TOOLS})
+    assert "not shown to the model" in result.headers["x-mlx-proof-warning"]
+    assert result.json["choices"][0]["message"]["content"] == "".join(CALL)  # plain text, not parsed
+    assert "get_weather" not in engine.tokenizer.decode(engine.requests[-1].prompt_tokens)
+
+
+def test_without_template_support_a_forced_call_still_gets_the_generic_prompt():
+    c, engine = client(tool_prompt="auto", constraints=FakeConstraints())
+    body = c.simulate_post("/v1/chat/completions", json={"messages": HI, "tools": OPENAI_TOOLS,
+                                                         "tool_choice": "required"}).json
+    assert body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert "get_weather" in engine.tokenizer.decode(engine.requests[-1].prompt_tokens)
 
 
 @pytest.mark.parametrize("choice, names", [("required", ["get_weather", "f2"]),

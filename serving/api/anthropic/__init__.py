@@ -7,7 +7,7 @@ from ..options import check_model
 from ..request_body import read_json, validate
 from . import messages
 from .messages import error_body
-from .prompt import prompt_tokens
+from .prompt import prompt
 from .schemas import PromptFields
 
 MESSAGES = Dialect("anthropic-messages", messages.adapt, error_body)
@@ -22,4 +22,4 @@ class CountTokens:
     def on_post(self, req, resp):
         body = validate(read_json(req, max_bytes=self.ctx.config.max_body_bytes), PromptFields)
         check_model(body.model, self.ctx.served, self.ctx.config)
-        resp.media = {"input_tokens": len(prompt_tokens(body, self.ctx))}
+        resp.media = {"input_tokens": len(prompt(body, self.ctx).tokens)}

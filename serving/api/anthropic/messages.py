@@ -18,7 +18,7 @@ from ..errors import APIError
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
 from ..request_body import validate
 from .blocks import ContentBlocks
-from .prompt import prompt_tokens, tools_of
+from .prompt import prompt, tools_of
 from .schemas import MessagesRequest
 
 # Anthropic names errors by kind; ours carry OpenAI's names, so map from the status.
@@ -51,7 +51,8 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     check_model(body.model, ctx.served, ctx.config)
     tools = tools_of(body)
     constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="output_config")
-    tokens = prompt_tokens(body, ctx, tools)
+    shown = prompt(body, ctx, tools)
+    tokens = shown.tokens
     request = generation_request(
         tokens,
         max_tokens=resolve_max_tokens(body.max_tokens, prompt_len=len(tokens), served=ctx.served,
@@ -61,7 +62,7 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
         stop=tuple(body.stop_sequences or ()),
         logits_processor=constraint,
     )
-    return Prepared(request, MessageEncoder(ctx, prompt_len=len(tokens)), body.stream, tools)
+    return Prepared(request, MessageEncoder(ctx, prompt_len=len(tokens)), body.stream, shown.tools, shown.warning)
 
 
 def usage(u: Usage) -> dict:

@@ -10,7 +10,7 @@ import json
 
 from ..dialect import ServeContext
 from ..errors import InvalidRequest, UnsupportedField
-from ..tool_prompt import tool_prompt_tokens
+from ..tool_prompt import Rendered, render
 from ..tools import ToolRequest, make_tool, tool_request
 from .schemas import Message, PromptFields, TextBlock
 
@@ -101,5 +101,5 @@ def tools_of(body: PromptFields) -> ToolRequest:
                         parallel=not choice.disable_parallel_tool_use)
 
 
-def prompt_tokens(body: PromptFields, ctx: ServeContext, tools: ToolRequest | None = None) -> list[int]:
-    return tool_prompt_tokens(neutral_messages(body), tools if tools is not None else tools_of(body), ctx)
+def prompt(body: PromptFields, ctx: ServeContext, tools: ToolRequest | None = None) -> Rendered:
+    return render(neutral_messages(body), tools if tools is not None else tools_of(body), ctx)

@@ -9,7 +9,7 @@ from ..dialect import Frame, Prepared, ServeContext
 from ..errors import InvalidRequest
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params, token_bias
 from ..constrain import json_constraint, one_constraint, tool_constraint
-from ..tool_prompt import tool_prompt_tokens
+from ..tool_prompt import render
 from ..tools import ToolRequest, make_tool, tool_request
 from ..request_body import validate
 from . import common
@@ -69,7 +69,8 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     check_model(body.model, ctx.served, ctx.config)
     tools = tools_of(body)
     constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="response_format")
-    tokens = tool_prompt_tokens([_message(m) for m in body.messages], tools, ctx)
+    shown = render([_message(m) for m in body.messages], tools, ctx)
+    tokens = shown.tokens
     request = generation_request(
         tokens,
         max_tokens=resolve_max_tokens(body.requested_max_tokens, prompt_len=len(tokens), served=ctx.served,
@@ -87,7 +88,7 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     )
     encoder = ChatEncoder(ctx, prompt_tokens=tokens, include_usage=body.include_usage,
                           logprobs=body.logprobs, return_token_ids=body.return_token_ids)
-    return Prepared(request, encoder, body.stream, tools)
+    return Prepared(request, encoder, body.stream, shown.tools, shown.warning)
 
 
 class ChatEncoder(common.BaseEncoder):

@@ -7,7 +7,7 @@ from ..dialect import Prepared, ServeContext
 from ..errors import InvalidRequest, UnsupportedField
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
 from ..constrain import json_constraint, one_constraint, tool_constraint
-from ..tool_prompt import tool_prompt_tokens
+from ..tool_prompt import render
 from ..tools import ToolRequest, make_tool, tool_request
 from ..request_body import validate
 from . import items
@@ -101,7 +101,8 @@ class Responses:
             raise InvalidRequest("input is empty: send a string or at least one message", param="input")
         tools = tools_of(body)
         constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="text.format")
-        tokens = tool_prompt_tokens(messages, tools, ctx, param="input")
+        shown = render(messages, tools, ctx, param="input")
+        tokens = shown.tokens
         sampling = sampling_params(ctx.config, temperature=body.temperature, top_p=body.top_p)
         request = generation_request(
             tokens,
@@ -110,4 +111,4 @@ class Responses:
             sampling=sampling, config=ctx.config, prompt_param="input", logits_processor=constraint)
         encoder = ResponsesEncoder(model_id=ctx.served.model_id, echo=echo_fields(body, sampling),
                                    conversation=conversation, store=self.store if body.store else None)
-        return Prepared(request, encoder, body.stream, tools)
+        return Prepared(request, encoder, body.stream, shown.tools, shown.warning)
