@@ -41,7 +41,7 @@ def test_multiturn_is_conversations_with_followups():
 
 def test_agent_shares_the_long_system_prompt_and_varies_the_user_turn():
     case = _case("agent")
-    assert (case.requests, case.turns, case.max_tokens) == (6, 1, 16)
+    assert (case.requests, case.turns, case.max_tokens) == (4, 1, 16)
     bodies = case.bodies(model=None, repeat=0)
     assert all(_texts(b)[0] == AGENT_SYSTEM and b["messages"][0]["role"] == "system" for b in bodies)
     assert all("model" not in b for b in bodies)
