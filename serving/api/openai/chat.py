@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 from ...engine.request import Finished, StepOutput
+from ..constrain import json_constraint, one_constraint, tool_constraint
 from ..dialect import Frame, Prepared, ServeContext
 from ..errors import InvalidRequest
-from ..options import check_model, generation_request, resolve_max_tokens, sampling_params, token_bias
-from ..constrain import json_constraint, one_constraint, tool_constraint
+from ..options import check_model, generation_request, resolve_max_tokens
+from ..request_body import validate
 from ..tool_prompt import render
 from ..tools import ToolRequest, make_tool, tool_request
-from ..request_body import validate
 from . import common
 from .schemas import ChatCompletionRequest, ChatMessage
 
@@ -76,11 +76,7 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
         max_tokens=resolve_max_tokens(body.requested_max_tokens, prompt_len=len(tokens), served=ctx.served,
                                       config=ctx.config,
                                       param="max_completion_tokens" if body.max_completion_tokens else "max_tokens"),
-        sampling=sampling_params(
-            ctx.config, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
-            seed=body.seed, frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty,
-            repetition_penalty=body.repetition_penalty,
-            logit_bias=token_bias(body.logit_bias, vocab_size=ctx.served.vocab_size)),
+        sampling=common.sampling(body, ctx),
         config=ctx.config,
         stop=body.stop_list,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,

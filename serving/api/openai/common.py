@@ -5,12 +5,22 @@ from __future__ import annotations
 import time
 import uuid
 
-from ...engine.request import Finished, StepOutput, TokenLogprob, Usage
+from ...engine.request import Finished, SamplingParams, StepOutput, TokenLogprob, Usage
 from ..dialect import Frame, ServeContext
 from ..errors import APIError
+from ..options import sampling_params, token_bias
 
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop",
                   "tool_calls": "tool_calls"}
+
+
+def sampling(body, ctx: ServeContext) -> SamplingParams:
+    """Chat and completions share OpenAI's sampling fields (schemas.SamplingFields)."""
+    return sampling_params(
+        ctx.config, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
+        seed=body.seed, frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty,
+        repetition_penalty=body.repetition_penalty,
+        logit_bias=token_bias(body.logit_bias, vocab_size=ctx.served.vocab_size))
 
 
 def error_body(err: APIError) -> dict:

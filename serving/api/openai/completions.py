@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...engine.request import Finished, StepOutput
 from ..dialect import Frame, Prepared, ServeContext
 from ..errors import InvalidRequest, UnsupportedField
-from ..options import check_model, generation_request, resolve_max_tokens, sampling_params, token_bias
+from ..options import check_model, generation_request, resolve_max_tokens
 from ..prompting import text_tokens
 from ..request_body import validate
 from . import common
@@ -33,11 +33,7 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
         tokens,
         max_tokens=resolve_max_tokens(body.max_tokens, prompt_len=len(tokens), served=ctx.served,
                                       config=ctx.config, prompt_param="prompt"),
-        sampling=sampling_params(
-            ctx.config, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
-            seed=body.seed, frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty,
-            repetition_penalty=body.repetition_penalty,
-            logit_bias=token_bias(body.logit_bias, vocab_size=ctx.served.vocab_size)),
+        sampling=common.sampling(body, ctx),
         config=ctx.config,
         stop=body.stop_list,
         logprobs=body.logprobs,
