@@ -27,7 +27,9 @@ class LazyBuilder:
         return self._built
 
     def tool_call_constraint(self, tools, *, allow_parallel: bool):
-        return self._get().tool_call_constraint(tools, allow_parallel=allow_parallel)
+        # Client tools often carry schema keywords a grammar cannot enforce (uniqueItems,
+        # propertyNames...): those are skipped rather than refusing the whole tool list.
+        return self._get().tool_call_constraint(tools, allow_parallel=allow_parallel, lenient=True)
 
     def json_schema_constraint(self, schema):
         return self._get().json_schema_constraint(schema)

@@ -1,0 +1,348 @@
+"""Grammar-constrained decoding (serving/constraints) on the real SmolLM2 tokenizer and model.
+
+The first half walks texts through a processor exactly as mlx-lm's BatchGenerator calls it
+(the whole context each step, the prompt's last token first); the second half decodes
+greedily with the engine's real BatchGenerator and reads the output back with jsonschema
+and the `json` tool-call parser.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core")
+pytest.importorskip("llguidance")
+
+from serving.constraints import (  # noqa: E402
+    ConstraintBuilder,
+    ConstraintViolation,
+    json_schema_constraint,
+    tool_call_constraint,
+)
+from serving.parsers.tools import get_parser  # noqa: E402
+
+MODEL = "smollm2-135m"
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "color": {"enum": ["red", "green", "blue"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 1, "maxItems": 3},
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20},
+                           "zip": {"type": "string", "pattern": "^[0-9]{5}$"}},
+            "required": ["city", "zip"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "age", "color", "tags", "address"],
+    "additionalProperties": False,
+}
+
+TOOLS = [
+    {"name": "get_weather", "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": False}},
+    {"name": "send_email", "parameters": {
+        "type": "object",
+        "properties": {"to": {"type": "string", "maxLength": 30}, "subject": {"type": "string", "maxLength": 40}},
+        "required": ["to", "subject"], "additionalProperties": False}},
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    done = subprocess.run([sys.executable, "-m", "serving", "models", "--resolve", MODEL],
+                          check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"{MODEL} could not be resolved: {done.stderr.strip()[-300:]}")
+    from mlx_lm import load
+    return load(json.loads(done.stdout)["path"])
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2):
+    return smollm2[1]
+
+
+@pytest.fixture(scope="module")
+def builder(tokenizer):
+    return ConstraintBuilder(tokenizer)
+
+
+# ---- walking texts through a processor, as the generator calls it ----------------------
+
+PROMPT_END = "x"  # the grammar would reject this token; the first call must not feed it
+
+
+class Speller:
+    """Spells a text through a processor, called as the generator calls it, with the
+    longest token its mask allows at each step. llguidance spells forced stretches (`"}}`
+    after a closed enum, say) its own way, so a fixed tokenisation of the text could be
+    refused where the text itself is fine."""
+
+    def __init__(self, tokenizer, builder) -> None:
+        self.tokenizer = tokenizer
+        self.pieces: dict[bytes, list[int]] = {}
+        llt = builder.tokenizer
+        for i in range(llt.vocab_size):
+            if not llt.is_special_token(i):
+                self.pieces.setdefault(llt.decode_bytes([i]), []).append(i)
+        self.longest = max(map(len, self.pieces))
+
+    def walk(self, factory, text: str, *, width: int = 49152):
+        """(the whole text was spelt, the mask after the last token spelt, as booleans)."""
+        processor = factory()
+        context = self.tokenizer.encode("Hello " + PROMPT_END, add_special_tokens=False)
+        logits = mx.zeros((1, width))
+        rest = text.encode()
+        while True:
+            allowed = np.isfinite(np.array(processor(mx.array(context), logits)[0]))
+            if not rest:
+                return True, allowed
+            step = self._longest_allowed(rest, allowed)
+            if step is None:
+                return False, allowed
+            token, size = step
+            context.append(token)
+            rest = rest[size:]
+
+    def _longest_allowed(self, rest: bytes, allowed):
+        for size in range(min(len(rest), self.longest), 0, -1):
+            for token in self.pieces.get(rest[:size], ()):
+                if allowed[token]:
+                    return token, size
+        return None
+
+    def spells(self, factory, text: str) -> bool:
+        return self.walk(factory, text)[0]
+
+    def accepts(self, factory, text: str) -> bool:
+        """The grammar admits exactly `text`: it can be spelt, then only end-of-sequence."""
+        ok, after = self.walk(factory, text)
+        eos = sorted(self.tokenizer.eos_token_ids)
+        return ok and after[eos].all() and after.sum() == len(eos)
+
+
+@pytest.fixture(scope="module")
+def speller(tokenizer, builder):
+    return Speller(tokenizer, builder)
+
+
+def test_json_object_layout_is_one_line_with_single_spaces(speller, builder):
+    anything = builder.json_schema_constraint(None)
+    assert speller.accepts(anything, '{"a": 1, "b": [true, null, "x"], "c": {"d": 2.5}}')
+    assert speller.accepts(anything, "{}")
+    for text in ('{"a":1}', '{ "a": 1}', '{"a": 1,"b": 2}', '{\n  "a": 1\n}', '[1, 2]', '"text"', ' {"a": 1}'):
+        assert not speller.spells(anything, text), text
+
+
+def test_schema_is_enforced_and_ends_with_eos_only(speller, builder):
+    person = builder.json_schema_constraint(PERSON)
+    good = ('{"name": "Al", "age": 3, "color": "red", "tags": ["a"], '
+            '"address": {"city": "Paris", "zip": "75001"}}')
+    assert speller.accepts(person, good)
+    assert not speller.spells(person, good.replace('"red"', '"pink"'))
+    assert not speller.spells(person, good.replace('"age": 3', '"age": "3"'))
+    assert not speller.spells(person, good.replace('"75001"', '"7500"'))
+    assert not speller.spells(person, '{"age": 3')  # properties come in schema order
+    ok, mask = speller.walk(person, good[:good.index(', "zip"')])
+    assert ok and not mask[sorted(speller.tokenizer.eos_token_ids)].any()  # no EOS before the JSON is complete
+
+
+def test_logits_wider_than_the_vocabulary_have_the_padding_forbidden(speller, builder):
+    ok, mask = speller.walk(builder.json_schema_constraint(None), '{"a": 1}', width=49152 + 64)
+    assert ok and mask.shape == (49152 + 64,)
+    assert not mask[49152:].any()
+
+
+def test_tool_calls_name_a_tool_and_fit_its_parameters(speller, builder):
+    single = builder.tool_call_constraint(TOOLS, allow_parallel=False)
+    parallel = builder.tool_call_constraint(TOOLS, allow_parallel=True)
+    weather = '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}'
+    email = '{"name": "send_email", "arguments": {"to": "a@b.c", "subject": "hi"}}'
+    assert speller.accepts(single, weather) and speller.accepts(single, email)
+    assert speller.accepts(parallel, weather)
+    assert speller.accepts(parallel, f"[{weather}, {email}]")
+    assert not speller.spells(single, f"[{weather}]")
+    assert not speller.spells(single, weather.replace("get_weather", "get_time"))
+    # arguments valid for the other tool are not valid for this one
+    assert not speller.spells(single, '{"name": "get_weather", "arguments": {"to": "a@b.c"')
+    assert not speller.spells(parallel, "[]")
+
+
+def test_refs_in_tool_parameters_resolve_against_their_own_tool(speller, builder):
+    tools = [{"name": "a", "parameters": {"type": "object", "properties": {"v": {"$ref": "#/$defs/V"}},
+                                          "required": ["v"], "$defs": {"V": {"type": "integer"}}}},
+             {"name": "b", "parameters": {"type": "object", "properties": {"v": {"$ref": "#/$defs/V"}},
+                                          "required": ["v"], "$defs": {"V": {"type": "string"}}}}]
+    calls = builder.tool_call_constraint(tools, allow_parallel=False)
+    assert speller.accepts(calls, '{"name": "a", "arguments": {"v": 1}}')
+    assert speller.accepts(calls, '{"name": "b", "arguments": {"v": "1"}}')
+    assert not speller.spells(calls, '{"name": "a", "arguments": {"v": "1"}}')
+
+
+def test_a_tool_without_parameters_takes_an_empty_object(speller, builder):
+    calls = builder.tool_call_constraint([{"name": "now", "parameters": None}], allow_parallel=False)
+    assert speller.accepts(calls, '{"name": "now", "arguments": {}}')
+    assert not speller.spells(calls, '{"name": "now", "arguments": {"x": 1}}')
+
+
+def test_a_forbidden_token_raises(tokenizer, builder):
+    processor = builder.json_schema_constraint(None)()
+    prompt = tokenizer.encode("Hello", add_special_tokens=False)
+    logits = mx.zeros((1, 49152))
+    processor(mx.array(prompt), logits)
+    bad = tokenizer.encode("x", add_special_tokens=False)
+    with pytest.raises(ConstraintViolation, match="rejected token"):
+        processor(mx.array(prompt + bad), logits)
+
+
+@pytest.mark.parametrize("schema, reason", [
+    ({"type": "object", "properties": {"t": {"type": "array", "uniqueItems": True}}}, "uniqueItems"),
+    ({"type": "object", "properties": {"u": {"type": "string", "format": "uri-reference"}}}, "format"),
+    ({"type": "object", "not": {"required": ["a"]}}, "not"),
+])
+def test_unsupported_schema_features_are_value_errors(builder, schema, reason):
+    with pytest.raises(ValueError, match=reason):
+        builder.json_schema_constraint(schema)
+    assert builder.json_schema_constraint(schema, lenient=True).warnings  # lenient: ignored, and said so
+
+
+def test_errors_are_one_line_with_the_whole_reason(builder):
+    with pytest.raises(ValueError, match=r"^schema: regex parse error: .*look-around.* not supported$"):
+        builder.json_schema_constraint({"type": "string", "pattern": "(?=a)"})
+    with pytest.raises(ValueError, match="minimum .5. is greater than maximum .1."):
+        builder.json_schema_constraint({"type": "integer", "minimum": 5, "maximum": 1})
+
+
+@pytest.mark.parametrize("tools, reason", [
+    ([], "at least one tool"),
+    ([{"name": "a", "parameters": {}}, {"name": "a", "parameters": {}}], "unique"),
+    ([{"name": "", "parameters": {}}], "name"),
+    ([{"name": "a", "parameters": {"type": "string"}}], "'a'.*object"),
+    ([{"name": "ok", "parameters": {}},
+      {"name": "bad", "parameters": {"type": "object", "propertyNames": {"pattern": "^a"}}}], "'bad'.*propertyNames"),
+])
+def test_bad_tools_are_value_errors_naming_the_tool(builder, tools, reason):
+    with pytest.raises(ValueError, match=reason):
+        builder.tool_call_constraint(tools, allow_parallel=True)
+
+
+def test_lenient_tools_compile_and_say_what_they_ignore(builder):
+    tools = [{"name": "a", "parameters": {"type": "object",
+                                          "properties": {"l": {"type": "array", "uniqueItems": True}}}}]
+    assert "uniqueItems" in " ".join(builder.tool_call_constraint(tools, allow_parallel=False, lenient=True).warnings)
+
+
+def test_a_schema_must_be_an_object(builder):
+    with pytest.raises(ValueError, match="must be an object"):
+        builder.json_schema_constraint(["type", "object"])
+
+
+def test_module_functions_take_a_builder_or_a_tokenizer(speller, tokenizer, builder):
+    assert speller.accepts(json_schema_constraint(None, builder), '{"a": 1}')
+    calls = tool_call_constraint(TOOLS[:1], tokenizer, allow_parallel=False)
+    assert speller.accepts(calls, '{"name": "get_weather", "arguments": {"city": "X", "unit": "celsius"}}')
+
+
+# ---- greedy decoding through the engine's real BatchGenerator ------------------------------
+
+def decode(smollm2, jobs, *, max_tokens: int):
+    """Greedy-decode (prompt, factory or None) pairs as one batch; returns (text, finish) each."""
+    from serving.engine.generator import make_batch_generator
+    from serving.engine.loop import EngineSettings
+    from serving.engine.request import SamplingParams
+    from serving.engine.sampling import build_sampler
+
+    model, tokenizer = smollm2
+    n = len(jobs)
+    generator = make_batch_generator(model, tokenizer, EngineSettings(max_concurrency=n))
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
+               for p, _ in jobs]
+    uids = generator.insert(prompts, max_tokens=[max_tokens] * n,
+                            samplers=[build_sampler(SamplingParams()) for _ in jobs],
+                            logits_processors=[[f()] if f else [] for _, f in jobs])
+    tokens = {uid: [] for uid in uids}
+    finished: dict[int, str] = {}
+    try:
+        while len(finished) < n:
+            for r in generator.next()[1]:
+                if r.finish_reason != "stop":  # mlx-lm's "stop": an end-of-sequence token, not text
+                    tokens[r.uid].append(r.token)
+                if r.finish_reason:
+                    finished[r.uid] = r.finish_reason
+    finally:
+        generator.close()
+    return [(tokenizer.decode(tokens[uid]), finished[uid]) for uid in uids]
+
+
+def test_decoded_json_validates_against_the_schema(smollm2, builder):
+    [(text, finish)] = decode(smollm2, [("Describe a person named Alice who lives in Paris as JSON.",
+                                         builder.json_schema_constraint(PERSON))], max_tokens=80)
+    assert finish == "stop", text
+    jsonschema.validate(json.loads(text), PERSON)
+
+
+def test_decoded_json_object_is_an_object(smollm2, builder):
+    [(text, finish)] = decode(smollm2, [('Return a JSON object with one key, "answer", whose value is "yes".',
+                                         builder.json_schema_constraint(None))], max_tokens=40)
+    assert finish == "stop", text
+    assert isinstance(json.loads(text), dict)
+
+
+def test_decoded_tool_call_is_read_back_by_the_json_parser(smollm2, builder):
+    [(text, finish)] = decode(smollm2, [("Use a tool: what is the weather in Paris?",
+                                         builder.tool_call_constraint(TOOLS, allow_parallel=False))], max_tokens=80)
+    assert finish == "stop", text
+    call = json.loads(text)
+    tool = {t["name"]: t for t in TOOLS}[call["name"]]
+    jsonschema.validate(call["arguments"], tool["parameters"])
+    parsed = get_parser("json").parse(text)
+    assert [c.name for c in parsed.calls] == [call["name"]] and parsed.content == ""
+    assert json.loads(parsed.calls[0].arguments) == call["arguments"]
+
+
+def test_decoded_parallel_tool_calls_are_read_back_by_the_json_parser(smollm2, builder):
+    [(text, finish)] = decode(smollm2, [("Use tools: what is the weather in Paris and in London?",
+                                         builder.tool_call_constraint(TOOLS, allow_parallel=True))], max_tokens=80)
+    assert finish == "stop", text
+    value = json.loads(text)
+    calls = value if isinstance(value, list) else [value]
+    parsed = get_parser("json").parse(text)
+    assert parsed.content == ""
+    assert [c.name for c in parsed.calls] == [c["name"] for c in calls]
+    assert [json.loads(c.arguments) for c in parsed.calls] == [c["arguments"] for c in calls]
+
+
+@pytest.mark.integration
+def test_batch_sequences_keep_their_own_constraints(smollm2, builder):
+    """Two constrained sequences and a free one, decoded together: each gets its own valid
+    output, and the free one is what it is alone."""
+    free = ("Say hello.", None)
+    jobs = [("Use tools: what is the weather in Paris and in London?",
+             builder.tool_call_constraint(TOOLS, allow_parallel=True)),
+            free,
+            ("Describe a person named Alice who lives in Paris as JSON.", builder.json_schema_constraint(PERSON))]
+    (calls_text, f1), (free_text, _), (person_text, f3) = decode(smollm2, jobs, max_tokens=64)
+    assert f1 == "stop" and f3 == "stop", (calls_text, person_text)
+    parsed = get_parser("json").parse(calls_text)
+    assert parsed.calls and parsed.content == ""
+    for call in parsed.calls:
+        tool = {t["name"]: t for t in TOOLS}[call.name]
+        jsonschema.validate(json.loads(call.arguments), tool["parameters"])
+    jsonschema.validate(json.loads(person_text), PERSON)
+    [(alone, _)] = decode(smollm2, [free], max_tokens=64)
+    assert free_text == alone
+    with pytest.raises(ValueError):
+        json.loads(free_text)  # the free sequence was not pushed into JSON
