@@ -30,6 +30,7 @@ class Case:
     system: str | None = None
     turns: int = 1
     followups: tuple[str, ...] = ()  # user messages of turns 2..turns, in order
+    extra_body: dict = field(default_factory=dict)  # more request fields, e.g. response_format
 
     @property
     def concurrency(self) -> int | None:
@@ -44,6 +45,8 @@ class Case:
             out["system"] = self.system
         if self.turns > 1:
             out.update(conversations=self.requests, turns=self.turns, followups=list(self.followups))
+        if self.extra_body:
+            out["body"] = self.extra_body
         return out
 
     def _first_body(self, i: int, *, model: str | None, repeat: int) -> dict:
@@ -53,7 +56,7 @@ class Case:
         uid = f"r{repeat}-{i}" if repeat >= 0 else f"warmup-{i}"
         messages = [{"role": "system", "content": self.system}] if self.system is not None else []
         messages.append({"role": "user", "content": self.prompts[i % len(self.prompts)].replace(UID, uid)})
-        body = {"messages": messages, "max_tokens": self.max_tokens, "temperature": 0.0}
+        body = {"messages": messages, "max_tokens": self.max_tokens, "temperature": 0.0, **self.extra_body}
         if model is not None:
             body["model"] = model
         return body
@@ -101,7 +104,8 @@ def _case(raw: dict, sets: dict[str, PromptSet]) -> Case:
     arrival = Arrival(kind=raw.get("arrival", "concurrency"), concurrency=raw.get("concurrency", 1),
                       rate_rps=raw.get("rate_rps"), seed=raw.get("seed", 0))
     return Case(raw["name"], chosen.prompts, _size(raw, turns), raw["max_tokens"], arrival,
-                tuple(raw.get("tags", ())), chosen.system, turns, chosen.followups[: turns - 1])
+                tuple(raw.get("tags", ())), chosen.system, turns, chosen.followups[: turns - 1],
+                dict(raw.get("body", {})))
 
 
 def load_cases(select: list[str] | None = None, *, path: Path = CASES_FILE) -> list[Case]:

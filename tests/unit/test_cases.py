@@ -96,3 +96,12 @@ def test_conversation_shape_errors(tmp_path):
     inline = '[prompt_set.p]\ntemplate = "{item}"\nitems = ["a"]\nsystem_file = "s.txt"\n'
     (case,) = _write(tmp_path, '[[case]]\nname = "x"\nprompts = "p"\nrequests = 1\nmax_tokens = 1', inline)
     assert case.bodies(model=None, repeat=0)[0]["messages"][0] == {"role": "system", "content": "be brief"}
+
+
+def test_a_case_can_add_request_fields():
+    free, constrained = _case("json-free"), _case("json-schema")
+    assert free.prompts == constrained.prompts
+    body = constrained.bodies(model=None, repeat=0)[0]
+    assert body["response_format"]["json_schema"]["schema"]["required"] == ["name", "age", "job"]
+    assert "response_format" not in free.bodies(model=None, repeat=0)[0]
+    assert constrained.describe()["body"] == {"response_format": body["response_format"]}
