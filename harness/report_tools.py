@@ -56,6 +56,10 @@ def fidelity_lines(block: dict) -> list[str]:
         ci = f" [{_pct(pf['ci_low'])}, {_pct(pf['ci_high'])}]" if pf.get("ci_low") is not None else ""
         out.append(f"Parse fidelity, {label}: {_pct(pf.get('fidelity'))}{ci}, "
                    f"n={pf.get('n')} responses with a call ({pf.get('clean')} clean)")
+    for sv in block.get("schema_validity", []):
+        ci = f" [{_pct(sv['ci_low'])}, {_pct(sv['ci_high'])}]" if sv.get("ci_low") is not None else ""
+        out.append(f"Schema-valid calls, tool_choice {sv['mode']}: {_pct(sv.get('rate'))}{ci}, "
+                   f"{sv.get('valid')} of n={sv.get('n')} requests")
     return out
 
 

@@ -72,6 +72,9 @@ def print_tools(block: dict, *, console: Console) -> None:
                  f"{pf['fidelity']:.1%} [{pf['ci_low']:.1%}, {pf['ci_high']:.1%}]")
         console.print(f"parse fidelity, {label}: {value} ({pf['clean']}/{pf['n']} responses with a call "
                       "came back as structured calls with no markup left)")
+    for sv in block.get("schema_validity", []):
+        value = "n/a" if sv["rate"] is None else f"{sv['rate']:.1%} [{sv['ci_low']:.1%}, {sv['ci_high']:.1%}]"
+        console.print(f"schema-valid calls, mode {sv['mode']}: {value} ({sv['valid']}/{sv['n']} requests)")
     for d in block["differences"]:
         p = "n/a" if d["p_value"] is None else f"{d['p_value']:.3g}"
         console.print(f"{d['category'] if d['category'] != '*' else 'all'}: {d['a']} - {d['b']} = "

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+from jsonschema import Draft202012Validator
 
 from .cases import ToolCase
 from .checker import check, decode_calls
@@ -44,7 +45,7 @@ def _base(case: ToolCase, mode: str, server: str) -> dict:
     return {"type": "tool_case", "server": server, "id": case.id, "category": case.category, "mode": mode,
             "status": "error", "error": None, "http_status": None, "latency_s": None, "content": None,
             "tool_calls": [], "finish_reason": None, "usage": None, "correct": None, "reason": "",
-            "parse_fidelity": None}
+            "parse_fidelity": None, "schema_valid": None}
 
 
 def fidelity(tool_calls: list[dict], content: str | None) -> dict:
@@ -54,10 +55,29 @@ def fidelity(tool_calls: list[dict], content: str | None) -> dict:
             "contains_call": bool(structured or markup), "clean": bool(structured and not markup)}
 
 
+def schema_valid(tool_calls: list[dict], case: ToolCase) -> bool:
+    """At least one call, and every call names a tool sent and has arguments valid for its schema."""
+    tools, _ = to_tools(case.functions)
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    if not tool_calls:
+        return False
+    for call in tool_calls:
+        if call["name"] not in schemas:
+            return False
+        try:
+            arguments = json.loads(call["arguments"] or "{}")
+        except json.JSONDecodeError:
+            return False
+        if not Draft202012Validator(schemas[call["name"]]).is_valid(arguments):
+            return False
+    return True
+
+
 def judge(record: dict, case: ToolCase, names: dict[str, str]) -> dict:
-    """Fill parse_fidelity, correct and reason of an ok record (pure: the committed-evidence
-    tests recompute it from the record and the data)."""
+    """Fill parse_fidelity, schema_valid, correct and reason of an ok record (pure: the
+    committed-evidence tests recompute it from the record and the data)."""
     record["parse_fidelity"] = pf = fidelity(record["tool_calls"], record["content"])
+    record["schema_valid"] = schema_valid(record["tool_calls"], case)
     calls, problem = decode_calls(record["tool_calls"], names)
     if problem:
         record["correct"], record["reason"] = False, problem

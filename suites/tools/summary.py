@@ -40,6 +40,15 @@ def fidelity_cell(records: list[dict], *, mode: str, confidence: float) -> dict:
             "fidelity": clean / len(called) if called else None, "ci_low": low, "ci_high": high}
 
 
+def validity_cell(records: list[dict], *, mode: str, confidence: float) -> dict:
+    """Of the requests sent in a mode, how many came back as schema-valid calls (errors count as not)."""
+    sent = [r for r in records if r["status"] != "not_applicable"]
+    valid = sum(1 for r in sent if r.get("schema_valid") is True)
+    low, high = _interval(valid, len(sent), confidence)
+    return {"mode": mode, "n": len(sent), "valid": valid, "rate": valid / len(sent) if sent else None,
+            "ci_low": low, "ci_high": high}
+
+
 def paired_difference(records: list[dict], *, category: str, a: str, b: str) -> dict | None:
     """Accuracy of mode a minus mode b over the cases sent under both (errors count as wrong)."""
     by_mode: dict[str, dict[str, bool]] = {a: {}, b: {}}
@@ -69,6 +78,7 @@ def summarize_tools(records: Iterable[dict], *, confidence: float = 0.95) -> dic
                for m in modes]
     fidelity = [fidelity_cell([r for r in recs if r["mode"] == m], mode=m, confidence=confidence) for m in modes]
     fidelity.append(fidelity_cell(recs, mode=ALL, confidence=confidence))
+    validity = [validity_cell([r for r in recs if r["mode"] == m], mode=m, confidence=confidence) for m in modes]
     differences = []
     if {"required", "auto"} <= set(modes):
         for c in [*categories, ALL]:
@@ -76,4 +86,4 @@ def summarize_tools(records: Iterable[dict], *, confidence: float = 0.95) -> dic
             if (d := paired_difference(subset, category=c, a="required", b="auto")) is not None:
                 differences.append(d)
     return {"confidence": confidence, "method": METHOD, "cells": cells, "overall": overall,
-            "parse_fidelity": fidelity, "differences": differences}
+            "parse_fidelity": fidelity, "schema_validity": validity, "differences": differences}
