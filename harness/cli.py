@@ -63,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
     tools.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                        help="pass ARG to our server; repeat for several (write --server-arg=--tool-prompt=generic "
                             "for an ARG that starts with '-'); recorded in the manifest")
+    tools.add_argument("--no-scenarios", action="store_true",
+                       help="skip the API-contract scenarios (suites/tools/scenarios.toml) run after the cases")
     tools.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     tools.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     tools.add_argument("--log-dir", type=Path, default=REPO / ".nox" / "server-logs")

@@ -15,7 +15,8 @@ NOTE = ("Accuracy = correct / requests sent, judged by our AST checker on BFCL's
         "(suites/tools/checker.py); an errored request counts as not correct. 95% Wilson intervals; n = cases. "
         "n/a (not applicable): irrelevance under tool_choice required, which forces a call, is never sent. "
         "Parse fidelity: of the responses holding a call in any form, the share returned as structured "
-        "tool calls with no call markup left in the content.")
+        "tool calls with no call markup left in the content. Scenarios (suites/tools/scenarios.toml): "
+        "API-contract checks per dialect; an errored request counts as not passed.")
 
 
 def _pct(x: Any) -> str:
@@ -75,11 +76,27 @@ def difference_lines(block: dict) -> list[str]:
     return out
 
 
+def scenario_lines(block: dict) -> list[str]:
+    """Scenarios (API contract per dialect): passed / n with Wilson intervals, then each failure."""
+    sc = block.get("scenarios")
+    if not sc:
+        return []
+    out = []
+    for c in [*sc["dialects"], sc["overall"]]:
+        label = "all dialects" if c["dialect"] == "*" else c["dialect"]
+        ci = f" [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]" if c.get("ci_low") is not None else ""
+        errors = f", {c['errors']} errors" if c.get("errors") else ""
+        out.append(f"Scenarios, {label}: {_pct(c.get('rate'))}{ci}, {c['passed']} of n={c['n']} passed{errors}")
+    out += [f"Scenario {f['id']} not passed ({f['status']}): {f['reason']}" for f in sc.get("failed", [])]
+    return out
+
+
 def markdown(block: dict, *, row=lambda cells: "| " + " | ".join(cells) + " |") -> list[str]:
     head, rows = accuracy_rows(block)
     out = ["", "Tool calling (BFCL):", "", row(head), "|" + "---|" * len(head)]
     out += [row(r) for r in rows]
-    out += ["", *[f"- {line}" for line in fidelity_lines(block) + difference_lines(block)], "", NOTE]
+    lines = fidelity_lines(block) + difference_lines(block) + scenario_lines(block)
+    out += ["", *[f"- {line}" for line in lines], "", NOTE]
     return out
 
 
@@ -89,6 +106,7 @@ def html_section(block: dict) -> str:
     parts = ["<h3>Tool calling (BFCL)</h3><table>",
              "<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
     parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
-    parts.append("</table><ul>" + "".join(f"<li>{e(x)}</li>" for x in fidelity_lines(block) + difference_lines(block))
+    parts.append("</table><ul>" + "".join(f"<li>{e(x)}</li>" for x in fidelity_lines(block) + difference_lines(block)
+                                      + scenario_lines(block))
                  + f'</ul><p class="note">{e(NOTE)}</p>')
     return "".join(parts)

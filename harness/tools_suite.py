@@ -20,7 +20,8 @@ from .publish import build_manifest, path_replacements, portable
 from .servers import ServerSpec, launch, prefix_cache_state
 
 SUITE = "tools"
-INTERLEAVING = "none: one request per case and mode, closed loop, cases in file order, modes in the given order"
+INTERLEAVING = ("none: one request per case and mode, closed loop, cases in file order, modes in the given order; "
+                "then the scenarios (unless --no-scenarios), one request at a time, in file order")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,19 @@ def _fmt_cell(cell: dict) -> str:
             f"({cell['correct']}/{cell['n']}{errors})")
 
 
+def print_scenarios(block: dict, *, confidence: float, console: Console) -> None:
+    table = Table(title=f"tool scenarios [{confidence:.0%} Wilson] (passed/n)")
+    for col in ("dialect", "passed", "errors"):
+        table.add_column(col)
+    for c in [*block["dialects"], block["overall"]]:
+        rate = "n/a" if c["rate"] is None else f"{c['rate']:.0%} [{c['ci_low']:.0%}, {c['ci_high']:.0%}]"
+        table.add_row("all" if c["dialect"] == "*" else c["dialect"], f"{rate} ({c['passed']}/{c['n']})",
+                      str(c["errors"]))
+    console.print(table)
+    for f in block["failed"]:
+        console.print(f"scenario {f['id']} ({f['status']}): {f['reason']}")
+
+
 def print_tools(block: dict, *, console: Console) -> None:
     modes = [c["mode"] for c in block["overall"]]
     table = Table(title=f"tool-call accuracy [{block['confidence']:.0%} {block['method']}] (correct/n)")
@@ -75,11 +89,29 @@ def print_tools(block: dict, *, console: Console) -> None:
     for sv in block.get("schema_validity", []):
         value = "n/a" if sv["rate"] is None else f"{sv['rate']:.1%} [{sv['ci_low']:.1%}, {sv['ci_high']:.1%}]"
         console.print(f"schema-valid calls, mode {sv['mode']}: {value} ({sv['valid']}/{sv['n']} requests)")
+    if sc := block.get("scenarios"):
+        print_scenarios(sc, confidence=block["confidence"], console=console)
     for d in block["differences"]:
         p = "n/a" if d["p_value"] is None else f"{d['p_value']:.3g}"
         console.print(f"{d['category'] if d['category'] != '*' else 'all'}: {d['a']} - {d['b']} = "
                       f"{d['difference']:+.1%} over {d['n_pairs']} cases ({d['a_only']} right only under {d['a']}, "
                       f"{d['b_only']} only under {d['b']}; McNemar p={p})")
+
+
+def _scenarios(target, label: str, progress: Progress) -> list[dict]:
+    """The API-contract scenarios, on the same server after the cases (nothing else in flight)."""
+    from suites.tools.scenarios import load, run_scenarios
+
+    settings = load()
+    task = progress.add_task("scenarios", total=len(settings.scenarios))
+    passed = {"n": 0}
+
+    def done(record: dict) -> None:
+        passed["n"] += record["passed"] is True
+        progress.update(task, advance=1, description=f"scenarios: {passed['n']} passed")
+
+    return run_scenarios(target.server.base_url, model=target.model_field, server=label, settings=settings,
+                         on_done=done)
 
 
 def _run(args, work, *, console: Console):
@@ -110,6 +142,8 @@ def _run(args, work, *, console: Console):
                                 max_tokens=work.settings.max_tokens, stream=work.settings.stream,
                                 concurrency=args.concurrency or work.settings.concurrency,
                                 timeout_s=work.settings.timeout_s, server=spec.label, on_done=done)
+            if not getattr(args, "no_scenarios", False):
+                records += _scenarios(target, spec.label, progress)
         entry = {"label": spec.label, "kind": spec.kind, "revision": None, "argv": list(target.argv),
                  "status": "ran", "reason": None, "health": health or None,
                  "prefix_cache": prefix_cache_state(spec, health=health)}

@@ -2,6 +2,8 @@
 
 Accuracy counts every request sent: an errored request is not correct (`errors` says how many).
 Pairs the suite never sends (irrelevance under "required") are not applicable and count nowhere.
+Scenarios (scenarios.py): passed / scenarios run, an errored one counting as not passed; the block
+is present only when the raw records hold tool_scenario records, so older runs recompute unchanged.
 Parse fidelity: of the ok responses that hold a call in any form (structured tool_calls, or
 call-like markup in content), the fraction returned as structured calls with no markup left.
 """
@@ -67,8 +69,26 @@ def paired_difference(records: list[dict], *, category: str, a: str, b: str) -> 
             "difference": acc_a - acc_b, "a_only": a_only, "b_only": b_only, "p_value": p, "test": PAIRED_TEST}
 
 
+def scenario_cell(records: list[dict], *, dialect: str, confidence: float) -> dict:
+    n, passed = len(records), sum(1 for r in records if r["passed"] is True)
+    low, high = _interval(passed, n, confidence)
+    return {"dialect": dialect, "n": n, "passed": passed, "errors": sum(1 for r in records if r["status"] == "error"),
+            "rate": passed / n if n else None, "ci_low": low, "ci_high": high}
+
+
+def scenarios_block(records: list[dict], *, confidence: float) -> dict:
+    dialects = list(dict.fromkeys(r["dialect"] for r in records))
+    return {"overall": scenario_cell(records, dialect=ALL, confidence=confidence),
+            "dialects": [scenario_cell([r for r in records if r["dialect"] == d], dialect=d, confidence=confidence)
+                         for d in dialects],
+            "failed": [{"id": r["id"], "status": r["status"], "reason": r["reason"]}
+                       for r in records if r["passed"] is not True]}
+
+
 def summarize_tools(records: Iterable[dict], *, confidence: float = 0.95) -> dict:
+    records = list(records)
     recs = [r for r in records if r.get("type") == "tool_case"]
+    scenario_recs = [r for r in records if r.get("type") == "tool_scenario"]
     categories = list(dict.fromkeys(r["category"] for r in recs))
     modes = list(dict.fromkeys(r["mode"] for r in recs))
     cells = [accuracy_cell([r for r in recs if r["category"] == c and r["mode"] == m], category=c, mode=m,
@@ -85,5 +105,8 @@ def summarize_tools(records: Iterable[dict], *, confidence: float = 0.95) -> dic
             subset = recs if c == ALL else [r for r in recs if r["category"] == c]
             if (d := paired_difference(subset, category=c, a="required", b="auto")) is not None:
                 differences.append(d)
-    return {"confidence": confidence, "method": METHOD, "cells": cells, "overall": overall,
-            "parse_fidelity": fidelity, "schema_validity": validity, "differences": differences}
+    block = {"confidence": confidence, "method": METHOD, "cells": cells, "overall": overall,
+             "parse_fidelity": fidelity, "schema_validity": validity, "differences": differences}
+    if scenario_recs:
+        block["scenarios"] = scenarios_block(scenario_recs, confidence=confidence)
+    return block

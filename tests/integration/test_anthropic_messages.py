@@ -83,6 +83,6 @@ def test_unknown_route_under_messages_is_anthropic_404(server):
 
 def test_sdk_raises_its_typed_error(client):
     with pytest.raises(anthropic.BadRequestError) as info:
-        client.messages.create(model=MODEL, max_tokens=5, messages=FRANCE, tool_choice={"type": "any"},
+        client.messages.create(model=MODEL, max_tokens=5, messages=FRANCE, tool_choice={"type": "tool", "name": "g"},
                                tools=[{"name": "f", "input_schema": {"type": "object"}}])
     assert "tool_choice" in info.value.body["error"]["message"]

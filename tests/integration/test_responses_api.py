@@ -66,6 +66,5 @@ def test_previous_response_id_continues_the_conversation(client):
 
 def test_refused_fields_are_400(client):
     with pytest.raises(openai.BadRequestError) as err:
-        client.responses.create(model="smollm2-135m", input=QUESTION,
-                                text={"format": {"type": "json_object"}})
-    assert err.value.body["param"] == "text.format"
+        client.responses.create(model="smollm2-135m", input=QUESTION, background=True)
+    assert err.value.body["param"] == "background"

@@ -155,3 +155,17 @@ def test_responses_function_call_item_whole_and_streamed():
     types = [e for e, _ in events]
     assert "response.function_call_arguments.done" in types and "response.output_text.delta" not in types
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
+
+
+def test_responses_named_tool_choice_is_forced_and_echoed():
+    grammar = FakeConstraints()
+    c, _ = client(constraints=grammar)
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
+    choice = {"type": "function", "name": "get_weather"}
+    for stream in (False, True):
+        result = c.simulate_post("/v1/responses", json={"input": "Weather?", "tools": tools, "tool_choice": choice,
+                                                        "stream": stream})
+        assert result.status_code == 200
+    assert c.simulate_post("/v1/responses", json={"input": "Weather?", "tools": tools,
+                                                  "tool_choice": choice}).json["tool_choice"] == choice
+    assert grammar.asked[0] == ("tools", ["get_weather"], True)

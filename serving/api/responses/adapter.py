@@ -56,7 +56,8 @@ def echo_fields(body: ResponsesRequest, sampling: SamplingParams) -> dict:
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
         "tools": body.tools or [],
-        "tool_choice": body.tool_choice or "auto",
+        "tool_choice": (body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump")
+                        else body.tool_choice or "auto"),
         "parallel_tool_calls": True if body.parallel_tool_calls is None else body.parallel_tool_calls,
         "store": body.store,
         "text": {"format": body.text.format.model_dump(by_alias=True, exclude_none=True)
