@@ -42,7 +42,7 @@ def _install_agent_clients(session: nox.Session) -> dict[str, str]:
         session.warn(f"npm install failed, agent-client tests will be skipped: {done.stderr.strip()[-500:]}")
         return {}
     bin_dir = (CLIENTS_PREFIX / "node_modules" / ".bin").resolve()
-    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {"PATH": os.pathsep.join([str(bin_dir), session.bin, os.environ.get("PATH", "")])}
 
 
 @nox.session
