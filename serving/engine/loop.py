@@ -91,9 +91,14 @@ class Engine:
         if self._load_error is not None:
             raise RuntimeError(f"model failed to load: {self._load_error}") from self._load_error
 
+    def _running(self) -> bool:
+        """The loop is still there to deliver events (it may be stopping)."""
+        return self._thread.is_alive() and not self._dead.is_set()
+
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stopping.is_set() and not self._dead.is_set()
+        """The engine takes new work."""
+        return self._running() and not self._stopping.is_set()
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
         if not self.alive:
@@ -103,7 +108,7 @@ class Engine:
                 self._counters["rejected_busy"] += 1
                 raise EngineBusy(f"{self._queued} requests are already waiting (--max-queue {self.settings.max_queue})")
             self._queued += 1
-        handle = RequestHandle(request, self._cancels.put, lambda: self._thread.is_alive() and not self._dead.is_set())
+        handle = RequestHandle(request, self._cancels.put, self._running)
         self._inbox.put(handle)
         return handle
 
