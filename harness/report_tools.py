@@ -14,8 +14,9 @@ TOOLS_RECOMPUTE = (
 NOTE = ("Accuracy = correct / requests sent, judged by our AST checker on BFCL's possible answers "
         "(suites/tools/checker.py); an errored request counts as not correct. 95% Wilson intervals; n = cases. "
         "n/a (not applicable): irrelevance under tool_choice required, which forces a call, is never sent. "
-        "Parse fidelity: of the responses holding a call in any form, the share returned as structured "
-        "tool calls with no call markup left in the content. Scenarios (suites/tools/scenarios.toml): "
+        "Parse fidelity: of the responses holding a complete call in any form, the share returned as "
+        "structured tool calls with no call markup left in the content (a call cut off by max_tokens, or "
+        "with arguments that are not JSON, is counted apart: no parser could return it). Scenarios (suites/tools/scenarios.toml): "
         "API-contract checks per dialect; an errored request counts as not passed.")
 
 
@@ -55,8 +56,9 @@ def fidelity_lines(block: dict) -> list[str]:
     for pf in block.get("parse_fidelity", []):
         label = "all modes" if pf["mode"] == "*" else f"tool_choice {pf['mode']}"
         ci = f" [{_pct(pf['ci_low'])}, {_pct(pf['ci_high'])}]" if pf.get("ci_low") is not None else ""
+        cut = f"; {pf['cut_off']} more held only a cut-off or non-JSON call" if "cut_off" in pf else ""
         out.append(f"Parse fidelity, {label}: {_pct(pf.get('fidelity'))}{ci}, "
-                   f"n={pf.get('n')} responses with a call ({pf.get('clean')} clean)")
+                   f"n={pf.get('n')} responses with a call ({pf.get('clean')} clean){cut}")
     for sv in block.get("schema_validity", []):
         ci = f" [{_pct(sv['ci_low'])}, {_pct(sv['ci_high'])}]" if sv.get("ci_low") is not None else ""
         out.append(f"Schema-valid calls, tool_choice {sv['mode']}: {_pct(sv.get('rate'))}{ci}, "

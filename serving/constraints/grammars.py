@@ -9,8 +9,8 @@ greedy, four json_object prompts, gave four short sensible objects with them (`{
 (`{"answer":{"yes":[1,2,3,...`), probably because its usual token after `":` is ` "`.
 
 Nothing else is added to a schema: strings, numbers and arrays are as long as the schema
-allows, and `max_tokens` is the only bound on a schema without limits (the output is then
-cut off, and the finish reason says so). Object properties come in the order the schema
+allows. `max_tokens` bounds a schema without limits: near the end of the budget the processor
+steers towards closing the value in progress (processor.py), so the output ends shorter but valid. Object properties come in the order the schema
 lists them (llguidance fixes that order), so a tool call's `name` always precedes its
 `arguments`.
 """

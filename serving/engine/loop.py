@@ -218,7 +218,7 @@ class Engine:
         hit = self._cache.lookup(req.prompt_tokens)
         processors = build_logits_processors(req.sampling, context_size=req.max_tokens)
         if req.logits_processor is not None:
-            processors = [*processors, req.logits_processor()]
+            processors = [*processors, req.logits_processor(req.max_tokens)]
         (uid,) = generator.insert(
             [hit.rest],
             max_tokens=[req.max_tokens],

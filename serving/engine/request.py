@@ -32,9 +32,10 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
 
 
-# Made once per sequence on the engine thread; returns an mlx-lm logits
-# processor (tokens, logits) -> logits. The slot a grammar constraint fills.
-LogitsProcessorFactory = Callable[[], Callable[[Any, Any], Any]]
+# Made once per sequence on the engine thread, given the sequence's max_tokens (so a grammar
+# can close its output before the budget runs out); returns an mlx-lm logits processor
+# (tokens, logits) -> logits. The slot a grammar constraint fills.
+LogitsProcessorFactory = Callable[[int], Callable[[Any, Any], Any]]
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,16 @@ def _base(case: ToolCase, mode: str, server: str) -> dict:
 
 
 def fidelity(tool_calls: list[dict], content: str | None) -> dict:
+    """A response contains a call when it has a structured call or complete call markup. Only
+    the opening of a JSON call (`json_partial`: cut off by max_tokens, or arguments that are not
+    JSON, such as `3 * 10**8`) is a call no parser could return, so it is a model failure, not a
+    parse miss: counted apart as `cut_off`, outside parse fidelity's denominator."""
     markup = call_markup(content)
     structured = len(tool_calls)
+    complete = [m for m in markup if m != "json_partial"]
     return {"structured_calls": structured, "content_markup": markup,
-            "contains_call": bool(structured or markup), "clean": bool(structured and not markup)}
+            "contains_call": bool(structured or complete), "clean": bool(structured and not markup),
+            "cut_off": "json_partial" in markup}
 
 
 def schema_valid(tool_calls: list[dict], case: ToolCase) -> bool:

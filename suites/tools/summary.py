@@ -5,7 +5,9 @@ Pairs the suite never sends (irrelevance under "required") are not applicable an
 Scenarios (scenarios.py): passed / scenarios run, an errored one counting as not passed; the block
 is present only when the raw records hold tool_scenario records, so older runs recompute unchanged.
 Parse fidelity: of the ok responses that hold a call in any form (structured tool_calls, or
-call-like markup in content), the fraction returned as structured calls with no markup left.
+complete call markup in content), the fraction returned as structured calls with no markup left.
+`cut_off` counts the responses with only the opening of a call (a model failure no parser can
+read); from 0.5.0 they are outside the denominator (runner.fidelity).
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ def fidelity_cell(records: list[dict], *, mode: str, confidence: float) -> dict:
     called = [r for r in records if r["status"] == "ok" and r["parse_fidelity"]["contains_call"]]
     clean = sum(1 for r in called if r["parse_fidelity"]["clean"])
     low, high = _interval(clean, len(called), confidence)
-    return {"mode": mode, "n": len(called), "clean": clean,
+    cell = {"mode": mode, "n": len(called), "clean": clean,
             "fidelity": clean / len(called) if called else None, "ci_low": low, "ci_high": high}
+    judged = [r for r in records if r["status"] == "ok" and "cut_off" in (r["parse_fidelity"] or {})]
+    if judged:  # records from 0.5.0 on; older runs recompute unchanged
+        cell["cut_off"] = sum(1 for r in judged if r["parse_fidelity"]["cut_off"])
+    return cell
 
 
 def validity_cell(records: list[dict], *, mode: str, confidence: float) -> dict:

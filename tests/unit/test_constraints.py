@@ -100,9 +100,9 @@ class Speller:
                 self.pieces.setdefault(llt.decode_bytes([i]), []).append(i)
         self.longest = max(map(len, self.pieces))
 
-    def walk(self, factory, text: str, *, width: int = 49152):
+    def walk(self, factory, text: str, *, width: int = 49152, max_tokens: int | None = None):
         """(the whole text was spelt, the mask after the last token spelt, as booleans)."""
-        processor = factory()
+        processor = factory(max_tokens)
         context = self.tokenizer.encode("Hello " + PROMPT_END, add_special_tokens=False)
         logits = mx.zeros((1, width))
         rest = text.encode()
@@ -256,6 +256,36 @@ def test_module_functions_take_a_builder_or_a_tokenizer(speller, tokenizer, buil
     assert speller.accepts(calls, '{"name": "get_weather", "arguments": {"city": "X", "unit": "celsius"}}')
 
 
+STORY = {"type": "object", "properties": {"story": {"type": "string"}, "n": {"type": "integer"}},
+         "required": ["story"], "additionalProperties": False}
+
+
+def test_closing_tokens_are_quotes_and_brackets_and_end_of_sequence(tokenizer, builder):
+    closing = builder.closing
+    for text in ('"', "}", '"}', "]"):
+        [token] = tokenizer.encode(text, add_special_tokens=False)
+        assert closing[token], text
+    for text in ("a", ",", " ", ": "):
+        assert not any(closing[t] for t in tokenizer.encode(text, add_special_tokens=False)), text
+    assert all(closing[t] for t in tokenizer.eos_token_ids)
+
+
+def test_near_the_budget_only_closing_tokens_are_allowed_where_the_grammar_allows_one(speller, builder):
+    story = builder.json_schema_constraint(STORY)
+    text = '{"story": "' + "once upon a time " * 8
+    assert speller.spells(story, text)  # no budget: the string goes on
+    ok, allowed = speller.walk(story, text, max_tokens=16)
+    assert not ok  # the budget's last quarter refused the string's next word
+    assert allowed.any() and not (allowed & ~builder.closing).any()
+
+
+def test_where_the_grammar_allows_no_closing_token_its_mask_is_kept(speller, builder):
+    # With `n` required, after `{"story": "", "n": ` only a number may follow: nothing closes there.
+    story = builder.json_schema_constraint({**STORY, "required": ["story", "n"]})
+    ok, allowed = speller.walk(story, '{"story": "", "n": ', max_tokens=2)
+    assert ok and allowed.any() and not (allowed & builder.closing).any()
+
+
 # ---- greedy decoding through the engine's real BatchGenerator ------------------------------
 
 def decode(smollm2, jobs, *, max_tokens: int):
@@ -272,7 +302,7 @@ def decode(smollm2, jobs, *, max_tokens: int):
                for p, _ in jobs]
     uids = generator.insert(prompts, max_tokens=[max_tokens] * n,
                             samplers=[build_sampler(SamplingParams()) for _ in jobs],
-                            logits_processors=[[f()] if f else [] for _, f in jobs])
+                            logits_processors=[[f(max_tokens)] if f else [] for _, f in jobs])
     tokens = {uid: [] for uid in uids}
     finished: dict[int, str] = {}
     try:
@@ -292,6 +322,13 @@ def test_decoded_json_validates_against_the_schema(smollm2, builder):
                                          builder.json_schema_constraint(PERSON))], max_tokens=80)
     assert finish == "stop", text
     jsonschema.validate(json.loads(text), PERSON)
+
+
+def test_a_budget_too_small_for_the_output_still_ends_in_valid_json(smollm2, builder):
+    [(text, finish)] = decode(smollm2, [("Write a long story about a dragon, as JSON with the key story.",
+                                         builder.json_schema_constraint(STORY))], max_tokens=12)
+    assert finish == "stop", text  # an end-of-sequence token within the budget, not "length"
+    jsonschema.validate(json.loads(text), STORY)
 
 
 def test_decoded_json_object_is_an_object(smollm2, builder):

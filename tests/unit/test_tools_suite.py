@@ -23,7 +23,7 @@ from suites.tools.checker import check, decode_calls, normalise
 from suites.tools.convert import bfcl_name, schema, to_tools
 from suites.tools.data import DataError, Source, fetch
 from suites.tools.markup import call_markup
-from suites.tools.runner import assemble_stream, request_body, run_cases
+from suites.tools.runner import assemble_stream, fidelity, request_body, run_cases
 from suites.tools.summary import summarize_tools
 
 TOOL_OUTPUTS = Path(__file__).resolve().parents[1] / "data" / "tool_outputs"
@@ -215,6 +215,19 @@ def test_markup_detector(text, kinds):
     assert call_markup(text) == kinds
 
 
+@pytest.mark.parametrize("calls, content, contains, clean, cut_off", [
+    ([{"name": "f", "arguments": "{}"}], None, True, True, False),
+    ([], '{"name": "f", "arguments": {"a": 1}}', True, False, False),  # a parse miss
+    ([], '{"name": "f", "arguments": {"a": 1, "b": "xxxxxxx', False, False, True),  # cut off: the model's
+    ([], '{"name": "f", "arguments": {"c": 3 * 10**8}}', False, False, True),  # not JSON: the model's
+    ([{"name": "f", "arguments": "{}"}], '{"name": "g", "arguments": {"a": ', True, False, True),
+    ([], "Paris.", False, False, False),
+])
+def test_fidelity_leaves_calls_no_parser_could_read_out(calls, content, contains, clean, cut_off):
+    pf = fidelity(calls, content)
+    assert (pf["contains_call"], pf["clean"], pf["cut_off"]) == (contains, clean, cut_off)
+
+
 def _recorded_outputs():
     return sorted(TOOL_OUTPUTS.glob("*/*.json"))
 
@@ -400,7 +413,7 @@ def test_runner_records_verdicts_fidelity_and_not_applicable_pairs(tmp_path, str
         if mode == "auto" and i % 2 == 0:  # a call left in content: not returned, not correct, not clean
             assert r["tool_calls"] == [] and r["correct"] is False
             assert r["parse_fidelity"] == {"structured_calls": 0, "content_markup": ["json"],
-                                           "contains_call": True, "clean": False}
+                                           "contains_call": True, "clean": False, "cut_off": False}
         else:
             assert r["tool_calls"][0]["name"] == "get_weather" and r["finish_reason"] == "tool_calls"
             assert r["correct"] is (i % 3 != 0) and r["parse_fidelity"]["clean"] is True

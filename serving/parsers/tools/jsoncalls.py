@@ -93,8 +93,28 @@ def calls_from_value(value: Any) -> list[ToolCall] | None:
     return calls if calls and None not in calls else None
 
 
+# A string, or a comment or trailing comma outside one. Small models annotate arguments the
+# way code does (`"inductance": 50e-6, // in H`); dropping the comment changes no value.
+_LAX = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/|,(?=\s*[}\]])', re.S)
+
+
+def strip_lax(text: str) -> str:
+    """text without JavaScript-style comments and trailing commas outside strings."""
+    return _LAX.sub(lambda m: m.group(1) or "", text)
+
+
 def parse_json_calls(text: str) -> list[ToolCall] | None:
-    """One or more JSON call values (objects or lists), separated by whitespace or ';'."""
+    """One or more JSON call values (objects or lists), separated by whitespace or ';'.
+    Strict JSON first; failing that, the same text without comments and trailing commas."""
+    calls = _parse_strict(text)
+    if calls is None and ("/" in text or "," in text):
+        lax = strip_lax(text)
+        if lax != text:
+            calls = _parse_strict(lax)
+    return calls
+
+
+def _parse_strict(text: str) -> list[ToolCall] | None:
     decoder = json.JSONDecoder()
     calls: list[ToolCall] = []
     i = 0
