@@ -1,0 +1,1 @@
+"""The client-contract suite: real client programs against a real server, one matrix row each."""

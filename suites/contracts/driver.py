@@ -1,0 +1,97 @@
+"""What a driver gets and gives back.
+
+A driver module (drivers/<name>.py) exposes
+
+    def run(case: Case, target: Target) -> Outcome
+
+It drives one real client program the way its users drive it, against `target` (a recording
+proxy in front of our server on 127.0.0.1), and judges the result. It raises Blocked when the
+client cannot run here at all (not installed, needs the network); any other exception is a
+`fail` with the exception as its reason. Drivers talk to the server only through the client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+PASS, FAIL, BLOCKED, CONDITIONAL = "pass", "fail", "blocked", "conditional"
+STATUSES = (PASS, CONDITIONAL, FAIL, BLOCKED)
+
+
+class Blocked(Exception):
+    """The client cannot run here; the message is the matrix cell's reason."""
+
+
+@dataclass(frozen=True)
+class Case:
+    client: str            # the client file's id: the matrix row
+    capability: str        # the matrix column (CAPABILITIES in cases.py)
+    action: str            # what the driver does; each driver documents its actions
+    model: str             # "default" or "tools": which served model the case needs
+    args: dict[str, Any] = field(default_factory=dict)  # the case's own settings, driver-specific
+
+    @property
+    def key(self) -> str:
+        return f"{self.client}/{self.capability}/{self.action}"
+
+
+@dataclass(frozen=True)
+class Target:
+    base_url: str          # http://127.0.0.1:PORT, no /v1: the proxy in front of the server
+    api_key: str           # the server requires it (Bearer or x-api-key)
+    model: str             # the served model id, as /v1/models lists it
+    workdir: Path          # this case's scratch folder (configs, HOME for CLIs); already exists
+    artifacts: Path        # files kept as evidence (screenshots, transcripts); already exists
+    timeout_s: float       # for the whole case
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for client processes (PATH)
+
+    @property
+    def v1(self) -> str:
+        return self.base_url + "/v1"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str            # pass | fail | conditional (blocked is raised, not returned)
+    reason: str            # one line a reader can act on; for pass, what was seen
+    condition: str | None = None   # for conditional: what must hold for it to pass
+    detail: dict[str, Any] = field(default_factory=dict)  # small JSON facts (the answer, counts)
+    artifacts: tuple[str, ...] = ()  # file names under target.artifacts
+
+    def __post_init__(self) -> None:
+        if self.status not in (PASS, FAIL, CONDITIONAL):
+            raise ValueError(f"an outcome is pass, fail or conditional, not {self.status!r}")
+        if self.status == CONDITIONAL and not self.condition:
+            raise ValueError("a conditional outcome names its condition")
+
+
+def passed(reason: str, **detail) -> Outcome:
+    return Outcome(PASS, reason, detail=detail)
+
+
+def failed(reason: str, **detail) -> Outcome:
+    return Outcome(FAIL, reason, detail=detail)
+
+
+def check(ok: bool, pass_reason: str, fail_reason: str, **detail) -> Outcome:
+    return passed(pass_reason, **detail) if ok else failed(fail_reason, **detail)
+
+
+def with_artifacts(outcome: Outcome, *names: str) -> Outcome:
+    return dataclasses.replace(outcome, artifacts=outcome.artifacts + names)
+
+
+def load(driver: str) -> Callable[[Case, Target], Outcome]:
+    """drivers/<driver>.py's run; ValueError naming the known drivers if there is none."""
+    try:
+        module = importlib.import_module(f"{__package__}.drivers.{driver}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.drivers.{driver}":
+            raise
+        known = sorted(p.stem for p in (Path(__file__).parent / "drivers").glob("*.py") if p.stem != "__init__")
+        raise ValueError(f"unknown contract driver {driver!r} (known: {', '.join(known)})") from None
+    return module.run

@@ -1,0 +1,1 @@
+"""One module per kind of client; each exposes `run(case, target) -> Outcome` (see ..driver)."""

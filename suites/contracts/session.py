@@ -1,0 +1,74 @@
+"""Served models behind recording proxies, and the loop that runs client cases against them.
+
+The default model serves every case; the tool model (qwen2.5-coder-0.5b) is started only when
+a selected case asks for it (model = "tools"). Both require an API key, made fresh per run, so
+every client is also checked for sending it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cases import Client
+from .proxy import RecordingProxy
+from .runner import drivers_for, record, run_case, target_for
+
+MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b"}
+
+
+@dataclass(frozen=True)
+class Served:
+    kind: str                # default | tools
+    model_id: str
+    proxy: RecordingProxy
+    api_key: str
+    argv: tuple[str, ...]
+    weights_sha256: str
+
+
+@contextlib.contextmanager
+def served_models(clients: list[Client], *, root: Path, profile: str = "text-default",
+                  models: dict[str, str] | None = None, log=print) -> Iterator[dict[str, Served]]:
+    from harness.bench import resolve_model_folder
+    from harness.servers import ServerSpec, launch
+
+    models = {**MODELS, **(models or {})}
+    needed = sorted({case.model for client in clients for case in client.cases})
+    key = "sk-contracts-" + secrets.token_hex(12)
+    with contextlib.ExitStack() as stack:
+        served: dict[str, Served] = {}
+        for kind in needed:
+            folder = resolve_model_folder(models[kind])
+            spec = ServerSpec(f"ours-{kind}", "mlx-proof", extra_args=("--api-key", key))
+            log(f"starting ours on {folder.model_id} ({kind} model) with an API key")
+            target = stack.enter_context(launch(spec, model=folder, profile=profile, log_dir=root / "logs",
+                                                preload=None))
+            proxy = stack.enter_context(RecordingProxy(target.server.base_url))
+            served[kind] = Served(kind, folder.model_id, proxy, key, tuple(a if a != key else "<key>"
+                                                                           for a in target.argv),
+                                  folder.weights_sha256)
+        yield served
+
+
+def run_clients(clients: list[Client], served: dict[str, Served], *, root: Path,
+                on_done: Callable[[dict], None] | None, env: dict[str, str] | None = None) -> list[dict]:
+    drivers = drivers_for(clients)
+    records = []
+    for client in clients:
+        for case in client.cases:
+            s = served[case.model]
+            s.proxy.take()  # anything left over belongs to no case
+            target = target_for(case, base_url=s.proxy.base_url, api_key=s.api_key, model=s.model_id,
+                                root=root, env=env or {})
+            verdict, seconds = run_case(case, target, drivers[client.driver])
+            requests, conformance = s.proxy.take()
+            rec = record(case, verdict, seconds, server=f"ours-{case.model}", requests=requests,
+                         conformance=conformance)
+            records.append(rec)
+            if on_done:
+                on_done(rec)
+    return records
