@@ -26,12 +26,13 @@ def serve(session: nox.Session) -> None:
 
 
 # The agent clients the integration tests drive for real, kept inside .nox/ (no global install).
-AGENT_CLIENTS = ("@anthropic-ai/claude-code", "@openai/codex")
+AGENT_CLIENTS = ("@anthropic-ai/claude-code", "@openai/codex", "opencode-ai")
 CLIENTS_PREFIX = Path(".nox/clients")
 
 
 def _install_agent_clients(session: nox.Session) -> dict[str, str]:
-    """npm-install Claude Code and Codex CLI; their tests skip, saying so, where this fails."""
+    """npm-install Claude Code, Codex CLI and OpenCode; their tests skip (and their contract cells
+    are `blocked`), saying so, where this fails."""
     npm = shutil.which("npm")
     if npm is None:
         session.warn("npm not found: the Claude Code and Codex CLI tests will be skipped")
@@ -92,6 +93,20 @@ def compare(session: nox.Session) -> None:
 def validate(session: nox.Session) -> None:
     """Harness self-check: A/A false-positive rate and planted-slowdown detection power."""
     _harness(session, "validate")
+
+
+@nox.session
+def contracts(session: nox.Session) -> None:
+    """Real client programs against our server, a client x capability matrix with evidence
+    (`-- --clients openai-python,claude-code --tiers sdk,cli,browser --capabilities text,tools`).
+    Installs the SDK clients, the npm agent CLIs and (once, ~7 GB, its own venv) Open WebUI."""
+    session.install("-e", ".[test,browser]")
+    env = _install_agent_clients(session)
+    env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"  # Debian's chromium drives Open WebUI
+    if "browser" in ",".join(session.posargs) or not any(a.startswith("--tiers") or a.startswith("--clients")
+                                                          for a in session.posargs):
+        session.run("python", "-m", "suites.contracts.install_open_webui", env=env)
+    session.run("python", "-m", "harness", "contracts", *session.posargs, env=env)
 
 
 @nox.session

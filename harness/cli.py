@@ -1,4 +1,4 @@
-"""`python -m harness bench | compare | validate | tools | report` (what the nox sessions run)."""
+"""`python -m harness bench | compare | validate | tools | contracts | report` (what the nox sessions run)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,15 @@ def parser() -> argparse.ArgumentParser:
     tools.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     tools.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     tools.add_argument("--log-dir", type=Path, default=REPO / ".nox" / "server-logs")
+    contracts = sub.add_parser("contracts", help="real client programs against our server (suites/contracts/clients)")
+    contracts.add_argument("--clients", default="", help="comma-separated client ids (default: every client file)")
+    contracts.add_argument("--tiers", default="", help="comma-separated tiers: sdk, cli, browser (default: all)")
+    contracts.add_argument("--capabilities", default="", help="comma-separated capabilities (default: all)")
+    contracts.add_argument("--models", default="", help="which served models' cases: default (smollm2-135m), "
+                                                         "tools (qwen2.5-coder-0.5b); default: both")
+    contracts.add_argument("--profile", default="text-default", help="serving profile (serving/profiles.toml)")
+    contracts.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
+    contracts.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     report = sub.add_parser("report", help="render reports/ from stored evidence only")
     report.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     report.add_argument("--reports-dir", type=Path, default=REPO / "reports")
@@ -96,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tools":
             from .tools_suite import tools
             return tools(args, console=console)
+        if args.command == "contracts":
+            from .contracts_suite import contracts
+            return contracts(args, console=console)
         if args.command == "bench":
             from .commands import bench
             servers = [ServerSpec("ours", "mlx-proof"), *parse_server_list(args.peers)]

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import report_tools
+from . import report_contracts, report_tools
 
 DEFAULT_TITLE = "mlx-proof evidence report"
 TABLE_METRICS = (
@@ -135,13 +135,16 @@ def _one_liner(run: Any) -> str:
     """The recompute one-liner (the tools suite's for tools runs), naming raw.jsonl.gz when only that is stored."""
     p = Path(run.path) if run.path is not None else Path("/nonexistent")
     gz = not (p / "raw.jsonl").exists() and (p / "raw.jsonl.gz").exists()
-    line = report_tools.TOOLS_RECOMPUTE if (run.summary or {}).get("tools") else RECOMPUTE_ONE_LINER
+    summary = run.summary or {}
+    line = (report_tools.TOOLS_RECOMPUTE if summary.get("tools") else
+            report_contracts.CONTRACTS_RECOMPUTE if summary.get("contracts") else RECOMPUTE_ONE_LINER)
     return line.replace("'raw.jsonl'", "'raw.jsonl.gz'") if gz else line
 
 
 def _recomputed(run: Any) -> str:
-    return ("accuracy per (category, mode)" if (run.summary or {}).get("tools")
-            else "median output tok/s per (server, case)")
+    summary = run.summary or {}
+    return ("accuracy per (category, mode)" if summary.get("tools") else
+            "the client x capability matrix" if summary.get("contracts") else "median output tok/s per (server, case)")
 
 
 def _figures(run: Any, conc: dict) -> tuple[list[tuple[str, bytes]], str | None]:
@@ -274,6 +277,8 @@ def _html_run(run: Any) -> str:
                    + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
     if tools := s.get("tools"):
         out.append(report_tools.html_section(tools))
+    if contracts := s.get("contracts"):
+        out.append(report_contracts.html_section(contracts, run_path=run.path))
     out.append(f"<h3>Recompute from raw</h3><p>In {_e(_shown_path(run))}, {_e(_recomputed(run))}:</p>"
                f"<pre>{_e(_one_liner(run))}</pre></section>")
     return "\n".join(out)
@@ -332,6 +337,8 @@ def _md_run(run: Any) -> str:
         out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
     if tools := s.get("tools"):
         out += report_tools.markdown(tools, row=_md_row)
+    if contracts := s.get("contracts"):
+        out += report_contracts.markdown(contracts, run_path=run.path, row=_md_row)
     out += ["", f"Recompute {_recomputed(run)} from raw, in `{_shown_path(run)}`:", "",
             "```sh", _one_liner(run), "```", ""]
     return "\n".join(out)

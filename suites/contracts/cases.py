@@ -93,8 +93,9 @@ def load_clients(directory: Path = CLIENTS_DIR) -> list[Client]:
 
 
 def select(clients: list[Client], *, names: list[str] | None = None, tiers: list[str] | None = None,
-           capabilities: list[str] | None = None) -> list[Client]:
-    """Clients by id (unknown ids are an error naming the known ones), tier and capability."""
+           capabilities: list[str] | None = None, models: list[str] | None = None) -> list[Client]:
+    """Clients by id (unknown ids are an error naming the known ones), tier, and cases by
+    capability and served model."""
     known = {c.id for c in clients}
     unknown = sorted(set(names or ()) - known)
     if unknown:
@@ -102,11 +103,15 @@ def select(clients: list[Client], *, names: list[str] | None = None, tiers: list
     bad = sorted(set(capabilities or ()) - set(CAPABILITIES))
     if bad:
         raise CaseFileError(f"unknown capability {', '.join(bad)} (known: {', '.join(CAPABILITIES)})")
+    bad = sorted(set(models or ()) - set(MODELS))
+    if bad:
+        raise CaseFileError(f"unknown model kind {', '.join(bad)} (known: {', '.join(MODELS)})")
     out = []
     for c in clients:
         if (names and c.id not in names) or (tiers and c.tier not in tiers):
             continue
-        cases = tuple(k for k in c.cases if not capabilities or k.capability in capabilities)
+        cases = tuple(k for k in c.cases if (not capabilities or k.capability in capabilities)
+                      and (not models or k.model in models))
         if cases:
             out.append(Client(c.id, c.title, c.driver, c.tier, c.configured, cases, c.path))
     return out

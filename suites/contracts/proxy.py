@@ -78,6 +78,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("content-length") or 0))
 
     def _forward(self) -> None:
+        self.server.begin()
+        try:
+            self._relay()
+        finally:
+            self.server.end()
+
+    def _relay(self) -> None:
         started = time.monotonic()
         body = self._read_body()
         up = http.client.HTTPConnection(self.server.upstream_host, self.server.upstream_port, timeout=900)
@@ -140,15 +147,28 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         up = urlsplit(upstream)
         self.upstream_host, self.upstream_port = up.hostname or "127.0.0.1", up.port or 80
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._entries: list[tuple[dict, dict]] = []
+        self._in_flight = 0
+
+    def begin(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._lock.notify_all()
 
     def keep(self, entry: dict, verdict: dict) -> None:
         with self._lock:
             self._entries.append((entry, verdict))
 
-    def take(self) -> list[tuple[dict, dict]]:
+    def take(self, settle_s: float) -> list[tuple[dict, dict]]:
+        """What was recorded, after waiting up to settle_s for requests still being relayed (a
+        client has read its answer a moment before the proxy files the record)."""
         with self._lock:
+            self._lock.wait_for(lambda: self._in_flight == 0, timeout=settle_s)
             taken, self._entries = self._entries, []
         return taken
 
@@ -173,8 +193,9 @@ class RecordingProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def take(self) -> tuple[list[dict], dict]:
-        """(request shapes, {"checked", "failures"} summed over them) since the last take."""
-        taken = self._server.take()
+    def take(self, settle_s: float = 5.0) -> tuple[list[dict], dict]:
+        """(request shapes, {"checked", "failures"} summed over them) since the last take. A
+        request a client left running (Open WebUI's helper requests) is filed with a later take."""
+        taken = self._server.take(settle_s)
         failures = [f"{e['method']} {e['path']}: {f}" for e, v in taken for f in v["failures"]]
         return [e for e, _ in taken], {"checked": sum(v["checked"] for _, v in taken), "failures": failures[:50]}

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .cases import Client
 from .proxy import RecordingProxy
@@ -26,8 +27,16 @@ class Served:
     model_id: str
     proxy: RecordingProxy
     api_key: str
-    argv: tuple[str, ...]
-    weights_sha256: str
+    argv: tuple[str, ...]    # the key shown as <key>
+    folder: Any              # harness.servers.ModelFolder
+    health: dict             # /health when it started (open without the key)
+
+
+def _health(target) -> dict:
+    try:
+        return target.server.health()
+    except Exception:  # informational: the manifest says "unknown" where it is missing
+        return {}
 
 
 @contextlib.contextmanager
@@ -48,9 +57,8 @@ def served_models(clients: list[Client], *, root: Path, profile: str = "text-def
             target = stack.enter_context(launch(spec, model=folder, profile=profile, log_dir=root / "logs",
                                                 preload=None))
             proxy = stack.enter_context(RecordingProxy(target.server.base_url))
-            served[kind] = Served(kind, folder.model_id, proxy, key, tuple(a if a != key else "<key>"
-                                                                           for a in target.argv),
-                                  folder.weights_sha256)
+            argv = tuple(a if a != key else "<key>" for a in target.argv)
+            served[kind] = Served(kind, folder.model_id, proxy, key, argv, folder, _health(target))
         yield served
 
 

@@ -1,0 +1,124 @@
+"""`python -m harness contracts`: real client programs against our server, with evidence.
+
+The suite's parts live in suites/contracts/ (client files, drivers, recording proxy, SDK-type
+conformance, summary); this module is the command around them: the served models, a progress
+bar, the manifest, the evidence directory (with each client's artifacts: screenshots,
+transcripts) and the console matrix.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .bench import Outcome, Plan, now
+from .evidence import environment, new_run_id, run_dir, write_run
+from .publish import build_manifest, path_replacements, portable
+
+SUITE = "contracts"
+INTERLEAVING = "none: one case at a time, client files in name order, cases in file order"
+MARK = {"pass": "[green]pass[/green]", "conditional": "[yellow]conditional[/yellow]", "fail": "[red]fail[/red]",
+        "blocked": "[magenta]blocked[/magenta]"}
+
+
+@dataclass(frozen=True)
+class _Described:
+    entry: dict
+
+    def describe(self) -> dict:
+        return self.entry
+
+
+def _split(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def print_matrix(block: dict, *, console: Console) -> None:
+    table = Table(title="client contracts (client x capability)")
+    table.add_column("client")
+    for cap in block["capabilities"]:
+        table.add_column(cap)
+    cells = {(c["client"], c["capability"]): c for c in block["cells"]}
+    for client in block["clients"]:
+        table.add_row(client, *[MARK[cells[(client, cap)]["status"]] if (client, cap) in cells else "-"
+                                for cap in block["capabilities"]])
+    console.print(table)
+    for c in block["cells"]:
+        if c["status"] != "pass":
+            cond = f" (condition: {c['condition']})" if c["condition"] else ""
+            console.print(f"{c['client']} / {c['capability']}: {c['status']}{cond}: {c['reason']}")
+
+
+def _server_entry(served) -> dict:
+    return {"label": f"ours-{served.kind}", "kind": "mlx-proof", "revision": None, "argv": list(served.argv),
+            "status": "ran", "reason": None, "health": served.health or None, "prefix_cache": None}
+
+
+def contracts(args, *, console: Console) -> int:
+    from suites.contracts.cases import CaseFileError, load_clients, select
+    from suites.contracts.session import run_clients, served_models
+
+    try:
+        clients = select(load_clients(), names=_split(args.clients) or None, tiers=_split(args.tiers) or None,
+                         capabilities=_split(args.capabilities) or None, models=_split(args.models) or None)
+    except CaseFileError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    if not clients:
+        console.print("[red]error:[/red] no client case matches the selection")
+        return 2
+    total = sum(len(c.cases) for c in clients)
+    console.log(f"{total} cases from {len(clients)} clients: {', '.join(c.id for c in clients)}")
+    root = Path(tempfile.mkdtemp(prefix="mlx-proof-contracts-"))
+    started, env = now(), environment()
+    try:
+        with served_models(clients, root=root, profile=args.profile, log=console.log) as served:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console, transient=False) as progress:
+                task = progress.add_task("contracts", total=total)
+
+                def done(rec: dict) -> None:
+                    progress.update(task, advance=1, description=f"{rec['client']} {rec['capability']}: {rec['status']}")
+
+                records = run_clients(clients, served, root=root, on_done=done)
+            default = served.get("default") or next(iter(served.values()))
+            outcome = Outcome(records, [_server_entry(s) for s in served.values()], default.health, default.folder,
+                              started, now(), env)
+        plan = Plan(suite=SUITE, model=outcome.model.model_id, profile=args.profile,
+                    cases=[_Described(c.describe()) for c in clients], servers=[], repeats=1, warmup_requests=0)
+        directory = publish_contracts(plan, outcome, evidence_root=args.evidence_dir, artifacts=root / "artifacts")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    summary_block = _load_summary(directory)
+    print_matrix(summary_block, console=console)
+    console.print(f"evidence: {directory}")
+    from .reporting import render_all
+    render_all(args.evidence_dir, args.reports_dir, console=console)
+    return 1 if summary_block["totals"]["fail"] else 0
+
+
+def publish_contracts(plan: Plan, outcome: Outcome, *, evidence_root: Path, artifacts: Path) -> Path:
+    from suites.contracts.summary import summarize_contracts
+
+    run_id = new_run_id(SUITE)
+    summary = {"schema_version": 1, "run_id": run_id, "groups": [], "comparisons": [], "validation": None,
+               "contracts": summarize_contracts(outcome.records)}
+    manifest = portable(build_manifest(plan, outcome, run_id=run_id, interleaving=INTERLEAVING),
+                        replacements=path_replacements())
+    directory = run_dir(evidence_root, model_id=outcome.model.model_id, profile=plan.profile, run_id=run_id)
+    records = portable(outcome.records, replacements=path_replacements())
+    write_run(directory, manifest=manifest, records=records, summary=summary)
+    if artifacts.is_dir() and any(artifacts.rglob("*")):
+        shutil.copytree(artifacts, directory / "artifacts")
+    return directory
+
+
+def _load_summary(directory: Path) -> dict:
+    import json
+    return json.loads((directory / "summary.json").read_text())["contracts"]
