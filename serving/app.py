@@ -15,7 +15,7 @@ from .api.tool_prompt import template_renders_tools
 from .api.dialect import Dialect, ServeContext, ServedModel
 from .api.errors import install_error_handlers
 from .api.request_body import BodyLimit
-from .api.resources import Generate, Health, Models, NotFound, Root
+from .api.resources import Generate, Health, Models, NotFound, Root, speaks_anthropic
 from .config import ServerConfig
 from .engine.loop import Engine, EngineSettings
 from .parsers.tools import choose_parser
@@ -35,10 +35,14 @@ GENERATION_ROUTES: tuple[tuple[str, Dialect], ...] = (
 )
 
 
-def renderer_for(path: str):
+def renderer_for(req):
+    """The dialect that owns a request: its route's, or for the shared models routes the
+    one its headers speak (Anthropic's SDK sends anthropic-version)."""
     for route, dialect in GENERATION_ROUTES:
-        if path.startswith(route):
+        if req.path.startswith(route):
             return dialect.render_error
+    if req.path.startswith("/v1/models") and speaks_anthropic(req):
+        return anthropic.MESSAGES.render_error
     return openai.error_body
 
 

@@ -110,15 +110,15 @@ def _from_http_error(ex: falcon.HTTPError) -> APIError:
     return err
 
 
-def install_error_handlers(app: falcon.App, renderer_for_path: Callable[[str], ErrorRenderer]) -> None:
-    """Every error leaves in the shape of the dialect that owns the path."""
+def install_error_handlers(app: falcon.App, renderer_for_request: Callable[[falcon.Request], ErrorRenderer]) -> None:
+    """Every error leaves in the shape of the dialect that owns the request."""
 
     def render(req, resp, err: APIError) -> None:
         resp.status = falcon.code_to_http_status(err.status)
         resp.content_type = falcon.MEDIA_JSON
         for name, value in err.headers.items():
             resp.set_header(name, value)
-        resp.text = json.dumps(renderer_for_path(req.path)(err))
+        resp.text = json.dumps(renderer_for_request(req)(err))
 
     def on_api_error(req, resp, ex: APIError, params):
         render(req, resp, ex)

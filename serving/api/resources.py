@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from datetime import datetime, timezone
 
 import falcon
 
@@ -43,19 +44,37 @@ def _model_card(model_id: str, created: int) -> dict:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "mlx-proof"}
 
 
+def speaks_anthropic(req) -> bool:
+    """Anthropic's SDK and API clients send anthropic-version on every request."""
+    return req.get_header("anthropic-version") is not None
+
+
+def _anthropic_model(model_id: str, created: int) -> dict:
+    return {"type": "model", "id": model_id, "display_name": model_id, "lifecycle": "active",
+            "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat().replace("+00:00", "Z")}
+
+
 class Models:
+    """The served model ids, in OpenAI's shape, or Anthropic's for a request that speaks it."""
+
     def __init__(self, served: ServedModel) -> None:
         self.served = served
         self.created = int(time.time())
 
     def on_get(self, req, resp):
-        resp.media = {"object": "list", "data": [_model_card(i, self.created) for i in self.served.ids]}
+        ids = list(self.served.ids)
+        if speaks_anthropic(req):
+            resp.media = {"data": [_anthropic_model(i, self.created) for i in ids], "has_more": False,
+                          "first_id": ids[0], "last_id": ids[-1]}
+            return
+        resp.media = {"object": "list", "data": [_model_card(i, self.created) for i in ids]}
 
     def on_get_one(self, req, resp, model_id: str):
         if model_id not in self.served.ids:
             raise ModelNotFound(f"model {model_id!r} is not served here; available: {', '.join(self.served.ids)}",
                                 param="model")
-        resp.media = _model_card(model_id, self.created)
+        card = _anthropic_model if speaks_anthropic(req) else _model_card
+        resp.media = card(model_id, self.created)
 
 
 class Root:

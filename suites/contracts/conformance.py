@@ -39,12 +39,21 @@ def _openai(name: str):
 def _anthropic(name: str):
     import anthropic.types as t
     return {"Message": t.Message, "RawMessageStreamEvent": t.RawMessageStreamEvent,
-            "MessageTokensCount": t.MessageTokensCount, "ErrorResponse": t.ErrorResponse}[name]
+            "MessageTokensCount": t.MessageTokensCount, "ErrorResponse": t.ErrorResponse,
+            "ModelInfo": t.ModelInfo}[name]
 
 
 class _ModelList(BaseModel):
     object: str
     data: list[Any]
+
+
+class _AnthropicModelList(BaseModel):
+    """The page Anthropic's models.list reads (the SDK types it as a generic page)."""
+    data: list[Any]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
 
 
 # (method, path) -> (dialect, whole-body type, stream event type or None)
@@ -57,12 +66,14 @@ ROUTES: dict[tuple[str, str], tuple[str, str, str | None]] = {
 }
 
 
-def route(method: str, path: str) -> tuple[str, str, str | None] | None:
+def route(method: str, path: str, *, anthropic: bool = False) -> tuple[str, str, str | None] | None:
+    """What the response to (method, path) must be; `anthropic`: the request carried an
+    anthropic-version header, so the models routes answer in Anthropic's shapes."""
     path = path.split("?", 1)[0].rstrip("/")
     if method == "GET" and path == "/v1/models":
-        return ("openai", "ModelList", None)
+        return ("anthropic", "AnthropicModelList", None) if anthropic else ("openai", "ModelList", None)
     if method == "GET" and path.startswith("/v1/models/"):
-        return ("openai", "Model", None)
+        return ("anthropic", "ModelInfo", None) if anthropic else ("openai", "Model", None)
     return ROUTES.get((method, path))
 
 
@@ -70,6 +81,8 @@ def route(method: str, path: str) -> tuple[str, str, str | None] | None:
 def _adapter(dialect: str, name: str) -> TypeAdapter:
     if name == "ModelList":
         return TypeAdapter(_ModelList)
+    if name == "AnthropicModelList":
+        return TypeAdapter(_AnthropicModelList)
     return TypeAdapter((_openai if dialect == "openai" else _anthropic)(name))
 
 
@@ -92,14 +105,17 @@ def _extras(value: Any, where: str) -> list[str]:
 
 
 def validate(dialect: str, name: str, obj: Any) -> list[str]:
-    """Problems with one JSON value as the SDK type `name` ([] when it conforms)."""
+    """Problems with one JSON value as the SDK type `name` ([] when it conforms). Validated as
+    JSON (strict JSON mode: an ISO string is a datetime, "1" is not an int), as the SDK reads it."""
     try:
-        value = _adapter(dialect, name).validate_python(obj, strict=True)
+        value = _adapter(dialect, name).validate_json(json.dumps(obj), strict=True)
     except ValidationError as exc:
         return [f"{name}: {e['loc'] and '.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
                 for e in exc.errors()[:5]]
     if name == "ModelList":
-        return [p for i, m in enumerate(value.data) for p in validate(dialect, "Model", m)]
+        return [p for m in value.data for p in validate(dialect, "Model", m)]
+    if name == "AnthropicModelList":
+        return [p for m in value.data for p in validate(dialect, "ModelInfo", m)]
     return [f"{name}: unknown field {path}" for path in _extras(value, "")]
 
 
@@ -113,9 +129,10 @@ def sse_data(body: bytes) -> list[str]:
     return out
 
 
-def check(method: str, path: str, status: int, content_type: str, body: bytes) -> dict:
+def check(method: str, path: str, status: int, content_type: str, body: bytes, *,
+          anthropic: bool = False) -> dict:
     """{"checked": values validated, "failures": [...]} for one response we served."""
-    known = route(method, path)
+    known = route(method, path, anthropic=anthropic)
     if known is None:
         return {"checked": 0, "failures": []}
     dialect, whole, event = known
@@ -145,6 +162,8 @@ def check(method: str, path: str, status: int, content_type: str, body: bytes) -
             except ValueError:
                 failures.append(f"event {checked} is not JSON: {data[:80]}")
                 continue
+            if dialect == "anthropic" and isinstance(obj, dict) and obj.get("type") == "ping":
+                continue  # a keep-alive Anthropic's API sends too; the SDK skips it before typing events
             if dialect == "anthropic" and isinstance(obj, dict) and obj.get("type") == "error":
                 failures += validate("anthropic", "ErrorResponse", obj)
             else:

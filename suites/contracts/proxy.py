@@ -133,7 +133,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                  "headers": redact_headers(self.headers), "body": body_shape(body, self.headers.get("content-type", "")),
                  "status": status, "response_type": ctype.split(";")[0], "response_bytes": len(kept),
                  "ms": round(1000 * (time.monotonic() - started), 1)}
-        verdict = check(self.command, url.path, status, ctype, bytes(kept)) if status else \
+        verdict = check(self.command, url.path, status, ctype, bytes(kept),
+                        anthropic="anthropic-version" in self.headers) if status else \
             {"checked": 0, "failures": [kept.decode()]}
         self.server.keep(entry, verdict)
 

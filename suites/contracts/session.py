@@ -2,7 +2,7 @@
 
 The default model serves every case; the tool model (qwen2.5-coder-0.5b) is started only when
 a selected case asks for it (model = "tools"). Both require an API key, made fresh per run, so
-every client is also checked for sending it.
+every client is also checked for sending it, and both refuse model ids they do not serve.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from .proxy import RecordingProxy
 from .runner import drivers_for, record, run_case, target_for
 
 MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b"}
+# Both are what a client must get right, so the suite turns them on: an unknown model id is a
+# 404 (our default answers any id, for clients that hard-code theirs), and every request needs the key.
+SERVE_ARGS = ("--strict-model-id",)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def served_models(clients: list[Client], *, root: Path, profile: str = "text-def
         served: dict[str, Served] = {}
         for kind in needed:
             folder = resolve_model_folder(models[kind])
-            spec = ServerSpec(f"ours-{kind}", "mlx-proof", extra_args=("--api-key", key))
+            spec = ServerSpec(f"ours-{kind}", "mlx-proof", extra_args=SERVE_ARGS + ("--api-key", key))
             log(f"starting ours on {folder.model_id} ({kind} model) with an API key")
             target = stack.enter_context(launch(spec, model=folder, profile=profile, log_dir=root / "logs",
                                                 preload=None))

@@ -251,3 +251,24 @@ def test_content_blocks_leave_room_for_tool_use_and_thinking():
         "thinking_delta", "text_delta", "input_json_delta", "input_json_delta"]
     assert blocks.content[1:] == [{"type": "text", "text": "Hi"},
                                   {"type": "tool_use", "input": {"d": 1}, "id": "t1", "name": "ls"}]
+
+
+def test_models_speak_anthropic_to_a_client_that_sends_anthropic_version():
+    from anthropic.types import ModelInfo
+
+    c = client(api_key="k")
+    headers = {"anthropic-version": "2023-06-01", "x-api-key": "k"}
+    page = c.simulate_get("/v1/models", headers=headers).json
+    assert page["has_more"] is False
+    assert (page["first_id"], page["last_id"]) == (page["data"][0]["id"], page["data"][-1]["id"])
+    for model in page["data"]:
+        ModelInfo.model_validate_json(json.dumps(model), strict=True)
+    one = c.simulate_get(f"/v1/models/{page['data'][0]['id']}", headers=headers).json
+    assert one["type"] == "model"
+    missing = c.simulate_get("/v1/models/nope", headers=headers)
+    assert missing.status_code == 404 and missing.json["type"] == "error"
+    assert missing.json["error"]["type"] == "not_found_error"
+    unauthorised = c.simulate_get("/v1/models", headers={"anthropic-version": "2023-06-01"})
+    assert unauthorised.status_code == 401 and unauthorised.json["error"]["type"] == "authentication_error"
+    # without the header: OpenAI's shape, as before
+    assert c.simulate_get("/v1/models", headers={"authorization": "Bearer k"}).json["object"] == "list"

@@ -59,7 +59,6 @@ def echo_fields(body: ResponsesRequest, sampling: SamplingParams) -> dict:
         "tool_choice": (body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump")
                         else body.tool_choice or "auto"),
         "parallel_tool_calls": True if body.parallel_tool_calls is None else body.parallel_tool_calls,
-        "store": body.store,
         "text": {"format": body.text.format.model_dump(by_alias=True, exclude_none=True)
                  if body.text and body.text.format else {"type": "text"}},
         "reasoning": body.reasoning or {"effort": None, "summary": None},

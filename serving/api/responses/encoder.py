@@ -28,9 +28,11 @@ STORED_ITEMS = TypeAdapter(list[InputItem])
 
 
 def usage_body(u: Usage) -> dict:
+    """Usage as the Response object carries it. cache_write_tokens is 0 for the reason the
+    Anthropic dialect gives cache_creation_input_tokens 0: nothing is charged for a write."""
     return {
         "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": u.prompt_tokens + u.completion_tokens,
@@ -53,11 +55,12 @@ class ResponsesEncoder:
 
     def response(self, status: str, *, usage: dict | None = None, incomplete: dict | None = None,
                  error: dict | None = None) -> dict:
+        # No output_text: the SDKs compute that property from the output items; the wire
+        # object (and the SDK type, in strict conformance) has no such field.
         output = [item.item() for item in self.outputs]
-        text = "".join(p["text"] for o in output if o["type"] == "message" for p in o["content"])
         return {"id": self.id, "object": "response", "created_at": self.created_at, "status": status,
                 "error": error, "incomplete_details": incomplete, "model": self.model_id, "output": output,
-                "output_text": text, "usage": usage, **self.echo}
+                "usage": usage, **self.echo}
 
     def _frames(self, events: list[dict]) -> list[Frame]:
         frames = []

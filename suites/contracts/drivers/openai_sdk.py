@@ -1,15 +1,407 @@
-"""The openai Python SDK (placeholder: text only; to be completed)."""
+"""The official openai Python SDK, driven the way its users drive it.
+
+The client is `openai.OpenAI(base_url=target.v1, api_key=target.api_key, max_retries=0,
+timeout=target.timeout_s)`, or `openai.AsyncOpenAI(...)` when the case says `async = true`
+(the same actions then await every call; the case runs under asyncio.run). No retries, so a
+failure shows the server's first answer rather than a retried one.
+
+Common args: `prompt`, `max_tokens`, `expect` (a substring, case-insensitive, the answer must
+contain: a content signal, used only where the tiny default model is reliably greedy).
+
+Actions (each judges one contract; "text" means non-empty assistant text):
+
+  chat              chat.completions.create, not streamed: role assistant, text, a finish_reason
+                    of stop or length, and `expect` if given.
+  chat_stream       the same, stream=True with stream_options.include_usage (arg include_usage,
+                    default true): one id across chunks, text assembled from deltas, exactly one
+                    finish_reason, and (with include_usage) a last chunk with no choices carrying
+                    usage whose completion_tokens is at most max_tokens.
+  system            a system message (arg `system`) changes the answer: with it the answer
+                    contains `expect`; without it the same prompt's answer does not (so the
+                    signal came from the system message, not the prompt).
+  multi_turn        `history` (alternating user/assistant strings, ending with a user turn): the
+                    answer is text and contains `expect` (something only an earlier turn said).
+  responses         responses.create, not streamed: status completed, output_text, `expect`.
+  responses_stream  responses.stream(...) helper: events arrive, exactly one response.completed
+                    and it is the last event, the final output_text equals the joined
+                    response.output_text.delta events, `expect`.
+  tools             (tool model) chat with a get_weather(city) tool and tool_choice "required":
+                    finish_reason tool_calls, a get_weather call whose arguments are a JSON object
+                    with a string `city` (arg `city`: the value expected); then the assistant
+                    tool_calls message and a tool message (arg `tool_result`) go back with
+                    tool_choice `followup_tool_choice` (default "none"; the 0.5B model calls the
+                    tool again under "auto") and the answer is text with finish_reason stop,
+                    no tool calls, containing `expect` (a fact only the tool result gave).
+  responses_tools   (tool model) the Responses API version: a function_call output item with
+                    JSON arguments; then [user, function_call, function_call_output] as input
+                    gives a completed response with output_text and no function_call.
+  structured        chat.completions.parse(response_format=City) (a pydantic model; the SDK sends
+                    a strict json_schema): the content is JSON that validates as City, parsed is
+                    a City, and City.name contains `expect`.
+  auth              a client with a wrong key gets openai.AuthenticationError (401) whose body is
+                    an OpenAI error object (message, type); the right key then lists models.
+  model_id          models.list() contains target.model, models.retrieve(target.model) returns
+                    it, models.retrieve of an unknown id raises NotFoundError, and a chat naming
+                    an unknown model raises NotFoundError (404) instead of being answered.
+  usage             prompt_tokens > 0, completion_tokens > 0, total = prompt + completion,
+                    completion_tokens <= max_tokens.
+  stop              `stop` (a list) is given: finish_reason "stop", the text contains none of
+                    the stop strings, and contains `expect` (what comes before the stop).
+  image             an image_url part sent to the text model: a clean 400 (BadRequestError)
+                    is `conditional` (needs a vision model); anything else is a fail.
+"""
 
 from __future__ import annotations
 
-from ..driver import Case, Target, check
+import asyncio
+import contextlib
+import inspect
+import json
+
+from pydantic import BaseModel, ValidationError
+
+from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, check, failed, passed
+
+UNKNOWN_MODEL = "no-such-model-contract-check"
+# A 1x1 PNG: small, valid, and enough for a server to see an image part.
+TINY_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGA"
+            "hKmMIQAAAABJRU5ErkJggg==")
+WEATHER_DESCRIPTION = "Get the current weather for a city."
+WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                      "additionalProperties": False}
 
 
-def run(case: Case, target: Target):
+class City(BaseModel):
+    name: str
+    country: str
+
+
+# --- one code path for OpenAI and AsyncOpenAI: sync calls return values, async ones awaitables
+
+async def _v(result):
+    return await result if inspect.isawaitable(result) else result
+
+
+async def _items(stream):
+    if hasattr(stream, "__aiter__"):
+        async for item in stream:
+            yield item
+    else:
+        for item in stream:
+            yield item
+
+
+@contextlib.asynccontextmanager
+async def _entered(manager):
+    if hasattr(manager, "__aenter__"):
+        async with manager as inner:
+            yield inner
+    else:
+        with manager as inner:
+            yield inner
+
+
+def _client(case: Case, target: Target, api_key: str):
     import openai
+    cls = openai.AsyncOpenAI if case.args.get("async") else openai.OpenAI
+    return cls(base_url=target.v1, api_key=api_key, timeout=target.timeout_s, max_retries=0)
 
-    client = openai.OpenAI(base_url=target.v1, api_key=target.api_key, timeout=target.timeout_s, max_retries=0)
-    done = client.chat.completions.create(model=target.model, max_tokens=int(case.args.get("max_tokens", 16)),
-                                          temperature=0, messages=[{"role": "user", "content": case.args["prompt"]}])
-    text = done.choices[0].message.content or ""
-    return check(bool(text.strip()), f"answered {text.strip()[:60]!r}", "empty answer", answer=text)
+
+# --- small judging helpers
+
+def _max_tokens(case: Case, default: int = 32) -> int:
+    return int(case.args.get("max_tokens", default))
+
+
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def _missing_expect(text: str, case: Case) -> str | None:
+    """Why the answer lacks the case's content signal, or None when it has it (or none is set)."""
+    want = case.args.get("expect")
+    if want and want.lower() not in text.lower():
+        return f"the answer lacks {want!r}"
+    return None
+
+
+def _judge_text(text: str, case: Case, what: str, **detail) -> Outcome:
+    if not text.strip():
+        return failed(f"{what}: empty answer", answer=text, **detail)
+    problem = _missing_expect(text, case)
+    return check(problem is None, f"{what}: answered {text.strip()[:80]!r}", f"{what}: {problem}: {text[:120]!r}",
+                 answer=text, **detail)
+
+
+async def _chat(client, case: Case, target: Target, messages: list[dict], **kw):
+    return await _v(client.chat.completions.create(model=target.model, messages=messages, temperature=0,
+                                                   max_tokens=_max_tokens(case), **kw))
+
+
+# --- actions
+
+async def chat(client, case: Case, target: Target) -> Outcome:
+    done = await _chat(client, case, target, _user(case.args["prompt"]))
+    choice = done.choices[0]
+    if choice.message.role != "assistant" or choice.finish_reason not in ("stop", "length"):
+        return failed(f"role {choice.message.role!r}, finish_reason {choice.finish_reason!r}")
+    return _judge_text(choice.message.content or "", case, "chat", finish_reason=choice.finish_reason)
+
+
+async def chat_stream(client, case: Case, target: Target) -> Outcome:
+    include_usage = bool(case.args.get("include_usage", True))
+    stream = await _chat(client, case, target, _user(case.args["prompt"]), stream=True,
+                         stream_options={"include_usage": include_usage})
+    chunks = [c async for c in _items(stream)]
+    if not chunks:
+        return failed("the stream carried no chunks")
+    ids = {c.id for c in chunks}
+    text = "".join(ch.delta.content or "" for c in chunks for ch in c.choices)
+    finishes = [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason]
+    facts = {"chunks": len(chunks), "finish_reasons": finishes, "answer": text}
+    if len(ids) != 1:
+        return failed(f"chunks carry {len(ids)} different ids", **facts)
+    if len(finishes) != 1:
+        return failed(f"expected exactly one finish_reason, saw {finishes}", **facts)
+    if include_usage:
+        last = chunks[-1]
+        if last.choices or last.usage is None:
+            return failed("include_usage: the last chunk is not a usage chunk with empty choices", **facts)
+        if not 0 < last.usage.completion_tokens <= _max_tokens(case):
+            return failed(f"usage chunk says {last.usage.completion_tokens} completion tokens", **facts)
+        if any(c.usage for c in chunks[:-1]):
+            return failed("usage arrived before the last chunk", **facts)
+    return _judge_text(text, case, f"{len(chunks)} chunks", finish_reasons=finishes, chunks=len(chunks))
+
+
+async def system(client, case: Case, target: Target) -> Outcome:
+    prompt = case.args["prompt"]
+    with_system = await _chat(client, case, target, [{"role": "system", "content": case.args["system"]},
+                                                     *_user(prompt)])
+    without = await _chat(client, case, target, _user(prompt))
+    text, control = with_system.choices[0].message.content or "", without.choices[0].message.content or ""
+    if _missing_expect(control, case) is None:
+        return failed(f"no signal: the answer has {case.args['expect']!r} even without the system message",
+                      answer=text, control=control)
+    return _judge_text(text, case, "with the system message", control=control)
+
+
+def _history(turns: list[str]) -> list[dict]:
+    roles = ("user", "assistant")
+    return [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
+
+
+async def multi_turn(client, case: Case, target: Target) -> Outcome:
+    turns = case.args["history"]
+    done = await _chat(client, case, target, _history(turns))
+    return _judge_text(done.choices[0].message.content or "", case, f"after {len(turns)} turns")
+
+
+async def responses(client, case: Case, target: Target) -> Outcome:
+    done = await _v(client.responses.create(model=target.model, input=case.args["prompt"],
+                                            max_output_tokens=_max_tokens(case)))
+    if done.status != "completed":
+        return failed(f"status {done.status!r} (incomplete_details {done.incomplete_details})")
+    return _judge_text(done.output_text, case, "responses", items=[o.type for o in done.output])
+
+
+async def responses_stream(client, case: Case, target: Target) -> Outcome:
+    manager = client.responses.stream(model=target.model, input=case.args["prompt"],
+                                      max_output_tokens=_max_tokens(case))
+    async with _entered(manager) as stream:
+        events = [e async for e in _items(stream)]
+        final = await _v(stream.get_final_response())
+    kinds = [e.type for e in events]
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    facts = {"events": len(events), "kinds": sorted(set(kinds))}
+    if kinds.count("response.completed") != 1 or kinds[-1] != "response.completed":
+        return failed(f"expected one response.completed, last; saw {kinds[-3:]}", **facts)
+    if final.output_text != deltas:
+        return failed(f"final text {final.output_text[:60]!r} != joined deltas {deltas[:60]!r}", **facts)
+    return _judge_text(deltas, case, f"{len(events)} events", **facts)
+
+
+def _weather_tool() -> dict:
+    return {"type": "function", "function": {"name": "get_weather", "description": WEATHER_DESCRIPTION,
+                                             "parameters": WEATHER_PARAMETERS}}
+
+
+def _city_problem(arguments: str, case: Case) -> str | None:
+    """Why a call's arguments are not a JSON object with the expected string city, or None."""
+    try:
+        args = json.loads(arguments)
+    except ValueError:
+        return f"arguments are not JSON: {arguments[:80]!r}"
+    if not isinstance(args, dict) or not isinstance(args.get("city"), str):
+        return f"arguments lack a string city: {arguments[:80]!r}"
+    want = case.args.get("city")
+    if want and want.lower() not in args["city"].lower():
+        return f"city {args['city']!r}, expected {want!r}"
+    return None
+
+
+async def tools(client, case: Case, target: Target) -> Outcome:
+    messages = _user(case.args["prompt"])
+    first = await _chat(client, case, target, messages, tools=[_weather_tool()], tool_choice="required")
+    choice = first.choices[0]
+    calls = choice.message.tool_calls or []
+    if choice.finish_reason != "tool_calls" or not calls:
+        return failed(f"tool_choice required: finish_reason {choice.finish_reason!r}, {len(calls)} tool calls, "
+                      f"content {(choice.message.content or '')[:80]!r}")
+    call = calls[0]
+    problem = _city_problem(call.function.arguments, case) if call.function.name == "get_weather" \
+        else f"called {call.function.name!r}"
+    if problem:
+        return failed(f"tool call: {problem}")
+    messages += [{"role": "assistant", "content": None,
+                  "tool_calls": [{"id": call.id, "type": "function",
+                                  "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+                 {"role": "tool", "tool_call_id": call.id, "content": case.args["tool_result"]}]
+    second = await _chat(client, case, target, messages, tools=[_weather_tool()],
+                         tool_choice=case.args.get("followup_tool_choice", "none"))
+    answer = second.choices[0]
+    if answer.finish_reason != "stop" or answer.message.tool_calls:
+        return failed(f"after the tool result: finish_reason {answer.finish_reason!r}, "
+                      f"{len(answer.message.tool_calls or [])} tool calls", answer=answer.message.content)
+    return _judge_text(answer.message.content or "", case, f"called get_weather({call.function.arguments}), then",
+                       call=call.function.arguments)
+
+
+async def responses_tools(client, case: Case, target: Target) -> Outcome:
+    tool = {"type": "function", "name": "get_weather", "description": WEATHER_DESCRIPTION,
+            "parameters": WEATHER_PARAMETERS, "strict": True}
+    user = {"role": "user", "content": case.args["prompt"]}
+    first = await _v(client.responses.create(model=target.model, input=[user], tools=[tool], tool_choice="required",
+                                             max_output_tokens=_max_tokens(case)))
+    calls = [o for o in first.output if o.type == "function_call"]
+    if not calls:
+        return failed(f"tool_choice required: no function_call item, output {[o.type for o in first.output]}")
+    call = calls[0]
+    problem = _city_problem(call.arguments, case) if call.name == "get_weather" else f"called {call.name!r}"
+    if problem:
+        return failed(f"function_call: {problem}")
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": case.args["tool_result"]}
+    second = await _v(client.responses.create(
+        model=target.model, input=[user, call.model_dump(exclude_none=True), result], tools=[tool],
+        tool_choice=case.args.get("followup_tool_choice", "none"), max_output_tokens=_max_tokens(case)))
+    kinds = [o.type for o in second.output]
+    if second.status != "completed" or "function_call" in kinds:
+        return failed(f"after function_call_output: status {second.status!r}, output {kinds}")
+    return _judge_text(second.output_text, case, f"function_call get_weather({call.arguments}), then",
+                       call=call.arguments)
+
+
+async def structured(client, case: Case, target: Target) -> Outcome:
+    done = await _v(client.chat.completions.parse(model=target.model, messages=_user(case.args["prompt"]),
+                                                  response_format=City, temperature=0,
+                                                  max_tokens=_max_tokens(case)))
+    message = done.choices[0].message
+    try:
+        City.model_validate_json(message.content or "")
+    except ValidationError as exc:
+        return failed(f"content does not validate as City: {exc.errors()[0]['msg']}: {message.content!r}")
+    if not isinstance(message.parsed, City):
+        return failed(f"parsed is {type(message.parsed).__name__}, not City")
+    want = case.args.get("expect")
+    return check(not want or want.lower() in message.parsed.name.lower(), f"parsed {message.parsed!r}",
+                 f"parsed {message.parsed!r}, name lacks {want!r}", content=message.content)
+
+
+async def auth(client, case: Case, target: Target) -> Outcome:
+    import openai
+    wrong = _client(case, target, api_key="sk-wrong-" + target.api_key[-6:][::-1])
+    try:
+        await _chat(wrong, case, target, _user("hello"))
+        return failed("a wrong API key was answered")
+    except openai.AuthenticationError as exc:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        if exc.status_code != 401 or not isinstance(body.get("message"), str) or "type" not in body:
+            return failed(f"401 body is not an OpenAI error object: {exc.body!r}")
+        refused = f"{exc.status_code} {body.get('type')}: {body['message']}"
+    finally:
+        await _v(wrong.close())
+    listed = await _v(client.models.list())
+    return passed(f"wrong key refused ({refused}); right key lists {len(listed.data)} model(s)")
+
+
+async def _status_of(call) -> str:
+    """What the server did with a call: 'ok' or the SDK error class and status."""
+    import openai
+    try:
+        await _v(call())
+        return "ok"
+    except openai.APIStatusError as exc:
+        return f"{type(exc).__name__} {exc.status_code}"
+
+
+async def model_id(client, case: Case, target: Target) -> Outcome:
+    listed = [m.id async for m in _items(await _v(client.models.list()))]
+    if target.model not in listed:
+        return failed(f"models.list() has {listed}, not {target.model!r}")
+    got = await _v(client.models.retrieve(target.model))
+    if got.id != target.model:
+        return failed(f"models.retrieve({target.model!r}) returned id {got.id!r}")
+    retrieve_unknown = await _status_of(lambda: client.models.retrieve(UNKNOWN_MODEL))
+    chat_unknown = await _status_of(lambda: client.chat.completions.create(
+        model=UNKNOWN_MODEL, messages=_user("hello"), max_tokens=4))
+    seen = f"retrieve(unknown): {retrieve_unknown}; chat(model=unknown): {chat_unknown}"
+    ok = retrieve_unknown == chat_unknown == "NotFoundError 404"
+    return check(ok, f"lists and retrieves {target.model!r}; {seen}",
+                 f"an unknown model id is not refused with 404: {seen}")
+
+
+async def usage(client, case: Case, target: Target) -> Outcome:
+    done = await _chat(client, case, target, _user(case.args["prompt"]))
+    u = done.usage
+    if u is None:
+        return failed("no usage in the response")
+    facts = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+    ok = (u.prompt_tokens > 0 and 0 < u.completion_tokens <= _max_tokens(case)
+          and u.total_tokens == u.prompt_tokens + u.completion_tokens)
+    return check(ok, f"usage {facts}", f"usage does not add up (max_tokens {_max_tokens(case)}): {facts}", **facts)
+
+
+async def stop(client, case: Case, target: Target) -> Outcome:
+    stops = list(case.args["stop"])
+    done = await _chat(client, case, target, _user(case.args["prompt"]), stop=stops)
+    choice = done.choices[0]
+    text = choice.message.content or ""
+    leaked = [s for s in stops if s in text]
+    if choice.finish_reason != "stop" or leaked:
+        return failed(f"finish_reason {choice.finish_reason!r}, stop strings in text {leaked}: {text!r}")
+    return _judge_text(text, case, f"stopped before {stops}")
+
+
+async def image(client, case: Case, target: Target) -> Outcome:
+    import openai
+    content = [{"type": "text", "text": case.args.get("prompt", "What is in this image?")},
+               {"type": "image_url", "image_url": {"url": case.args.get("image_url", TINY_PNG)}}]
+    try:
+        done = await _chat(client, case, target, [{"role": "user", "content": content}])
+    except openai.BadRequestError as exc:
+        message = exc.body.get("message") if isinstance(exc.body, dict) else exc.body
+        return Outcome(CONDITIONAL, f"the text model refused the image cleanly: 400 {message}",
+                       condition="needs a vision model: a text model refuses images with a 400")
+    return failed(f"a text model answered an image: {(done.choices[0].message.content or '')[:80]!r}")
+
+
+ACTIONS = {f.__name__: f for f in (chat, chat_stream, system, multi_turn, responses, responses_stream, tools,
+                                   responses_tools, structured, auth, model_id, usage, stop, image)}
+
+
+async def _main(case: Case, target: Target) -> Outcome:
+    client = _client(case, target, api_key=target.api_key)
+    try:
+        return await ACTIONS[case.action](client, case, target)
+    finally:
+        await _v(client.close())
+
+
+def run(case: Case, target: Target) -> Outcome:
+    try:
+        import openai  # noqa: F401 - only to tell "not installed" from a failure
+    except ImportError:
+        raise Blocked("the openai package is not installed") from None
+    if case.action not in ACTIONS:
+        raise ValueError(f"unknown openai_sdk action {case.action!r} (known: {', '.join(ACTIONS)})")
+    return asyncio.run(_main(case, target))
