@@ -93,9 +93,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if body or self.command in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = str(len(body))
         kept = bytearray()
+        hung_up = False
+        status, ctype = 0, ""
         try:
             up.request(self.command, self.path, body=body, headers=headers)
             resp = up.getresponse()
+            status, ctype = resp.status, resp.getheader("content-type", "")
             self.send_response_only(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() not in HOP_BY_HOP:
@@ -113,30 +116,42 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     break
                 if len(kept) < MAX_KEPT_BODY:
                     kept += piece
-                if chunked:
-                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-                else:
-                    self.wfile.write(piece)
-                self.wfile.flush()
-            if chunked:
-                self.wfile.write(b"0\r\n\r\n")
-            status, ctype = resp.status, resp.getheader("content-type", "")
-        except (OSError, http.client.HTTPException) as exc:
+                if not self._send(piece, chunked):
+                    hung_up = True  # the client went away: closing upstream cancels the generation
+                    break
+            if chunked and not hung_up:
+                self._send(b"", chunked)
+        except (OSError, http.client.HTTPException) as exc:  # our server failed, not the client
             status, ctype = 0, ""
-            self.close_connection = True
             kept = bytearray(f"proxy: {type(exc).__name__}: {exc}".encode())
         finally:
             up.close()
+            if hung_up or not status:
+                self.close_connection = True
         url = urlsplit(self.path)
         entry = {"method": self.command, "path": url.path,
                  "query_keys": sorted({k for k, _ in parse_qsl(url.query, keep_blank_values=True)}),
                  "headers": redact_headers(self.headers), "body": body_shape(body, self.headers.get("content-type", "")),
                  "status": status, "response_type": ctype.split(";")[0], "response_bytes": len(kept),
                  "ms": round(1000 * (time.monotonic() - started), 1)}
-        verdict = check(self.command, url.path, status, ctype, bytes(kept),
-                        anthropic="anthropic-version" in self.headers) if status else \
-            {"checked": 0, "failures": [kept.decode()]}
+        if hung_up:  # a partial body says nothing about conformance
+            entry["client_hung_up"] = True
+            verdict = {"checked": 0, "failures": []}
+        elif status:
+            verdict = check(self.command, url.path, status, ctype, bytes(kept),
+                            anthropic="anthropic-version" in self.headers)
+        else:
+            verdict = {"checked": 0, "failures": [kept.decode()]}
         self.server.keep(entry, verdict)
+
+    def _send(self, piece: bytes, chunked: bool) -> bool:
+        """Write one piece (an empty one ends a chunked body); False when the client hung up."""
+        try:
+            self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward
 

@@ -270,3 +270,17 @@ def test_body_shapes_and_header_redaction():
     assert shape["model"] == "m" and shape["stream"] is True and shape["system_count"] == 2
     assert redact_headers({"X-Api-Key": "s", "Anthropic-Version": "2023-06-01"}) == {
         "anthropic-version": "2023-06-01", "x-api-key": "<redacted>"}
+
+
+def test_a_client_hanging_up_is_recorded_but_is_no_conformance_failure(upstream):
+    import socket
+
+    with RecordingProxy(upstream) as proxy:
+        port = int(proxy.base_url.rsplit(":", 1)[1])
+        body = json.dumps({"stream": True}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert b"200" in sock.recv(100)  # the status line, then leave mid-stream
+        [shape], verdict = proxy.take(settle_s=10)
+    assert shape["client_hung_up"] is True and verdict == {"checked": 0, "failures": []}
