@@ -8,12 +8,28 @@ carried it; Anthropic's count_tokens relies on that.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .errors import InvalidRequest
 
 # Templates written before OpenAI's "developer" role know it as "system".
 ROLE_ALIASES = {"developer": "system"}
+
+
+def template_call(call_id: str | None, name: str, arguments: Any) -> dict:
+    """An earlier tool call as chat templates read it (the HF convention): arguments as an
+    object. OpenAI and Responses carry them as JSON text, Anthropic as an object; text that is
+    not a JSON object (a custom tool's free-form input) stays text. A template given text would
+    show the model `"arguments": "{\\"city\\": ...}"`, and the model copies that form."""
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except json.JSONDecodeError:
+            parsed = None
+        arguments = parsed if isinstance(parsed, dict) else arguments
+    call = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    return {"id": call_id, **call} if call_id is not None else call
 
 
 def chat_tokens(messages: list[dict[str, Any]], tokenizer, *, tools: list[dict] | None = None,

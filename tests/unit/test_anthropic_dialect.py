@@ -90,14 +90,16 @@ def test_blocks_render_tool_calls_and_results_and_drop_thinking():
     assert prompt_of(engine) == "<user>list\nfiles<assistant>Sure.<tool>a.py<user>and?<assistant>"
 
 
-def test_tool_use_becomes_an_openai_function_call():
+def test_tool_use_becomes_a_template_call_with_object_arguments():
+    # Templates read arguments as an object (Qwen's applies `| tojson`): text would reach the
+    # model escaped, `"{\"d\": 1}"`, and the model copies that form into its next call.
     body = PromptFields.model_validate({"model": "m", "messages": [
         {"role": "user", "content": "go"},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "ls", "input": {"d": 1}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}]})
     assert neutral_messages(body)[1:] == [
         {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "t1", "type": "function", "function": {"name": "ls", "arguments": '{"d": 1}'}}]},
+            {"id": "t1", "type": "function", "function": {"name": "ls", "arguments": {"d": 1}}}]},
         {"role": "tool", "tool_call_id": "t1", "content": "ok"}]
 
 

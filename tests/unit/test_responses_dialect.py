@@ -86,12 +86,12 @@ def test_function_calls_and_outputs_become_tool_calls_and_tool_messages():
     assert messages(body.input) == [
         {"role": "user", "content": "weather?"},
         {"role": "assistant", "content": "checking", "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}},
-            {"id": "c2", "type": "function", "function": {"name": "time", "arguments": "{}"}}]},
+            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}},
+            {"id": "c2", "type": "function", "function": {"name": "time", "arguments": {}}}]},
         {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
         {"role": "tool", "content": "noon", "tool_call_id": "c2"},
         {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "c3", "type": "function", "function": {"name": "time", "arguments": "{}"}}]}]
+            {"id": "c3", "type": "function", "function": {"name": "time", "arguments": {}}}]}]
 
 
 def test_tool_output_reaches_the_template():

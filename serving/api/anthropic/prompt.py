@@ -6,10 +6,10 @@ the count always equals the prompt the engine is given.
 
 from __future__ import annotations
 
-import json
 
 from ..dialect import ServeContext
 from ..errors import InvalidRequest, UnsupportedField
+from ..prompting import template_call
 from ..tool_prompt import Rendered, render
 from ..tools import ToolRequest, make_tool, tool_request
 from .schemas import Message, PromptFields, TextBlock
@@ -56,8 +56,7 @@ def _turn(m: Message, at: str) -> list[dict]:
         elif block.type == "tool_use":
             if m.role != "assistant":
                 raise InvalidRequest(f"{where}: tool_use blocks belong in assistant messages", param=where)
-            calls.append({"id": block.id, "type": "function",
-                          "function": {"name": block.name, "arguments": json.dumps(block.input, ensure_ascii=False)}})
+            calls.append(template_call(block.id, block.name, block.input))
         elif block.type == "tool_result":
             if m.role != "user":
                 raise InvalidRequest(f"{where}: tool_result blocks belong in user messages", param=where)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 from ...engine.request import Finished, StepOutput
 from ..constrain import json_constraint, one_constraint, tool_constraint
 from ..dialect import Frame, Prepared, ServeContext
 from ..errors import InvalidRequest
 from ..options import check_model, generation_request, resolve_max_tokens
+from ..prompting import template_call
 from ..request_body import validate
 from ..tool_prompt import render
 from ..tools import ToolRequest, make_tool, tool_request
@@ -17,14 +17,8 @@ from .schemas import ChatCompletionRequest, ChatMessage
 
 
 def _template_call(call: dict) -> dict:
-    """Templates (HF convention) read a call's arguments as an object; OpenAI sends JSON text."""
-    fn = dict(call.get("function") or {})
-    if isinstance(fn.get("arguments"), str):
-        try:
-            fn["arguments"] = json.loads(fn["arguments"])
-        except json.JSONDecodeError:
-            pass
-    return {**call, "function": fn}
+    fn = call.get("function") or {}
+    return {**call, **template_call(call.get("id"), fn.get("name"), fn.get("arguments"))}
 
 
 def _message(m: ChatMessage) -> dict:

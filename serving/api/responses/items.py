@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 
 from ..errors import InvalidRequest
+from ..prompting import template_call
 from .schemas import (ContentPart, CustomToolCallItem, CustomToolCallOutputItem, FunctionCallItem,
                       FunctionCallOutputItem, MessageItem, ReasoningItem)
 
@@ -38,10 +39,6 @@ def _text(content: str | list[ContentPart]) -> str:
     return "".join(out)
 
 
-def _tool_call(call_id: str, name: str, arguments: str) -> dict:
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-
-
 def messages(items: list, *, instructions: str | None = None) -> list[dict]:
     """The neutral chat messages for `items`, with `instructions` as the first system message.
 
@@ -54,7 +51,7 @@ def messages(items: list, *, instructions: str | None = None) -> list[dict]:
             out.append({"role": item.role, "content": _text(item.content)})
         elif isinstance(item, (FunctionCallItem, CustomToolCallItem)):
             args = item.arguments if isinstance(item, FunctionCallItem) else item.input
-            call = _tool_call(item.call_id, item.name, args)
+            call = template_call(item.call_id, item.name, args)
             if out and out[-1]["role"] == "assistant":
                 out[-1].setdefault("tool_calls", []).append(call)
             else:
