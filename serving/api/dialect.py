@@ -41,6 +41,17 @@ class Frame:
     event: str | None = None
 
 
+@dataclass(frozen=True)
+class Comment(Frame):
+    """An SSE comment line (`: keep-alive`): every SSE parser skips it, yet it shows a client
+    with an idle-stream timeout (Codex: 5 min) that the server is still at work on a long prefill."""
+
+    data: dict | str = "keep-alive"
+
+
+KEEPALIVE = Comment()
+
+
 class Encoder(Protocol):
     def head(self) -> list[Frame]: ...  # sent at once, before prefill ends
     def step(self, out: StepOutput) -> list[Frame]: ...

@@ -110,12 +110,18 @@ def _from_http_error(ex: falcon.HTTPError) -> APIError:
     return err
 
 
+RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
 def install_error_handlers(app: falcon.App, renderer_for_request: Callable[[falcon.Request], ErrorRenderer]) -> None:
     """Every error leaves in the shape of the dialect that owns the request."""
 
     def render(req, resp, err: APIError) -> None:
         resp.status = falcon.code_to_http_status(err.status)
         resp.content_type = falcon.MEDIA_JSON
+        # Both official SDKs obey x-should-retry before their own status rules; without it they
+        # retry a 401 up to 10 times (Claude Code: about 3 minutes before a bad key shows).
+        resp.set_header("x-should-retry", "true" if err.status in RETRYABLE else "false")
         for name, value in err.headers.items():
             resp.set_header(name, value)
         resp.text = json.dumps(renderer_for_request(req)(err))

@@ -11,7 +11,7 @@ import json
 import logging
 
 from ..engine.request import EngineBusy, EngineDown, Finished, StepOutput
-from .dialect import Frame, Prepared
+from .dialect import Comment, Frame, Prepared
 from .errors import APIError, EngineFailure, EngineUnavailable, GenerationTimeout, RateLimited
 from .tool_calls import ToolCallFilter, ToolCallOut
 
@@ -21,6 +21,8 @@ RETRY_AFTER_S = "1"
 
 
 def sse_bytes(frame: Frame) -> bytes:
+    if isinstance(frame, Comment):
+        return f": {frame.data}\n\n".encode("utf-8")
     data = frame.data if isinstance(frame.data, str) else json.dumps(frame.data, ensure_ascii=False)
     head = f"event: {frame.event}\n" if frame.event else ""
     return f"{head}data: {data}\n\n".encode("utf-8")

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from falcon import testing
 
 from serving.app import create_app
@@ -57,3 +59,36 @@ def test_non_stream_completion_shape():
 def test_models_lists_public_id_first():
     ids = [m["id"] for m in client().simulate_get("/v1/models").json["data"]]
     assert ids == ["fake-model", "alias"]
+
+
+@pytest.mark.parametrize("route, body", [
+    ("chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}),
+    ("responses", {"model": "m", "input": "hi", "stream": True}),
+])
+def test_openai_streams_send_keepalive_comments_while_the_prompt_prefills(route, body):
+    import threading
+
+    from serving.api import respond
+    from serving.api.dialect import ServeContext
+    from serving.api.openai import CHAT
+    from serving.api.responses import RESPONSES
+    from serving.config import ServerConfig
+    from serving.engine.request import Finished, RequestHandle, Usage
+
+    from .fakes import FakeTokenizer, served
+
+    dialect = {"chat": CHAT, "responses": RESPONSES}[route]
+    prepared = dialect.adapt(body, ServeContext(FakeTokenizer(), served(), ServerConfig()))
+    handle = RequestHandle(prepared.request, lambda h: None)
+    threading.Timer(0.6, handle.put, (Finished("eos", Usage(3, 1)),)).start()
+    pieces = list(respond.stream(handle, prepared, idle_s=0.1))
+    assert pieces.count(b": keep-alive\n\n") >= 2
+    assert all(p.startswith((b"data: ", b"event: ", b": keep-alive")) for p in pieces)
+
+
+def test_errors_tell_the_sdks_whether_to_retry():
+    c = client()
+    assert c.simulate_post("/v1/chat/completions", json={"messages": []}).headers["x-should-retry"] == "false"
+    assert c.simulate_get("/v1/models/nope").headers["x-should-retry"] == "false"
+    keyed = testing.TestClient(create_app(ServerConfig(api_key="k"), FakeEngine(), served(), {}))
+    assert keyed.simulate_post("/v1/messages", json={}).headers["x-should-retry"] == "false"

@@ -6,7 +6,7 @@ import time
 import uuid
 
 from ...engine.request import Finished, SamplingParams, StepOutput, TokenLogprob, Usage
-from ..dialect import Frame, ServeContext
+from ..dialect import KEEPALIVE, Frame, ServeContext
 from ..errors import APIError
 from ..options import sampling_params, token_bias
 
@@ -118,7 +118,7 @@ class BaseEncoder:
         return [Frame(error_body(err))]
 
     def idle(self) -> list[Frame]:
-        return []
+        return [KEEPALIVE]
 
     def tool_call(self, call) -> list[Frame]:
         return []  # legacy completions take no tools

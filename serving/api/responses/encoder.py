@@ -15,7 +15,7 @@ import time
 from pydantic import TypeAdapter
 
 from ...engine.request import Finished, StepOutput, Usage
-from ..dialect import Frame
+from ..dialect import KEEPALIVE, Frame
 from ..errors import APIError
 from .items import FunctionCallOutput, MessageOutput, new_id
 from .schemas import InputItem
@@ -125,7 +125,7 @@ class ResponsesEncoder:
                              {"type": "response.failed", "response": failed}])
 
     def idle(self) -> list[Frame]:
-        return []
+        return [KEEPALIVE]
 
     def whole(self, outputs: list, fin: Finished) -> dict:
         for out in outputs:
