@@ -56,8 +56,12 @@ def print_matrix(block: dict, *, console: Console) -> None:
 
 
 def _server_entry(served) -> dict:
-    return {"label": f"ours-{served.kind}", "kind": "mlx-proof", "revision": None, "argv": list(served.argv),
-            "status": "ran", "reason": None, "health": served.health or None, "prefix_cache": None}
+    from .servers import ServerSpec, prefix_cache_state
+
+    spec = ServerSpec(f"ours-{served.kind}", "mlx-proof")
+    return {"label": spec.label, "kind": spec.kind, "revision": None, "argv": list(served.argv),
+            "status": "ran", "reason": None, "health": served.health or None,
+            "prefix_cache": prefix_cache_state(spec, health=served.health)}
 
 
 def contracts(args, *, console: Console) -> int:

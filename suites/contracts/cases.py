@@ -5,7 +5,7 @@ passed to the driver as the case's args. Adding a case is editing a file, never 
     client = "openai-python"          # the matrix row
     title = "openai Python SDK"       # shown in the report
     driver = "openai_sdk"             # drivers/openai_sdk.py
-    tier = "sdk"                      # sdk: runs in CI; cli: npm or CLI programs; browser
+    tier = "sdk"                      # sdk: PyPI clients, CI runs them; cli: npm programs; browser
     configured = "OpenAI(base_url=..., api_key=...)"   # how the client was pointed at us (README)
 
     [[case]]

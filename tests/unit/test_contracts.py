@@ -284,3 +284,32 @@ def test_a_client_hanging_up_is_recorded_but_is_no_conformance_failure(upstream)
             assert b"200" in sock.recv(100)  # the status line, then leave mid-stream
         [shape], verdict = proxy.take(settle_s=10)
     assert shape["client_hung_up"] is True and verdict == {"checked": 0, "failures": []}
+
+
+def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
+    from harness.bench import Outcome, Plan
+    from harness.contracts_suite import _Described, _server_entry, publish_contracts
+    from harness.evidence import environment, read_run
+    from harness.servers import ModelFolder
+    from suites.contracts.session import Served
+
+    verdict, seconds = run_case(CASE, target(tmp_path), lambda c, t: passed("answered"))
+    records = [record(CASE, verdict, seconds, server="ours-default", conformance={"checked": 1, "failures": []},
+                      requests=[{"method": "POST", "path": "/v1/chat/completions", "query_keys": [], "headers": {},
+                                 "body": {"bytes": 2}, "status": 200, "response_type": "application/json",
+                                 "response_bytes": 10, "ms": 1.0}])]
+    folder = ModelFolder("smollm2-135m", "/models/x", "ab" * 32, "catalog", "float32")
+    health = {"config": {"prefix_cache_bytes": 0}}
+    served = Served("default", "smollm2-135m", None, "k", ("mlx-proof", "serve"), folder, health)
+    outcome = Outcome(records, [_server_entry(served)], health, folder, "2026-11-25T00:00:00+00:00",
+                      "2026-11-25T00:01:00+00:00", environment())
+    plan = Plan(suite="contracts", model="smollm2-135m", profile="text-default",
+                cases=[_Described({"client": "x"})], servers=[], repeats=1, warmup_requests=0)
+    artifacts = tmp_path / "artifacts" / "x"
+    artifacts.mkdir(parents=True)
+    (artifacts / "shot.png").write_bytes(b"png")
+    directory = publish_contracts(plan, outcome, evidence_root=tmp_path / "evidence", artifacts=tmp_path / "artifacts")
+    run = read_run(directory)
+    assert run.summary["contracts"]["cells"][0]["status"] == "pass"
+    assert run.manifest["servers"][0]["prefix_cache"] == "off"
+    assert (directory / "artifacts" / "x" / "shot.png").read_bytes() == b"png"
