@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -19,7 +18,7 @@ from rich.table import Table
 
 from .bench import Outcome, Plan, now
 from .evidence import environment, new_run_id, run_dir, write_run
-from .publish import build_manifest, path_replacements, portable
+from .publish import Described, build_manifest, path_replacements, portable, split_list
 
 SUITE = "contracts"
 INTERLEAVING = "none: one case at a time, client files in name order, cases in file order"
@@ -27,16 +26,7 @@ MARK = {"pass": "[green]pass[/green]", "conditional": "[yellow]conditional[/yell
         "blocked": "[magenta]blocked[/magenta]"}
 
 
-@dataclass(frozen=True)
-class _Described:
-    entry: dict
 
-    def describe(self) -> dict:
-        return self.entry
-
-
-def _split(text: str | None) -> list[str]:
-    return [p.strip() for p in (text or "").split(",") if p.strip()]
 
 
 def print_matrix(block: dict, *, console: Console) -> None:
@@ -69,8 +59,8 @@ def contracts(args, *, console: Console) -> int:
     from suites.contracts.session import run_clients, served_models
 
     try:
-        clients = select(load_clients(), names=_split(args.clients) or None, tiers=_split(args.tiers) or None,
-                         capabilities=_split(args.capabilities) or None, models=_split(args.models) or None)
+        clients = select(load_clients(), names=split_list(args.clients) or None, tiers=split_list(args.tiers) or None,
+                         capabilities=split_list(args.capabilities) or None, models=split_list(args.models) or None)
     except CaseFileError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
@@ -95,7 +85,7 @@ def contracts(args, *, console: Console) -> int:
             outcome = Outcome(records, [_server_entry(s) for s in served.values()], default.health, default.folder,
                               started, now(), env)
         plan = Plan(suite=SUITE, model=outcome.model.model_id, profile=args.profile,
-                    cases=[_Described(c.describe()) for c in clients], servers=[], repeats=1, warmup_requests=0)
+                    cases=[Described(c.describe()) for c in clients], servers=[], repeats=1, warmup_requests=0)
         directory = publish_contracts(plan, outcome, evidence_root=args.evidence_dir, artifacts=root / "artifacts")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sys
 from pathlib import Path
 
@@ -12,6 +14,22 @@ from .bench import Outcome, Plan
 from .evidence import HARNESS_VERSION, new_run_id, run_dir, write_run
 from .metrics import summarize
 from .servers import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class Described:
+    """A manifest workload entry for suites whose cases are plain dicts (build_manifest asks
+    each case to describe itself)."""
+
+    entry: dict
+
+    def describe(self) -> dict:
+        return self.entry
+
+
+def split_list(text: str | None) -> list[str]:
+    """A comma-separated command-line value, blanks dropped."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
 
 
 def portable(obj, *, replacements: dict[str, str]):

@@ -7,7 +7,6 @@ console table. Like every command, it sees the server only as a process and a UR
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +15,7 @@ from rich.table import Table
 
 from .bench import Outcome, Plan, now, resolve_model_folder
 from .evidence import environment, new_run_id, run_dir, write_run
-from .publish import build_manifest, path_replacements, portable
+from .publish import Described, build_manifest, path_replacements, portable, split_list
 from .servers import ServerSpec, launch, prefix_cache_state
 
 SUITE = "tools"
@@ -24,18 +23,7 @@ INTERLEAVING = ("none: one request per case and mode, closed loop, cases in file
                 "then the scenarios (unless --no-scenarios), one request at a time, in file order")
 
 
-@dataclass(frozen=True)
-class _Described:
-    """A manifest workload entry (build_manifest asks each case to describe itself)."""
 
-    entry: dict
-
-    def describe(self) -> dict:
-        return self.entry
-
-
-def _split(text: str | None) -> list[str]:
-    return [p.strip() for p in (text or "").split(",") if p.strip()]
 
 
 def _health(target) -> dict:
@@ -168,8 +156,8 @@ def tools(args, *, console: Console) -> int:
     from suites.tools.data import DataError, fetch
 
     settings = load_settings()
-    categories = select(settings, _split(args.categories))
-    modes = check_modes(_split(args.modes) or settings.modes)
+    categories = select(settings, split_list(args.categories))
+    modes = check_modes(split_list(args.modes) or settings.modes)
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1")
     try:
@@ -182,7 +170,7 @@ def tools(args, *, console: Console) -> int:
                 f"({', '.join(f'{c.name} {sum(k.category == c.name for k in work.cases)}' for c in categories)})")
     outcome = _run(args, work, console=console)
     plan = Plan(suite=SUITE, model=args.model, profile=args.profile,
-                cases=[_Described(e) for e in work.describe()], servers=[], repeats=1, warmup_requests=0)
+                cases=[Described(e) for e in work.describe()], servers=[], repeats=1, warmup_requests=0)
     directory, summary = publish_tools(plan, outcome, evidence_root=args.evidence_dir)
     print_tools(summary["tools"], console=console)
     console.print(f"evidence: {directory}")

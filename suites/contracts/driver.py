@@ -81,6 +81,24 @@ def check(ok: bool, pass_reason: str, fail_reason: str, **detail) -> Outcome:
     return passed(pass_reason, **detail) if ok else failed(fail_reason, **detail)
 
 
+def lacks(text: str, expect: str | None) -> str | None:
+    """Why text lacks the case's content signal (case-insensitive), or None when it has it or
+    none is set. Signals are used only where the greedy tiny model is stable."""
+    if expect and expect.lower() not in text.lower():
+        return f"the answer lacks {expect!r}"
+    return None
+
+
+def answered(text: str, expect: str | None, what: str, **detail) -> Outcome:
+    """The shared verdict on an answer: non-empty text, carrying `expect` when one is set."""
+    text = text.strip()
+    if not text:
+        return failed(f"{what}: empty answer", answer=text, **detail)
+    problem = lacks(text, expect)
+    return check(problem is None, f"{what}: answered {text[:80]!r}", f"{what}: {problem}: {text[:120]!r}",
+                 answer=text, **detail)
+
+
 def with_artifacts(outcome: Outcome, *names: str) -> Outcome:
     return dataclasses.replace(outcome, artifacts=outcome.artifacts + names)
 

@@ -288,7 +288,8 @@ def test_a_client_hanging_up_is_recorded_but_is_no_conformance_failure(upstream)
 
 def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
     from harness.bench import Outcome, Plan
-    from harness.contracts_suite import _Described, _server_entry, publish_contracts
+    from harness.contracts_suite import _server_entry, publish_contracts
+    from harness.publish import Described
     from harness.evidence import environment, read_run
     from harness.servers import ModelFolder
     from suites.contracts.session import Served
@@ -304,7 +305,7 @@ def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
     outcome = Outcome(records, [_server_entry(served)], health, folder, "2026-11-25T00:00:00+00:00",
                       "2026-11-25T00:01:00+00:00", environment())
     plan = Plan(suite="contracts", model="smollm2-135m", profile="text-default",
-                cases=[_Described({"client": "x"})], servers=[], repeats=1, warmup_requests=0)
+                cases=[Described({"client": "x"})], servers=[], repeats=1, warmup_requests=0)
     artifacts = tmp_path / "artifacts" / "x"
     artifacts.mkdir(parents=True)
     (artifacts / "shot.png").write_bytes(b"png")

@@ -45,16 +45,13 @@ Actions (each judges one contract; "text" means non-empty text blocks):
 
 from __future__ import annotations
 
-import base64
 
 from pydantic import BaseModel
 
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, check, failed, passed
+from ..media import tiny_png_base64
+from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, failed, lacks, passed
 
 UNKNOWN_MODEL = "no-such-model-contract-check"
-# A 1x1 PNG: small, valid, and enough for a server to see an image block.
-TINY_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
-                            "AAAABJRU5ErkJggg==")
 WEATHER_TOOL = {"name": "get_weather", "description": "Get the current weather for a city.",
                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
@@ -81,19 +78,7 @@ def _text(message) -> str:
     return "".join(b.text for b in message.content if b.type == "text")
 
 
-def _missing_expect(text: str, case: Case) -> str | None:
-    want = case.args.get("expect")
-    if want and want.lower() not in text.lower():
-        return f"the answer lacks {want!r}"
-    return None
 
-
-def _judge_text(text: str, case: Case, what: str, **detail) -> Outcome:
-    if not text.strip():
-        return failed(f"{what}: empty answer", answer=text, **detail)
-    problem = _missing_expect(text, case)
-    return check(problem is None, f"{what}: answered {text.strip()[:80]!r}", f"{what}: {problem}: {text[:120]!r}",
-                 answer=text, **detail)
 
 
 def _create(client, case: Case, target: Target, messages: list[dict], **kw):
@@ -106,7 +91,7 @@ def messages(client, case: Case, target: Target) -> Outcome:
     done = _create(client, case, target, _user(case.args["prompt"]))
     if done.type != "message" or done.role != "assistant" or done.stop_reason not in ("end_turn", "max_tokens"):
         return failed(f"type {done.type!r}, role {done.role!r}, stop_reason {done.stop_reason!r}")
-    return _judge_text(_text(done), case, "messages", stop_reason=done.stop_reason)
+    return answered(_text(done), case.args.get("expect"), "messages", stop_reason=done.stop_reason)
 
 
 def stream(client, case: Case, target: Target) -> Outcome:
@@ -121,23 +106,23 @@ def stream(client, case: Case, target: Target) -> Outcome:
     if final.stop_reason is None or not 0 < final.usage.output_tokens <= _max_tokens(case):
         return failed(f"final message: stop_reason {final.stop_reason!r}, "
                       f"output_tokens {final.usage.output_tokens}", **facts)
-    return _judge_text(joined, case, f"{len(pieces)} text pieces", **facts)
+    return answered(joined, case.args.get("expect"), f"{len(pieces)} text pieces", **facts)
 
 
 def system(client, case: Case, target: Target) -> Outcome:
     prompt = _user(case.args["prompt"])
     text = _text(_create(client, case, target, prompt, system=case.args["system"]))
     control = _text(_create(client, case, target, prompt))
-    if _missing_expect(control, case) is None:
+    if lacks(control, case.args.get("expect")) is None:
         return failed(f"no signal: the answer has {case.args['expect']!r} even without the system prompt",
                       answer=text, control=control)
-    return _judge_text(text, case, "with the system prompt", control=control)
+    return answered(text, case.args.get("expect"), "with the system prompt", control=control)
 
 
 def multi_turn(client, case: Case, target: Target) -> Outcome:
     turns = case.args["history"]
     history = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(turns)]
-    return _judge_text(_text(_create(client, case, target, history)), case, f"after {len(turns)} turns")
+    return answered(_text(_create(client, case, target, history)), case.args.get("expect"), f"after {len(turns)} turns")
 
 
 def _city_problem(block, case: Case) -> str | None:
@@ -171,7 +156,7 @@ def tools(client, case: Case, target: Target) -> Outcome:
     if second.stop_reason != "end_turn" or any(b.type == "tool_use" for b in second.content):
         return failed(f"after the tool_result: stop_reason {second.stop_reason!r}, "
                       f"blocks {[b.type for b in second.content]}", answer=_text(second))
-    return _judge_text(_text(second), case, f"tool_use get_weather({uses[0].input}), then", call=uses[0].input)
+    return answered(_text(second), case.args.get("expect"), f"tool_use get_weather({uses[0].input}), then", call=uses[0].input)
 
 
 def count_tokens(client, case: Case, target: Target) -> Outcome:
@@ -246,7 +231,7 @@ def stop(client, case: Case, target: Target) -> Outcome:
     if done.stop_reason != "stop_sequence" or done.stop_sequence not in stops or leaked:
         return failed(f"stop_reason {done.stop_reason!r}, stop_sequence {done.stop_sequence!r}, "
                       f"stop strings in text {leaked}: {text!r}")
-    return _judge_text(text, case, f"stop_sequence {done.stop_sequence!r}")
+    return answered(text, case.args.get("expect"), f"stop_sequence {done.stop_sequence!r}")
 
 
 def structured(client, case: Case, target: Target) -> Outcome:
@@ -262,7 +247,7 @@ def structured(client, case: Case, target: Target) -> Outcome:
 
 def image(client, case: Case, target: Target) -> Outcome:
     import anthropic
-    data = base64.b64encode(TINY_PNG).decode()
+    data = tiny_png_base64()
     content = [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}},
                {"type": "text", "text": case.args.get("prompt", "What is in this image?")}]
     try:

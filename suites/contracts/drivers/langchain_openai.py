@@ -11,12 +11,10 @@ model_id [prompt, unknown_model], image [prompt]. Greedy and short (max_tokens, 
 
 from __future__ import annotations
 
-import base64
-import struct
-import zlib
 from typing import Any
 
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, check, failed, passed
+from ..media import tiny_png_data_url
+from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, failed, passed
 
 VISION_CONDITION = "needs a vision model: a text model refuses images with a 400"
 STRICT_MODEL_CONDITION = "needs the server's --strict-model-id: only then is an unknown model a 404"
@@ -39,18 +37,10 @@ def _text(message) -> str:
     return message.text if isinstance(message.text, str) else message.text()
 
 
-def _answered(text: str, expect: str | None, what: str, **detail) -> Outcome:
-    text = text.strip()
-    if not text:
-        return failed(f"{what}: empty answer", **detail)
-    if expect and expect.lower() not in text.lower():
-        return failed(f"{what}: answered {text[:80]!r}, which lacks {expect!r}", answer=text, **detail)
-    return passed(f"{what}: answered {text[:60]!r}", answer=text, **detail)
-
 
 def invoke(case: Case, target: Target) -> Outcome:
     message = _chat(case, target).invoke(case.args["prompt"])
-    return _answered(_text(message), case.args.get("expect"), "invoke()",
+    return answered(_text(message), case.args.get("expect"), "invoke()",
                      finish_reason=message.response_metadata.get("finish_reason"))
 
 
@@ -66,7 +56,7 @@ def stream(case: Case, target: Target) -> Outcome:
     finish = whole.response_metadata.get("finish_reason")
     if not finish:
         return failed("the joined stream has no finish_reason", answer=_text(whole))
-    return _answered(_text(whole), case.args.get("expect"), f"{len(content)} chunks, finish {finish}",
+    return answered(_text(whole), case.args.get("expect"), f"{len(content)} chunks, finish {finish}",
                      chunks=len(content))
 
 
@@ -74,7 +64,7 @@ def system(case: Case, target: Target) -> Outcome:
     from langchain_core.messages import HumanMessage, SystemMessage
 
     message = _chat(case, target).invoke([SystemMessage(case.args["system"]), HumanMessage(case.args["prompt"])])
-    return _answered(_text(message), case.args.get("expect"), "SystemMessage + HumanMessage")
+    return answered(_text(message), case.args.get("expect"), "SystemMessage + HumanMessage")
 
 
 def multi_turn(case: Case, target: Target) -> Outcome:
@@ -84,7 +74,7 @@ def multi_turn(case: Case, target: Target) -> Outcome:
     kinds = (HumanMessage, AIMessage)
     history = [kinds[i % 2](t) for i, t in enumerate(case.args["turns"])] + [HumanMessage(case.args["prompt"])]
     message = _chat(case, target).invoke(history)
-    return _answered(_text(message), case.args.get("expect"), f"after {len(history) - 1} earlier messages")
+    return answered(_text(message), case.args.get("expect"), f"after {len(history) - 1} earlier messages")
 
 
 def tool_round_trip(case: Case, target: Target) -> Outcome:
@@ -112,7 +102,7 @@ def tool_round_trip(case: Case, target: Target) -> Outcome:
     answer = chat.bind_tools([spec], tool_choice="none").invoke(history)
     if answer.tool_calls:
         return failed(f"tool_choice none still returned tool calls: {answer.tool_calls}")
-    return _answered(_text(answer), case.args.get("expect"), f"called {call['name']}({call['args']}), then "
+    return answered(_text(answer), case.args.get("expect"), f"called {call['name']}({call['args']}), then "
                      "after the ToolMessage", arguments=call["args"])
 
 
@@ -201,14 +191,6 @@ def model_id(case: Case, target: Target) -> Outcome:
                    "any name", condition=STRICT_MODEL_CONDITION, detail={"answer": _text(message)})
 
 
-def _png_1x1() -> str:
-    """A valid 1x1 red PNG as a data URL, built here so the case needs no file or network."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
-    return "data:image/png;base64," + base64.b64encode(png).decode()
-
 
 def image(case: Case, target: Target) -> Outcome:
     """A HumanMessage with an image_url content block; the served models are text-only, so the
@@ -216,7 +198,7 @@ def image(case: Case, target: Target) -> Outcome:
     import openai
     from langchain_core.messages import HumanMessage
 
-    content = [{"type": "text", "text": case.args["prompt"]}, {"type": "image_url", "image_url": {"url": _png_1x1()}}]
+    content = [{"type": "text", "text": case.args["prompt"]}, {"type": "image_url", "image_url": {"url": tiny_png_data_url()}}]
     try:
         message = _chat(case, target).invoke([HumanMessage(content=content)])
     except openai.BadRequestError as exc:

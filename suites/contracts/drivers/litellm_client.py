@@ -13,14 +13,12 @@ structured [prompt, schema], image [prompt]. Every call is greedy (temperature 0
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import struct
-import zlib
 from typing import Any
 
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, check, failed, passed
+from ..media import tiny_png_data_url
+from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, failed, passed
 
 BASES = {"openai": lambda t: t.v1, "anthropic": lambda t: t.base_url}
 VISION_CONDITION = "needs a vision model: a text model refuses images with a 400"
@@ -75,19 +73,10 @@ def _text(response) -> str:
     return response.choices[0].message.content or ""
 
 
-def _answered(text: str, expect: str | None, what: str, **detail) -> Outcome:
-    """Non-empty text, and the expected word when the case names one (greedy, so it is stable)."""
-    text = text.strip()
-    if not text:
-        return failed(f"{what}: empty answer", **detail)
-    if expect and expect.lower() not in text.lower():
-        return failed(f"{what}: answered {text[:80]!r}, which lacks {expect!r}", answer=text, **detail)
-    return passed(f"{what}: answered {text[:60]!r}", answer=text, **detail)
-
 
 def chat(call: _Call, args: dict) -> Outcome:
     response = call(_user(args["prompt"]))
-    return _answered(_text(response), args.get("expect"), "completion()",
+    return answered(_text(response), args.get("expect"), "completion()",
                      finish_reason=response.choices[0].finish_reason)
 
 
@@ -104,12 +93,12 @@ def stream(call: _Call, args: dict) -> Outcome:
         return failed(f"the stream carried {content_chunks} content chunk(s): not incremental", answer=text)
     if not finish:
         return failed("no chunk carried a finish_reason", answer=text, chunks=content_chunks)
-    return _answered(text, args.get("expect"), f"{content_chunks} chunks, finish {finish}", chunks=content_chunks)
+    return answered(text, args.get("expect"), f"{content_chunks} chunks, finish {finish}", chunks=content_chunks)
 
 
 def system(call: _Call, args: dict) -> Outcome:
     messages = [{"role": "system", "content": args["system"]}] + _user(args["prompt"])
-    return _answered(_text(call(messages)), args.get("expect"), "with a system message")
+    return answered(_text(call(messages)), args.get("expect"), "with a system message")
 
 
 def multi_turn(call: _Call, args: dict) -> Outcome:
@@ -117,7 +106,7 @@ def multi_turn(call: _Call, args: dict) -> Outcome:
     roles = ("user", "assistant")
     messages = [{"role": roles[i % 2], "content": t} for i, t in enumerate(args["turns"])]
     messages += _user(args["prompt"])
-    return _answered(_text(call(messages)), args.get("expect"), f"after {len(messages) - 1} earlier turns")
+    return answered(_text(call(messages)), args.get("expect"), f"after {len(messages) - 1} earlier turns")
 
 
 def _tool_spec(args: dict) -> dict:
@@ -150,7 +139,7 @@ def tool_round_trip(call: _Call, args: dict) -> Outcome:
     if second.choices[0].message.tool_calls:
         return failed(f"tool_choice none still returned tool calls: {second.choices[0].message.tool_calls}")
     answer = _text(second)
-    return _answered(answer, args.get("expect"), f"called {tool_call.function.name}({json.dumps(arguments)}), "
+    return answered(answer, args.get("expect"), f"called {tool_call.function.name}({json.dumps(arguments)}), "
                      "then after the result", arguments=arguments)
 
 
@@ -238,19 +227,11 @@ def structured(call: _Call, args: dict) -> Outcome:
     return passed(f"schema-valid JSON {text[:80]}", value=value)
 
 
-def _png_1x1() -> str:
-    """A valid 1x1 red PNG as a data URL, built here so the case needs no file or network."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
-    return "data:image/png;base64," + base64.b64encode(png).decode()
-
 
 def image(call: _Call, args: dict) -> Outcome:
     """An image part in OpenAI's shape (litellm converts it to an Anthropic image block). The
     served models are text-only, so the contract today is a clean 400, not a silent drop."""
-    content = [{"type": "text", "text": args["prompt"]}, {"type": "image_url", "image_url": {"url": _png_1x1()}}]
+    content = [{"type": "text", "text": args["prompt"]}, {"type": "image_url", "image_url": {"url": tiny_png_data_url()}}]
     try:
         response = call([{"role": "user", "content": content}])
     except call.litellm.BadRequestError as exc:

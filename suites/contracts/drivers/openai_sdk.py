@@ -60,12 +60,11 @@ import json
 
 from pydantic import BaseModel, ValidationError
 
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, check, failed, passed
+from ..media import tiny_png_data_url
+from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, failed, lacks, passed
 
 UNKNOWN_MODEL = "no-such-model-contract-check"
 # A 1x1 PNG: small, valid, and enough for a server to see an image part.
-TINY_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGA"
-            "hKmMIQAAAABJRU5ErkJggg==")
 WEATHER_DESCRIPTION = "Get the current weather for a city."
 WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
                       "additionalProperties": False}
@@ -117,20 +116,7 @@ def _user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def _missing_expect(text: str, case: Case) -> str | None:
-    """Why the answer lacks the case's content signal, or None when it has it (or none is set)."""
-    want = case.args.get("expect")
-    if want and want.lower() not in text.lower():
-        return f"the answer lacks {want!r}"
-    return None
 
-
-def _judge_text(text: str, case: Case, what: str, **detail) -> Outcome:
-    if not text.strip():
-        return failed(f"{what}: empty answer", answer=text, **detail)
-    problem = _missing_expect(text, case)
-    return check(problem is None, f"{what}: answered {text.strip()[:80]!r}", f"{what}: {problem}: {text[:120]!r}",
-                 answer=text, **detail)
 
 
 async def _chat(client, case: Case, target: Target, messages: list[dict], **kw):
@@ -145,7 +131,7 @@ async def chat(client, case: Case, target: Target) -> Outcome:
     choice = done.choices[0]
     if choice.message.role != "assistant" or choice.finish_reason not in ("stop", "length"):
         return failed(f"role {choice.message.role!r}, finish_reason {choice.finish_reason!r}")
-    return _judge_text(choice.message.content or "", case, "chat", finish_reason=choice.finish_reason)
+    return answered(choice.message.content or "", case.args.get("expect"), "chat", finish_reason=choice.finish_reason)
 
 
 async def chat_stream(client, case: Case, target: Target) -> Outcome:
@@ -171,7 +157,7 @@ async def chat_stream(client, case: Case, target: Target) -> Outcome:
             return failed(f"usage chunk says {last.usage.completion_tokens} completion tokens", **facts)
         if any(c.usage for c in chunks[:-1]):
             return failed("usage arrived before the last chunk", **facts)
-    return _judge_text(text, case, f"{len(chunks)} chunks", finish_reasons=finishes, chunks=len(chunks))
+    return answered(text, case.args.get("expect"), f"{len(chunks)} chunks", finish_reasons=finishes, chunks=len(chunks))
 
 
 async def system(client, case: Case, target: Target) -> Outcome:
@@ -180,10 +166,10 @@ async def system(client, case: Case, target: Target) -> Outcome:
                                                      *_user(prompt)])
     without = await _chat(client, case, target, _user(prompt))
     text, control = with_system.choices[0].message.content or "", without.choices[0].message.content or ""
-    if _missing_expect(control, case) is None:
+    if lacks(control, case.args.get("expect")) is None:
         return failed(f"no signal: the answer has {case.args['expect']!r} even without the system message",
                       answer=text, control=control)
-    return _judge_text(text, case, "with the system message", control=control)
+    return answered(text, case.args.get("expect"), "with the system message", control=control)
 
 
 def _history(turns: list[str]) -> list[dict]:
@@ -194,7 +180,7 @@ def _history(turns: list[str]) -> list[dict]:
 async def multi_turn(client, case: Case, target: Target) -> Outcome:
     turns = case.args["history"]
     done = await _chat(client, case, target, _history(turns))
-    return _judge_text(done.choices[0].message.content or "", case, f"after {len(turns)} turns")
+    return answered(done.choices[0].message.content or "", case.args.get("expect"), f"after {len(turns)} turns")
 
 
 async def responses(client, case: Case, target: Target) -> Outcome:
@@ -202,7 +188,7 @@ async def responses(client, case: Case, target: Target) -> Outcome:
                                             max_output_tokens=_max_tokens(case)))
     if done.status != "completed":
         return failed(f"status {done.status!r} (incomplete_details {done.incomplete_details})")
-    return _judge_text(done.output_text, case, "responses", items=[o.type for o in done.output])
+    return answered(done.output_text, case.args.get("expect"), "responses", items=[o.type for o in done.output])
 
 
 async def responses_stream(client, case: Case, target: Target) -> Outcome:
@@ -218,7 +204,7 @@ async def responses_stream(client, case: Case, target: Target) -> Outcome:
         return failed(f"expected one response.completed, last; saw {kinds[-3:]}", **facts)
     if final.output_text != deltas:
         return failed(f"final text {final.output_text[:60]!r} != joined deltas {deltas[:60]!r}", **facts)
-    return _judge_text(deltas, case, f"{len(events)} events", **facts)
+    return answered(deltas, case.args.get("expect"), f"{len(events)} events", **facts)
 
 
 def _weather_tool() -> dict:
@@ -263,7 +249,7 @@ async def tools(client, case: Case, target: Target) -> Outcome:
     if answer.finish_reason != "stop" or answer.message.tool_calls:
         return failed(f"after the tool result: finish_reason {answer.finish_reason!r}, "
                       f"{len(answer.message.tool_calls or [])} tool calls", answer=answer.message.content)
-    return _judge_text(answer.message.content or "", case, f"called get_weather({call.function.arguments}), then",
+    return answered(answer.message.content or "", case.args.get("expect"), f"called get_weather({call.function.arguments}), then",
                        call=call.function.arguments)
 
 
@@ -287,7 +273,7 @@ async def responses_tools(client, case: Case, target: Target) -> Outcome:
     kinds = [o.type for o in second.output]
     if second.status != "completed" or "function_call" in kinds:
         return failed(f"after function_call_output: status {second.status!r}, output {kinds}")
-    return _judge_text(second.output_text, case, f"function_call get_weather({call.arguments}), then",
+    return answered(second.output_text, case.args.get("expect"), f"function_call get_weather({call.arguments}), then",
                        call=call.arguments)
 
 
@@ -369,13 +355,13 @@ async def stop(client, case: Case, target: Target) -> Outcome:
     leaked = [s for s in stops if s in text]
     if choice.finish_reason != "stop" or leaked:
         return failed(f"finish_reason {choice.finish_reason!r}, stop strings in text {leaked}: {text!r}")
-    return _judge_text(text, case, f"stopped before {stops}")
+    return answered(text, case.args.get("expect"), f"stopped before {stops}")
 
 
 async def image(client, case: Case, target: Target) -> Outcome:
     import openai
     content = [{"type": "text", "text": case.args.get("prompt", "What is in this image?")},
-               {"type": "image_url", "image_url": {"url": case.args.get("image_url", TINY_PNG)}}]
+               {"type": "image_url", "image_url": {"url": case.args.get("image_url") or tiny_png_data_url()}}]
     try:
         done = await _chat(client, case, target, [{"role": "user", "content": content}])
     except openai.BadRequestError as exc:
