@@ -20,6 +20,10 @@ NOTE = ("Accuracy = correct / requests sent, judged by our AST checker on BFCL's
         "API-contract checks per dialect; an errored request counts as not passed.")
 
 
+def mode_label(mode: str) -> str:
+    return "response_format json_schema" if mode == "json_schema" else f"tool_choice {mode}"
+
+
 def _pct(x: Any) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -48,20 +52,21 @@ def accuracy_rows(block: dict) -> tuple[list[str], list[list[str]]]:
     rows = [[cat] + [cell_text(cells.get((cat, m))) for m in modes]
             for cat in dict.fromkeys(c["category"] for c in block.get("cells", []))]
     rows.append(["all"] + [cell_text(overall.get(m)) for m in modes])
-    return ["category"] + [f"tool_choice {m}" for m in modes], rows
+    return ["category"] + [mode_label(m) for m in modes], rows
 
 
 def fidelity_lines(block: dict) -> list[str]:
     out = []
     for pf in block.get("parse_fidelity", []):
-        label = "all modes" if pf["mode"] == "*" else f"tool_choice {pf['mode']}"
+        label = "all modes" if pf["mode"] == "*" else mode_label(pf["mode"])
         ci = f" [{_pct(pf['ci_low'])}, {_pct(pf['ci_high'])}]" if pf.get("ci_low") is not None else ""
         cut = f"; {pf['cut_off']} more held only a cut-off or non-JSON call" if "cut_off" in pf else ""
         out.append(f"Parse fidelity, {label}: {_pct(pf.get('fidelity'))}{ci}, "
                    f"n={pf.get('n')} responses with a call ({pf.get('clean')} clean){cut}")
     for sv in block.get("schema_validity", []):
         ci = f" [{_pct(sv['ci_low'])}, {_pct(sv['ci_high'])}]" if sv.get("ci_low") is not None else ""
-        out.append(f"Schema-valid calls, tool_choice {sv['mode']}: {_pct(sv.get('rate'))}{ci}, "
+        what = "outputs" if sv["mode"] == "json_schema" else "calls"
+        out.append(f"Schema-valid {what}, {mode_label(sv['mode'])}: {_pct(sv.get('rate'))}{ci}, "
                    f"{sv.get('valid')} of n={sv.get('n')} requests")
     return out
 

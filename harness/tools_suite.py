@@ -16,6 +16,7 @@ from rich.table import Table
 from .bench import Outcome, Plan, now, resolve_model_folder
 from .evidence import environment, new_run_id, run_dir, write_run
 from .publish import Described, build_manifest, path_replacements, portable, split_list
+from .report_tools import mode_label
 from .servers import ServerSpec, launch, prefix_cache_state
 
 SUITE = "tools"
@@ -61,7 +62,7 @@ def print_tools(block: dict, *, console: Console) -> None:
     table = Table(title=f"tool-call accuracy [{block['confidence']:.0%} {block['method']}] (correct/n)")
     table.add_column("category")
     for mode in modes:
-        table.add_column(f"tool_choice {mode}")
+        table.add_column(mode_label(mode))
     cells = {(c["category"], c["mode"]): c for c in block["cells"]}
     for category in dict.fromkeys(c["category"] for c in block["cells"]):
         table.add_row(category, *[_fmt_cell(cells[(category, m)]) if (category, m) in cells else "not run"

@@ -12,7 +12,9 @@ from .data import Source, Unpacked
 
 CASES_FILE = Path(__file__).with_name("cases.toml")
 CHECKERS = ("simple", "multiple", "parallel", "irrelevance")
-MODES = ("auto", "required")
+# auto and required: tool_choice; json_schema: no tools, response_format json_schema (strict) with
+# the case's function's parameters as the schema, judged as that function's arguments (simple only).
+MODES = ("auto", "required", "json_schema")
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,18 @@ from .checker import check, decode_calls
 from .convert import to_tools
 from .markup import call_markup
 
-NOT_APPLICABLE = "tool_choice 'required' forces a call; an irrelevance case is right only without one"
+NOT_APPLICABLE = ("tool_choice 'required' forces a call, and an irrelevance case is right only without one; "
+                  "json_schema answers one function's arguments, so it asks simple cases only")
+
+
+JSON_MODE = "json_schema"
 
 
 def applicable(case: ToolCase, mode: str) -> bool:
+    """required forces a call, so irrelevance (no call is right) cannot be asked; json_schema
+    answers one function's arguments, so only single-function (simple) cases fit it."""
+    if mode == JSON_MODE:
+        return case.checker == "simple" and len(case.functions) == 1
     return not (mode == "required" and case.checker == "irrelevance")
 
 
@@ -32,8 +40,14 @@ def request_body(case: ToolCase, mode: str, *, model: str | None, max_tokens: in
                  stream: bool) -> tuple[dict, dict[str, str]]:
     """(chat request body, {tool name sent: BFCL name})."""
     tools, names = to_tools(case.functions)
-    body = {"messages": case.messages, "tools": tools, "tool_choice": mode, "parallel_tool_calls": True,
-            "temperature": 0.0, "max_tokens": max_tokens, "stream": stream}
+    if mode == JSON_MODE:
+        fn = tools[0]["function"]
+        body = {"messages": case.messages, "temperature": 0.0, "max_tokens": max_tokens, "stream": stream,
+                "response_format": {"type": "json_schema", "json_schema": {
+                    "name": "arguments", "strict": True, "schema": fn["parameters"]}}}
+    else:
+        body = {"messages": case.messages, "tools": tools, "tool_choice": mode, "parallel_tool_calls": True,
+                "temperature": 0.0, "max_tokens": max_tokens, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
     if model is not None:
@@ -79,12 +93,28 @@ def schema_valid(tool_calls: list[dict], case: ToolCase) -> bool:
     return True
 
 
+def _json_valid(content: str | None, case: ToolCase) -> bool:
+    """The content is JSON valid for the case's one function's parameter schema."""
+    tools, _ = to_tools(case.functions)
+    try:
+        value = json.loads(content or "")
+    except json.JSONDecodeError:
+        return False
+    return Draft202012Validator(tools[0]["function"]["parameters"]).is_valid(value)
+
+
 def judge(record: dict, case: ToolCase, names: dict[str, str]) -> dict:
     """Fill parse_fidelity, schema_valid, correct and reason of an ok record (pure: the
     committed-evidence tests recompute it from the record and the data)."""
     record["parse_fidelity"] = pf = fidelity(record["tool_calls"], record["content"])
-    record["schema_valid"] = schema_valid(record["tool_calls"], case)
-    calls, problem = decode_calls(record["tool_calls"], names)
+    if record["mode"] == JSON_MODE:  # the content is the one function's arguments
+        sent = next(iter(names))
+        as_call = [{"id": None, "name": sent, "arguments": record["content"] or ""}]
+        record["schema_valid"] = _json_valid(record["content"], case)
+        calls, problem = decode_calls(as_call, names)
+    else:
+        record["schema_valid"] = schema_valid(record["tool_calls"], case)
+        calls, problem = decode_calls(record["tool_calls"], names)
     if problem:
         record["correct"], record["reason"] = False, problem
         return record

@@ -23,7 +23,7 @@ from suites.tools.checker import check, decode_calls, normalise
 from suites.tools.convert import bfcl_name, schema, to_tools
 from suites.tools.data import DataError, Source, fetch
 from suites.tools.markup import call_markup
-from suites.tools.runner import assemble_stream, fidelity, request_body, run_cases
+from suites.tools.runner import applicable, assemble_stream, fidelity, judge, request_body, run_cases
 from suites.tools.summary import summarize_tools
 
 TOOL_OUTPUTS = Path(__file__).resolve().parents[1] / "data" / "tool_outputs"
@@ -249,7 +249,7 @@ def test_the_default_run_is_at_least_200_cases_over_the_five_categories():
     assert [c.name for c in chosen] == ["simple", "multiple", "parallel", "parallel_multiple", "irrelevance"]
     assert sum(c.limit for c in chosen) >= 200
     assert settings.source.requirement == "bfcl-eval==2026.3.23" and len(settings.source.sha256) == 64
-    assert settings.modes == ("auto", "required")
+    assert settings.modes == ("auto", "required", "json_schema")
     assert [c.name for c in select(settings, ["simple", "irrelevance"])] == ["simple", "irrelevance"]
     with pytest.raises(ValueError, match="known: .*simple"):
         select(settings, ["live_simple"])
@@ -588,3 +588,29 @@ def test_real_wheel_fetches_and_every_possible_answer_passes_the_checker(tmp_pat
         calls, problem = decode_calls(tool_calls[::-1], names)
         verdict = check(case.checker, calls=calls, functions=case.functions, answers=case.answers)
         assert problem is None and verdict.correct, (case.id, verdict.reason)
+
+
+def test_json_schema_mode_asks_for_the_arguments_as_structured_output_and_judges_them():
+    case = ToolCase("simple_python_1", "simple", "simple", [{"role": "user", "content": "x"}], [TRIANGLE],
+                    [TRIANGLE_ANSWER])
+    body, names = request_body(case, "json_schema", model="m", max_tokens=64, stream=False)
+    assert "tools" not in body and "tool_choice" not in body
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert fmt["json_schema"]["schema"]["properties"]["base"] == {"type": "integer", "description": "base"}
+    right = json.dumps({"base": 10, "height": 5.0, "tags": ["Right Angle", "small"], "meta": {"a": 1},
+                        "exact": True})
+    base = {"type": "tool_case", "mode": "json_schema", "status": "ok", "tool_calls": [], "content": right}
+    judged = judge(dict(base), case, names)
+    assert judged["schema_valid"] is True and judged["correct"] is True, judged["reason"]
+    wrong = judge({**base, "content": json.dumps({"base": "ten"})}, case, names)
+    assert wrong["schema_valid"] is False and wrong["correct"] is False
+    assert judge({**base, "content": "not json"}, case, names)["schema_valid"] is False
+
+
+def test_json_schema_mode_asks_simple_cases_only():
+    simple = ToolCase("s", "simple", "simple", [], [TRIANGLE], [TRIANGLE_ANSWER])
+    multiple = ToolCase("m", "multiple", "multiple", [], [TRIANGLE, TRIANGLE], [TRIANGLE_ANSWER])
+    irrelevance = ToolCase("i", "irrelevance", "irrelevance", [], [TRIANGLE], None)
+    assert applicable(simple, "json_schema") and not applicable(multiple, "json_schema")
+    assert not applicable(irrelevance, "json_schema") and not applicable(irrelevance, "required")
