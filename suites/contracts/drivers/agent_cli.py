@@ -157,6 +157,8 @@ def _claude(case: Case, target: Target, exe: str, prompt: str, key: str, cwd: Pa
         argv += ["--permission-mode", case.args["permission_mode"]]
     if case.args.get("allowed_tools"):
         argv += ["--allowedTools", case.args["allowed_tools"]]
+    if case.args.get("tools"):  # the built-in tools offered at all (each one's schema is prompt)
+        argv += ["--tools", case.args["tools"]]
     return Launch(argv, env, cwd, secret_env=("ANTHROPIC_AUTH_TOKEN",))
 
 
