@@ -17,6 +17,8 @@ Actions (case args in brackets, besides `program`):
              for mode = "write", {content}; mode = read | write; file; content]. read: the
              file holds a random secret word and the answer must contain it; write: the file
              must exist afterwards and contain `content`. Judged by effect, never by words.
+             read, where the client ran the model's call on the file and exited cleanly but
+             the answer lacks the word: conditional (the model, not the contract, fell short).
   auth       the same prompt with a wrong key [prompt, expect]; pass = a non-zero exit or a
              clear auth error, and no answer (`expect`, the right answer's key word, absent).
 Limits: max_output_tokens (claude, opencode), context_tokens (opencode), sandbox (codex),
@@ -37,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..driver import Blocked, Case, Outcome, Target, check, failed, passed, with_artifacts
+from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, check, failed, passed, with_artifacts
 
 NPM_PACKAGES = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex", "opencode": "opencode-ai"}
 KEY_VAR = "MLX_PROOF_KEY"      # codex and opencode read the key from this variable
@@ -372,6 +374,15 @@ def _tool_turn(case: Case, target: Target) -> Outcome:
         seen = f"{filename} {'holds ' + repr(written[:80]) if written is not None else 'was not created'}"
         facts["written"] = written
     tools = ", ".join(reading.tools[:4]) or "no tool call"
+    used = [t for t in reading.tools if str(path) in t or filename in t]
+    if mode == "read" and not ok and ran.returncode == 0 and used:
+        # The contract held (the client ran the model's call on the right file and sent the
+        # result back); the model did not use the result. That is the model's part.
+        outcome = Outcome(CONDITIONAL, f"the client ran {len(used)} call(s) on {filename} ({used[0][:100]}) "
+                          f"and the turn ended cleanly, but the model's {seen} lacks {content!r}",
+                          condition="needs a model that answers from a tool result (the 0.5B tool model "
+                                    "keeps calling the tool instead)", detail=facts)
+        return with_artifacts(outcome, name)
     outcome = check(ok, f"{mode} via {tools}; {seen} in {ran.seconds:.0f} s",
                     f"{_ended(ran)}; {tools}; {seen}; expected {content!r}"
                     + (f"; error: {reading.error[:150]}" if reading.error else ""), **facts)
