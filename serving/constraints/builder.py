@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import numpy as np
 from llguidance import LLMatcher, LLTokenizer
 
 from . import grammars
+from .closing import Closers
 from .processor import GrammarProcessor
 
 
@@ -36,19 +36,6 @@ def llg_tokenizer(tokenizer: Any) -> LLTokenizer:
     return LLTokenizer(backend.to_str(), eos_token=eos)
 
 
-CLOSERS = frozenset(b'"]}')
-
-
-def closing_tokens(tokenizer: LLTokenizer) -> np.ndarray:
-    """Which tokens only close: their bytes are all `"`, `]` or `}` (`"`, `"}`, `}}`, `"]}`...),
-    or they end the sequence. No whitespace: inside a string it would never close anything."""
-    closing = np.zeros(tokenizer.vocab_size, dtype=np.bool_)
-    for i in range(tokenizer.vocab_size):
-        if not tokenizer.is_special_token(i):
-            piece = tokenizer.decode_bytes([i])
-            closing[i] = bool(piece) and CLOSERS.issuperset(piece)
-    closing[list(tokenizer.eos_tokens)] = True
-    return closing
 
 
 class Constraint:
@@ -60,10 +47,10 @@ class Constraint:
     """
 
     def __init__(self, matcher: LLMatcher, vocab_size: int, grammar: str, warnings: list[str],
-                 closing: np.ndarray | None = None) -> None:
+                 closers: Closers | None = None) -> None:
         self._prototype = matcher
         self._vocab_size = vocab_size
-        self._closing = closing
+        self._closers = closers
         self.grammar = grammar
         self.warnings = warnings
 
@@ -71,7 +58,7 @@ class Constraint:
         """A processor in the start state; given the sequence's max_tokens, it closes the
         output before the budget runs out (see processor.py)."""
         return GrammarProcessor(self._prototype.deep_copy(), self._vocab_size, budget=max_tokens,
-                                closing=self._closing)
+                                closers=self._closers)
 
 
 class ConstraintBuilder:
@@ -84,7 +71,7 @@ class ConstraintBuilder:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = llg_tokenizer(tokenizer)
-        self.closing = closing_tokens(self.tokenizer)
+        self.closers = Closers.for_tokenizer(self.tokenizer)
 
     def json_schema_constraint(self, schema: dict | None, *, lenient: bool = False) -> Constraint:
         """JSON valid against `schema` (None: any JSON object, for json_object mode).
@@ -109,4 +96,4 @@ class ConstraintBuilder:
         if matcher.is_error():
             raise ValueError(f"{what}: {grammars.reason(matcher.get_error())}")
         return Constraint(matcher, self.tokenizer.vocab_size, grammar, matcher.get_grammar_warnings(),
-                          self.closing)
+                          self.closers)

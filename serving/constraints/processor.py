@@ -9,13 +9,8 @@ exactly `context[-1]`. The step after the final token (an end-of-sequence token,
 that reached max_tokens) still runs the processor once, with that token; the grammar
 accepts an end-of-sequence token once it is complete, and its mask is then thrown away.
 
-Near the end of its token budget a processor steers towards closing: once no more than
-`closing_reserve(budget)` tokens are left, it allows only the grammar's closing tokens (`"`,
-`]`, `}` and end-of-sequence; see ConstraintBuilder) whenever the grammar allows any of them
-here, and everything the grammar allows otherwise. A greedy small model can loop inside a
-string or a number (`"cumin paste paste powder powder..."`) until max_tokens cuts the JSON
-mid-value; closing ends the value in progress and the output stays valid JSON for its schema.
-A forced call or a json_schema response is then shorter than the model wanted, never invalid.
+Near the end of its token budget a processor steers towards closing the JSON (closing.py):
+a forced call or a json_schema response is then shorter than the model wanted, never invalid.
 
 Disallowed tokens get -inf. Logits wider than the tokenizer's vocabulary (models pad their
 embedding) have the padding disallowed. A token the grammar rejects cannot be sampled
@@ -30,13 +25,8 @@ import numpy as np
 from llguidance import LLMatcher
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
+from .closing import Closers, JsonLexer, closing_reserve, towards_close
 from .grammars import reason
-
-
-def closing_reserve(budget: int) -> int:
-    """Tokens at the end of a budget in which a grammar steers towards closing: enough for
-    a few closing brackets and a missing required key or two, and never most of a small budget."""
-    return max(1, min(32, budget // 4))
 
 
 class ConstraintViolation(RuntimeError):
@@ -50,13 +40,14 @@ class GrammarProcessor:
     """
 
     def __init__(self, matcher: LLMatcher, vocab_size: int, *, budget: int | None = None,
-                 closing: np.ndarray | None = None) -> None:
+                 closers: Closers | None = None) -> None:
         self._matcher = matcher
         self._bitmask = allocate_token_bitmask(1, vocab_size)
         self._started = False
-        self._closing = closing
+        self._closers = closers
+        self._lexer = JsonLexer()
         # Token number (1-based) from which closing applies; None: never.
-        self._close_from = None if budget is None or closing is None else budget - closing_reserve(budget) + 1
+        self._close_from = None if budget is None or closers is None else budget - closing_reserve(budget) + 1
         self._step = 0
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
@@ -73,19 +64,15 @@ class GrammarProcessor:
         width = logits.shape[-1]
         allowed = np.unpackbits(self._bitmask.view(np.uint8), count=width, bitorder="little").view(np.bool_)
         if self._close_from is not None and self._step >= self._close_from:
-            allowed = self._towards_close(allowed)
+            allowed = towards_close(allowed, self._closers, self._lexer)
         return mx.where(mx.array(allowed), logits, -float("inf"))
 
-    def _towards_close(self, allowed: np.ndarray) -> np.ndarray:
-        n = min(len(allowed), len(self._closing))
-        closing = allowed.copy()
-        closing[:n] &= self._closing[:n]
-        closing[n:] = False
-        return closing if closing.any() else allowed
 
     def _consume(self, token: int) -> None:
         if not self._matcher.consume_token(token):
             raise ConstraintViolation(f"grammar rejected token {token}: {self._error()}")
+        if self._closers is not None and token < len(self._closers.pieces):
+            self._lexer.feed(self._closers.pieces[token])
 
     def _error(self) -> str:
         return reason(self._matcher.get_error())
