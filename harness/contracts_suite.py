@@ -110,7 +110,17 @@ def publish_contracts(plan: Plan, outcome: Outcome, *, evidence_root: Path, arti
     write_run(directory, manifest=manifest, records=records, summary=summary)
     if artifacts.is_dir() and any(artifacts.rglob("*")):
         shutil.copytree(artifacts, directory / "artifacts")
+        scrub_paths(directory / "artifacts", path_replacements())
     return directory
+
+
+def scrub_paths(folder: Path, replacements: dict[str, str]) -> None:
+    """Transcripts quote PATH and the clients' own paths: no machine's home or checkout is kept."""
+    for path in folder.rglob("*.txt"):
+        text = path.read_text(errors="replace")
+        for prefix, name in replacements.items():
+            text = text.replace(prefix, name)
+        path.write_text(text)
 
 
 def _load_summary(directory: Path) -> dict:
