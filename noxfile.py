@@ -103,8 +103,9 @@ def contracts(session: nox.Session) -> None:
     session.install("-e", ".[test,browser]")
     env = _install_agent_clients(session)
     env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"  # Debian's chromium drives Open WebUI
-    if "browser" in ",".join(session.posargs) or not any(a.startswith("--tiers") or a.startswith("--clients")
-                                                          for a in session.posargs):
+    asked = " ".join(session.posargs)
+    if "browser" in asked or "open-webui" in asked or not any(a.startswith(("--tiers", "--clients"))
+                                                              for a in session.posargs):
         session.run("python", "-m", "suites.contracts.install_open_webui", env=env)
     session.run("python", "-m", "harness", "contracts", *session.posargs, env=env)
 

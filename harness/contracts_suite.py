@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .bench import Outcome, Plan, now
-from .evidence import environment, new_run_id, run_dir, write_run
-from .publish import Described, build_manifest, path_replacements, portable, split_list
+from .evidence import environment
+from .publish import Described, path_replacements, portable, publish_block, split_list
 
 SUITE = "contracts"
 INTERLEAVING = "none: one case at a time, client files in name order, cases in file order"
@@ -86,10 +86,11 @@ def contracts(args, *, console: Console) -> int:
                               started, now(), env)
         plan = Plan(suite=SUITE, model=outcome.model.model_id, profile=args.profile,
                     cases=[Described(c.describe()) for c in clients], servers=[], repeats=1, warmup_requests=0)
-        directory = publish_contracts(plan, outcome, evidence_root=args.evidence_dir, artifacts=root / "artifacts")
+        directory, summary = publish_contracts(plan, outcome, evidence_root=args.evidence_dir,
+                                               artifacts=root / "artifacts")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    summary_block = _load_summary(directory)
+    summary_block = summary["contracts"]
     print_matrix(summary_block, console=console)
     console.print(f"evidence: {directory}")
     from .reporting import render_all
@@ -97,21 +98,17 @@ def contracts(args, *, console: Console) -> int:
     return 1 if summary_block["totals"]["fail"] else 0
 
 
-def publish_contracts(plan: Plan, outcome: Outcome, *, evidence_root: Path, artifacts: Path) -> Path:
+def publish_contracts(plan: Plan, outcome: Outcome, *, evidence_root: Path, artifacts: Path) -> tuple[Path, dict]:
     from suites.contracts.summary import summarize_contracts
 
-    run_id = new_run_id(SUITE)
-    summary = {"schema_version": 1, "run_id": run_id, "groups": [], "comparisons": [], "validation": None,
-               "contracts": summarize_contracts(outcome.records)}
-    manifest = portable(build_manifest(plan, outcome, run_id=run_id, interleaving=INTERLEAVING),
-                        replacements=path_replacements())
-    directory = run_dir(evidence_root, model_id=outcome.model.model_id, profile=plan.profile, run_id=run_id)
-    records = portable(outcome.records, replacements=path_replacements())
-    write_run(directory, manifest=manifest, records=records, summary=summary)
+    replacements = path_replacements()
+    directory, summary = publish_block(plan, outcome, evidence_root=evidence_root, block_name="contracts",
+                                       block=summarize_contracts(outcome.records), interleaving=INTERLEAVING,
+                                       records=portable(outcome.records, replacements=replacements))
     if artifacts.is_dir() and any(artifacts.rglob("*")):
         shutil.copytree(artifacts, directory / "artifacts")
-        scrub_paths(directory / "artifacts", path_replacements())
-    return directory
+        scrub_paths(directory / "artifacts", replacements)
+    return directory, summary
 
 
 def scrub_paths(folder: Path, replacements: dict[str, str]) -> None:
@@ -122,7 +119,3 @@ def scrub_paths(folder: Path, replacements: dict[str, str]) -> None:
             text = text.replace(prefix, name)
         path.write_text(text)
 
-
-def _load_summary(directory: Path) -> dict:
-    import json
-    return json.loads((directory / "summary.json").read_text())["contracts"]

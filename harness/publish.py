@@ -80,13 +80,28 @@ def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: s
 
 def publish(plan: Plan, outcome: Outcome, *, evidence_root: Path, comparisons, validation=None,
             interleaving="each repeat runs every server once, cycling through all server orders (A B, B A, ...)") -> tuple[Path, dict]:
+    return _write(plan, outcome, evidence_root=evidence_root, interleaving=interleaving, records=outcome.records,
+                  body={**summarize(outcome.records, comparisons=comparisons), "validation": validation})
+
+
+def publish_block(plan: Plan, outcome: Outcome, *, evidence_root: Path, block_name: str, block: dict,
+                  interleaving: str, records: list[dict] | None = None) -> tuple[Path, dict]:
+    """Write a run whose summary is one suite block (tools, contracts) instead of throughput
+    groups; `records` overrides outcome.records (e.g. made portable)."""
+    return _write(plan, outcome, evidence_root=evidence_root, interleaving=interleaving,
+                  records=outcome.records if records is None else records,
+                  body={"groups": [], "comparisons": [], "validation": None, block_name: block})
+
+
+def _write(plan: Plan, outcome: Outcome, *, evidence_root: Path, interleaving: str, records: list[dict],
+           body: dict) -> tuple[Path, dict]:
+    """The one way a run reaches evidence/: a fresh run id, the manifest, the summary body."""
     run_id = new_run_id(plan.suite)
-    summary = {"schema_version": 1, "run_id": run_id,
-               **summarize(outcome.records, comparisons=comparisons), "validation": validation}
+    summary = {"schema_version": 1, "run_id": run_id, **body}
     manifest = portable(build_manifest(plan, outcome, run_id=run_id, interleaving=interleaving),
                         replacements=path_replacements())
     directory = run_dir(evidence_root, model_id=outcome.model.model_id, profile=plan.profile, run_id=run_id)
-    write_run(directory, manifest=manifest, records=outcome.records, summary=summary)
+    write_run(directory, manifest=manifest, records=records, summary=summary)
     return directory, summary
 
 

@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .bench import Outcome, Plan, now, resolve_model_folder
-from .evidence import environment, new_run_id, run_dir, write_run
-from .publish import Described, build_manifest, path_replacements, portable, split_list
+from .evidence import environment
+from .publish import Described, publish_block, split_list
 from .report_tools import mode_label
 from .servers import ServerSpec, launch, prefix_cache_state
 
@@ -142,14 +142,8 @@ def _run(args, work, *, console: Console):
 def publish_tools(plan: Plan, outcome: Outcome, *, evidence_root: Path) -> tuple[Path, dict]:
     from suites.tools.summary import summarize_tools
 
-    run_id = new_run_id(SUITE)
-    summary = {"schema_version": 1, "run_id": run_id, "groups": [], "comparisons": [], "validation": None,
-               "tools": summarize_tools(outcome.records)}
-    manifest = portable(build_manifest(plan, outcome, run_id=run_id, interleaving=INTERLEAVING),
-                        replacements=path_replacements())
-    directory = run_dir(evidence_root, model_id=outcome.model.model_id, profile=plan.profile, run_id=run_id)
-    write_run(directory, manifest=manifest, records=outcome.records, summary=summary)
-    return directory, summary
+    return publish_block(plan, outcome, evidence_root=evidence_root, block_name="tools",
+                         block=summarize_tools(outcome.records), interleaving=INTERLEAVING)
 
 
 def tools(args, *, console: Console) -> int:

@@ -99,6 +99,18 @@ def answered(text: str, expect: str | None, what: str, **detail) -> Outcome:
                  answer=text, **detail)
 
 
+def error_or_answer(send: Callable[[], Any], error: type, shown: str, what: str):
+    """(answer, None) when `send()` was answered; (None, outcome) when it raised: a pass for
+    `error` (shown as `shown`, e.g. "openai.NotFoundError"), a fail naming any other class."""
+    try:
+        return send(), None
+    except error as exc:
+        return None, passed(f"{what} -> {shown} (status {getattr(exc, 'status_code', '?')})", error=str(exc)[:300])
+    except Exception as exc:  # noqa: BLE001 - the wrong class is the finding
+        return None, failed(f"{what} -> {type(exc).__module__}.{type(exc).__name__}, not {shown}: "
+                            f"{' '.join(str(exc).split())[:200]}")
+
+
 def with_artifacts(outcome: Outcome, *names: str) -> Outcome:
     return dataclasses.replace(outcome, artifacts=outcome.artifacts + names)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import sys
 import threading
 import time
 from urllib.parse import parse_qsl, urlsplit
@@ -161,7 +162,6 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def handle_error(self, request, client_address) -> None:
         """A client closing an idle keep-alive connection is normal; anything else is shown."""
-        import sys
         if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
             super().handle_error(request, client_address)
 

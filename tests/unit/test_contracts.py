@@ -310,8 +310,10 @@ def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
     artifacts.mkdir(parents=True)
     (artifacts / "shot.png").write_bytes(b"png")
     (artifacts / "run.txt").write_text(f"PATH={Path.home()}/bin")
-    directory = publish_contracts(plan, outcome, evidence_root=tmp_path / "evidence", artifacts=tmp_path / "artifacts")
+    directory, summary = publish_contracts(plan, outcome, evidence_root=tmp_path / "evidence",
+                                           artifacts=tmp_path / "artifacts")
     run = read_run(directory)
+    assert run.summary == summary
     assert run.summary["contracts"]["cells"][0]["status"] == "pass"
     assert run.manifest["servers"][0]["prefix_cache"] == "off"
     assert (directory / "artifacts" / "x" / "shot.png").read_bytes() == b"png"

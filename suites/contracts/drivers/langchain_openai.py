@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..media import tiny_png_data_url
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, failed, passed
+from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, error_or_answer, failed
 
 VISION_CONDITION = "needs a vision model: a text model refuses images with a 400"
 STRICT_MODEL_CONDITION = "needs the server's --strict-model-id: only then is an unknown model a 404"
@@ -156,16 +156,9 @@ def stop(case: Case, target: Target) -> Outcome:
 
 
 def _error_or_answer(case: Case, target: Target, error: type, what: str, **overrides):
-    """(message, None) when answered; (None, outcome) when it raised. langchain-openai lets the
-    openai SDK's exceptions through, so the class to expect is openai's."""
-    try:
-        return _chat(case, target, **overrides).invoke(case.args["prompt"]), None
-    except error as exc:
-        return None, passed(f"{what} -> openai.{error.__name__} (status {getattr(exc, 'status_code', '?')})",
-                            error=str(exc)[:300])
-    except Exception as exc:  # noqa: BLE001 - the wrong class is the finding
-        return None, failed(f"{what} -> {type(exc).__module__}.{type(exc).__name__}, not openai.{error.__name__}: "
-                            f"{' '.join(str(exc).split())[:200]}")
+    """langchain-openai lets the openai SDK's exceptions through, so the class to expect is openai's."""
+    return error_or_answer(lambda: _chat(case, target, **overrides).invoke(case.args["prompt"]), error,
+                           f"openai.{error.__name__}", what)
 
 
 def auth(case: Case, target: Target) -> Outcome:

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from ..media import tiny_png_data_url
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, failed, passed
+from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, error_or_answer, failed, passed
 
 BASES = {"openai": lambda t: t.v1, "anthropic": lambda t: t.base_url}
 VISION_CONDITION = "needs a vision model: a text model refuses images with a 400"
@@ -144,17 +144,9 @@ def tool_round_trip(call: _Call, args: dict) -> Outcome:
 
 
 def _error_or_answer(call: _Call, error_name: str, what: str, **kwargs):
-    """(None, outcome) when the call raised; (response, None) when it was answered. The call must
-    raise litellm.<error_name>; any other exception fails, naming its class."""
-    expected = getattr(call.litellm, error_name)
-    try:
-        return call(_user(call.case.args["prompt"]), **kwargs), None
-    except expected as exc:
-        return None, passed(f"{what} -> litellm.{error_name} (status {getattr(exc, 'status_code', '?')})",
-                            error=str(exc)[:300])
-    except Exception as exc:  # noqa: BLE001 - the wrong class is the finding
-        return None, failed(f"{what} -> {type(exc).__module__}.{type(exc).__name__}, not litellm.{error_name}: "
-                            f"{' '.join(str(exc).split())[:200]}")
+    """The call must raise litellm.<error_name>."""
+    return error_or_answer(lambda: call(_user(call.case.args["prompt"]), **kwargs), getattr(call.litellm, error_name),
+                           f"litellm.{error_name}", what)
 
 
 def auth(call: _Call, args: dict) -> Outcome:
