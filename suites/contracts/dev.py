@@ -1,6 +1,6 @@
 """Try client files against a fresh server, without writing evidence (for writing drivers):
 
-    python -m suites.contracts.dev suites/contracts/clients/openai-python.toml [--capability text]
+    python -m suites.contracts.dev suites/contracts/clients/openai-python.toml [--capability text] [--dump]
 
 Starts our server on the default model (and the tool model if a case needs it) with an API
 key, then runs the file's cases through the same runner the suite uses and prints each verdict.
@@ -21,10 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m suites.contracts.dev")
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--capability", action="append", default=[])
+    ap.add_argument("--dump", action="store_true",
+                    help="also keep every request and response body whole, under the scratch folder's dump/")
     args = ap.parse_args(argv)
     clients = select([load_client(f) for f in args.files], capabilities=args.capability or None)
     root = Path(tempfile.mkdtemp(prefix="contracts-dev-"))
-    with served_models(clients, root=root) as servers:
+    with served_models(clients, root=root, dump_dir=root / "dump" if args.dump else None) as servers:
         for rec in run_clients(clients, servers, root=root, on_done=None):
             short = {k: rec[k] for k in ("client", "capability", "action", "status", "reason", "condition")}
             print(json.dumps(short))

@@ -16,6 +16,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from .conformance import check
@@ -144,6 +145,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             verdict = {"checked": 0, "failures": [kept.decode()]}
         self.server.keep(entry, verdict)
+        self.server.dump(body, bytes(kept), entry)
 
     def _send(self, piece: bytes, chunked: bool) -> bool:
         """Write one piece (an empty one ends a chunked body); False when the client hung up."""
@@ -165,8 +167,10 @@ class _Server(http.server.ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
             super().handle_error(request, client_address)
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, dump_dir: Path | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.dump_dir = dump_dir
+        self._dumped = 0
         up = urlsplit(upstream)
         self.upstream_host, self.upstream_port = up.hostname or "127.0.0.1", up.port or 80
         self._lock = threading.Condition()
@@ -186,6 +190,18 @@ class _Server(http.server.ThreadingHTTPServer):
         with self._lock:
             self._entries.append((entry, verdict))
 
+    def dump(self, body: bytes, response: bytes, entry: dict) -> None:
+        """Whole bodies, for debugging a driver by hand (never evidence: they hold prompts and keys)."""
+        if self.dump_dir is None:
+            return
+        with self._lock:
+            self._dumped += 1
+            n = self._dumped
+        stem = self.dump_dir / f"{n:04d}-{entry['method']}-{entry['path'].strip('/').replace('/', '_')}"
+        self.dump_dir.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".request").write_bytes(body)
+        stem.with_suffix(".response").write_bytes(response)
+
     def take(self, settle_s: float) -> list[tuple[dict, dict]]:
         """What was recorded, after waiting up to settle_s for requests still being relayed (a
         client has read its answer a moment before the proxy files the record)."""
@@ -198,8 +214,8 @@ class _Server(http.server.ThreadingHTTPServer):
 class RecordingProxy:
     """`with RecordingProxy(upstream_url) as proxy: ... proxy.base_url ... proxy.take()`"""
 
-    def __init__(self, upstream: str) -> None:
-        self._server = _Server(upstream)
+    def __init__(self, upstream: str, dump_dir: Path | None = None) -> None:
+        self._server = _Server(upstream, dump_dir)
         self._thread = threading.Thread(target=self._server.serve_forever, name="contract-proxy", daemon=True)
 
     @property

@@ -44,7 +44,8 @@ def _health(target) -> dict:
 
 @contextlib.contextmanager
 def served_models(clients: list[Client], *, root: Path, profile: str = "text-default",
-                  models: dict[str, str] | None = None, log=print) -> Iterator[dict[str, Served]]:
+                  models: dict[str, str] | None = None, dump_dir: Path | None = None,
+                  log=print) -> Iterator[dict[str, Served]]:
     from harness.bench import resolve_model_folder
     from harness.servers import ServerSpec, launch
 
@@ -59,7 +60,8 @@ def served_models(clients: list[Client], *, root: Path, profile: str = "text-def
             log(f"starting ours on {folder.model_id} ({kind} model) with an API key")
             target = stack.enter_context(launch(spec, model=folder, profile=profile, log_dir=root / "logs",
                                                 preload=None))
-            proxy = stack.enter_context(RecordingProxy(target.server.base_url))
+            proxy = stack.enter_context(RecordingProxy(target.server.base_url,
+                                                                dump_dir and dump_dir / kind))
             argv = tuple(a if a != key else "<key>" for a in target.argv)
             served[kind] = Served(kind, folder.model_id, proxy, key, argv, folder, _health(target))
         yield served
