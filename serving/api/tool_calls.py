@@ -105,6 +105,8 @@ class ToolCallFilter:
     def finish(self, fin: Finished) -> tuple[list, Finished]:
         """The last held-back text and calls, and the Finished event a client should see."""
         events = self._translate(self._stream.finish())
-        if self.calls and fin.reason in ("eos", "stop", "length"):
+        # A cut by max_tokens stays "length" even after complete calls: what follows them was cut
+        # off (often the opening of one more call), and the client must be told its answer is partial.
+        if self.calls and fin.reason in ("eos", "stop"):
             fin = Finished("tool_calls", fin.usage)
         return events, fin

@@ -169,3 +169,22 @@ def test_responses_named_tool_choice_is_forced_and_echoed():
     assert c.simulate_post("/v1/responses", json={"input": "Weather?", "tools": tools,
                                                   "tool_choice": choice}).json["tool_choice"] == choice
     assert grammar.asked[0] == ("tools", ["get_weather"], True)
+
+
+def test_a_cut_after_complete_calls_still_says_length_on_every_dialect():
+    # One whole call, then the opening of another that max_tokens cut off: the client must learn
+    # that its answer is partial (Codex looped on a "completed" response holding such a tail).
+    pieces = (*CALL, ' {"name": "get_')
+    c, _ = client(pieces)
+    chat = c.simulate_post("/v1/chat/completions",
+                           json={"messages": HI, "tools": OPENAI_TOOLS, "max_tokens": 3}).json["choices"][0]
+    assert chat["finish_reason"] == "length" and len(chat["message"]["tool_calls"]) == 1
+    anthropic_tools = [{"name": "get_weather", "description": "Forecast", "input_schema": WEATHER}]
+    msg = c.simulate_post("/v1/messages", json={"model": "m", "max_tokens": 3, "messages": HI,
+                                                "tools": anthropic_tools}).json
+    assert msg["stop_reason"] == "max_tokens" and [b["type"] for b in msg["content"]][0] == "tool_use"
+    responses_tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
+    resp = c.simulate_post("/v1/responses", json={"input": "Weather in Paris?", "tools": responses_tools,
+                                                  "max_output_tokens": 3}).json
+    assert resp["status"] == "incomplete" and resp["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert resp["output"][0]["type"] == "function_call"

@@ -129,6 +129,7 @@ class FunctionCallOutput:
 
     def closed(self, status: str) -> list[dict]:
         self.status = status
+        # No `name` here: the SDK's event type has none (the item carries it).
         return [{"type": "response.function_call_arguments.done", "item_id": self.id, "output_index": self.index,
-                 "name": self.name, "arguments": self.arguments},
+                 "arguments": self.arguments},
                 {"type": "response.output_item.done", "output_index": self.index, "item": self.item()}]
