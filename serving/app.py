@@ -19,6 +19,7 @@ from .api.resources import Generate, Health, Models, NotFound, Root, speaks_anth
 from .config import ServerConfig
 from .engine.loop import Engine, EngineSettings
 from .parsers.tools import choose_parser
+from .telemetry import MetricsResource, Telemetry, configure_access_log
 
 log = logging.getLogger("mlx_proof")
 
@@ -61,9 +62,13 @@ def serve_context(config: ServerConfig, tokenizer, served: ServedModel, constrai
 def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict, *,
                constraints=None) -> falcon.App:
     """Build the app from injected parts, so tests can pass a fake engine (and a fake grammar builder)."""
-    middleware = [BodyLimit(config.max_body_bytes)]
+    # Telemetry first: it must see every request, including those refused by the others.
+    telemetry = Telemetry(engine, access_log=config.access_log != "off",
+                          known_routes=[*(r for r, _ in GENERATION_ROUTES), "/v1/messages/count_tokens",
+                                        "/v1/models", "/metrics"])
+    middleware = [telemetry, BodyLimit(config.max_body_bytes)]
     if config.api_key:
-        middleware.append(ApiKeyMiddleware(config.api_key))
+        middleware.append(ApiKeyMiddleware(config.api_key, also_open=("/metrics",) if config.metrics_public else ()))
     app = falcon.App(middleware=middleware)
     install_error_handlers(app, renderer_for)
     ctx = serve_context(config, engine.tokenizer, served, constraints)
@@ -76,6 +81,7 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     app.add_route("/health", Health(engine, served, backend, config))
+    app.add_route("/metrics", MetricsResource(telemetry.registry))
     app.add_route("/", Root(served))
     app.add_sink(NotFound(), "/")
     return app
@@ -112,6 +118,7 @@ def serve(config: ServerConfig) -> None:
     from .backend import default_dtype, detect_backend
     from .catalog import default_cache_dir, resolve_model
 
+    configure_access_log(config.access_log)
     backend = detect_backend()
     dtype = default_dtype(backend.backend) if config.dtype == "auto" else config.dtype
     log.info("backend %s, device %s, BLAS %s", backend.backend, backend.device, backend.blas)

@@ -54,6 +54,9 @@ def _serve_parser(sub) -> None:
     p.add_argument("--blas", choices=["auto", "openblas", "reference"],
                    help="Linux CPU: preload OpenBLAS (auto if found) or keep mlx's reference BLAS")
     p.add_argument("--log-level", help="debug, info, warning")
+    p.add_argument("--access-log", help="one JSON line per request: off, stderr, or a file path (default stderr)")
+    p.add_argument("--metrics-public", action="store_true", default=None,
+                   help="serve /metrics without the API key (for a Prometheus scraper); other routes keep it")
     p.add_argument("--planted-slowdown", type=float,
                    help="harness self-validation: slow every engine step by this fraction (0.1 = 10%%)")
 

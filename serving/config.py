@@ -61,6 +61,10 @@ class ServerConfig:
     cache_dir: Path | None = None
     blas: BlasPolicy = "auto"
     log_level: str = "info"
+    # One JSON line per request on the mlx_proof.access logger: off, stderr, or a file path.
+    access_log: str = "stderr"
+    # With api_key set, /metrics needs the key too unless this is on (for a scraper without one).
+    metrics_public: bool = False
     # Harness self-validation only: after each engine step, sleep this fraction
     # of the step's own duration, planting a known slowdown (0.1 costs ~10%).
     planted_slowdown: float = 0.0
@@ -93,6 +97,8 @@ class ServerConfig:
             problems.append("request_timeout_s must be >= 0 (0: no limit)")
         if not 0 <= self.planted_slowdown <= 10:
             problems.append("planted_slowdown must be between 0 and 10")
+        if not self.access_log.strip():
+            problems.append("access_log must be off, stderr or a file path")
         if self.blas not in ("auto", "openblas", "reference"):
             problems.append(f"blas must be auto, openblas or reference, not {self.blas!r}")
         if problems:

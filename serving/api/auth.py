@@ -11,11 +11,15 @@ OPEN_PATHS = frozenset({"/", "/health"})
 
 
 class ApiKeyMiddleware:
-    def __init__(self, api_key: str) -> None:
+    """`also_open`: more paths readable without a key (GET/HEAD only), e.g. /metrics for a
+    scraper when --metrics-public is set."""
+
+    def __init__(self, api_key: str, *, also_open: tuple[str, ...] = ()) -> None:
         self._key = api_key.encode()
+        self._open = OPEN_PATHS | frozenset(also_open)
 
     def process_request(self, req, resp) -> None:
-        if req.path in OPEN_PATHS and req.method in ("GET", "HEAD"):
+        if req.path in self._open and req.method in ("GET", "HEAD"):
             return
         offered = req.get_header("x-api-key") or ""
         auth = req.get_header("Authorization") or ""

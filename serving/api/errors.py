@@ -117,6 +117,7 @@ def install_error_handlers(app: falcon.App, renderer_for_request: Callable[[falc
     """Every error leaves in the shape of the dialect that owns the request."""
 
     def render(req, resp, err: APIError) -> None:
+        req.context.api_error = err  # the access log names its code and param
         resp.status = falcon.code_to_http_status(err.status)
         resp.content_type = falcon.MEDIA_JSON
         # Both official SDKs obey x-should-retry before their own status rules; without it they

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import falcon
 
 from ..config import ServerConfig
+from ..telemetry import observer_of
 from . import respond
 from .dialect import Dialect, ServeContext, ServedModel
 from .errors import ModelNotFound, RouteNotFound
@@ -26,7 +27,11 @@ class Generate:
         self.idle_s = idle_s
 
     def on_post(self, req, resp):
-        prepared = self.dialect.adapt(read_json(req, max_bytes=self.ctx.config.max_body_bytes), self.ctx)
+        observer = observer_of(req)
+        body = read_json(req, max_bytes=self.ctx.config.max_body_bytes)
+        observer.requested(body)
+        prepared = self.dialect.adapt(body, self.ctx)
+        observer.prepared(prepared)
         handle = respond.submit(self.engine, prepared)
         if prepared.warning:
             resp.set_header("X-MLX-Proof-Warning", prepared.warning)
@@ -35,9 +40,10 @@ class Generate:
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
             resp.stream = respond.stream(handle, prepared, parser=self.ctx.tool_parser, is_disconnected=probe,
-                                         idle_s=self.idle_s)
+                                         idle_s=self.idle_s, observer=observer)
         else:
-            resp.media = respond.whole(handle, prepared, parser=self.ctx.tool_parser, is_disconnected=probe)
+            resp.media = respond.whole(handle, prepared, parser=self.ctx.tool_parser, is_disconnected=probe,
+                                       observer=observer)
 
 
 def _model_card(model_id: str, created: int) -> dict:
@@ -99,7 +105,7 @@ class NotFound:
 
 def public_config(config: ServerConfig) -> dict:
     """The resolved settings, minus secrets and local paths, for evidence manifests."""
-    hidden = {"api_key", "cache_dir"}
+    hidden = {"api_key", "cache_dir", "access_log"}
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in hidden}
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 
 from ..engine.request import EngineBusy, EngineDown, Finished, StepOutput
+from ..telemetry.observer import NO_OBSERVER
 from .dialect import Comment, Frame, Prepared
 from .errors import APIError, EngineFailure, EngineUnavailable, GenerationTimeout, RateLimited
 from .tool_calls import ToolCallFilter, ToolCallOut
@@ -60,10 +61,19 @@ class _Idle:
 IDLE = _Idle()
 
 
-def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: float | None = None):
+def _observed(events, observer):
+    """Every engine event passes the request's observer (token timing, usage, finish)."""
+    for event in events:
+        if event is not IDLE:
+            observer.event(event)
+        yield event
+
+
+def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: float | None = None,
+            observer=NO_OBSERVER):
     """The handle's events (IDLE markers at most every idle_s while none come), through
     the tool-call filter when the request has tools."""
-    events = handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE)
+    events = _observed(handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE), observer)
     if not prepared.tools.active:
         yield from events
         return
@@ -73,6 +83,7 @@ def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: floa
             yield from calls.feed(event)
         elif isinstance(event, Finished) and event.reason not in ("error", "timeout"):
             held, finished = calls.finish(event)
+            observer.event(finished)  # its reason may now be tool_calls
             yield from held
             yield finished
         else:
@@ -80,14 +91,15 @@ def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: floa
 
 
 def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False,
-           idle_s: float | None = None):
+           idle_s: float | None = None, observer=NO_OBSERVER):
     """Yield SSE bytes; closing the generator early (client gone) cancels generation."""
     enc = prepared.encoder
     finished = None
     try:
         for frame in enc.head():
             yield sse_bytes(frame)
-        for event in _events(handle, prepared, parser, is_disconnected=is_disconnected, idle_s=idle_s):
+        for event in _events(handle, prepared, parser, is_disconnected=is_disconnected, idle_s=idle_s,
+                             observer=observer):
             if event is IDLE:
                 frames = enc.idle()
             elif isinstance(event, StepOutput):
@@ -104,10 +116,11 @@ def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: F
             handle.cancel()
 
 
-def whole(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False) -> dict:
+def whole(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False,
+          observer=NO_OBSERVER) -> dict:
     outputs: list = []  # StepOutputs and ToolCallOuts, in order
     finished = None
-    for event in _events(handle, prepared, parser, is_disconnected=is_disconnected):
+    for event in _events(handle, prepared, parser, is_disconnected=is_disconnected, observer=observer):
         if isinstance(event, Finished):
             finished = event
         else:

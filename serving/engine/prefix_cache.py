@@ -78,6 +78,7 @@ class PrefixCache:
             "entries": len(self._store) if self._store is not None else 0,
             "lookups": self.lookups,
             "hits": self.hits,
+            "misses": self.lookups - self.hits,
             "hit_tokens": self.hit_tokens,
             "miss_tokens": self.miss_tokens,
         }
