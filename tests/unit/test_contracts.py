@@ -318,3 +318,20 @@ def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
     assert run.manifest["servers"][0]["prefix_cache"] == "off"
     assert (directory / "artifacts" / "x" / "shot.png").read_bytes() == b"png"
     assert (directory / "artifacts" / "x" / "run.txt").read_text() == "PATH=~/bin"  # no machine's home kept
+
+
+def test_codex_reading_keeps_the_calls_its_router_refused(tmp_path):
+    from suites.contracts.drivers.agent_cli import Launch, Ran, _read_codex
+
+    stderr = ("Reading additional input from stdin...\n"
+              "2026-11-25T23:10:17Z ERROR codex_core::tools::router: error=`justification` requires an "
+              "explicit `sandbox_permissions`\n"
+              "2026-11-25T23:10:59Z ERROR codex_core::tools::router: error=`justification` requires an "
+              "explicit `sandbox_permissions`\n")
+    stdout = '{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"done"}}\n'
+    answer = tmp_path / "last.txt"
+    answer.write_text("done")
+    ran = Ran(Launch(["codex"], {}, tmp_path, answer_file=answer), 0, stdout, stderr, 1.0)
+    reading = _read_codex(ran)
+    assert reading.answer == "done" and reading.tools == []
+    assert reading.refused == ["`justification` requires an explicit `sandbox_permissions`"] * 2

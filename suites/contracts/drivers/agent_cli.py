@@ -18,7 +18,9 @@ Actions (case args in brackets, besides `program`):
              file holds a random secret word and the answer must contain it; write: the file
              must exist afterwards and contain `content`. Judged by effect, never by words.
              read, where the client ran the model's call on the file and exited cleanly but
-             the answer lacks the word: conditional (the model, not the contract, fell short).
+             the answer lacks the word: conditional (the model, not the contract, fell short);
+             likewise where the client refused every call's arguments by its own rules (Codex
+             logs these) and sent the refusals back to the model.
   auth       the same prompt with a wrong key [prompt, expect]; pass = a non-zero exit or a
              clear auth error, and no answer (`expect`, the right answer's key word, absent).
 Limits: max_output_tokens (claude, opencode), context_tokens (opencode), sandbox (codex),
@@ -80,6 +82,7 @@ class Reading:
     tools: list[str] = field(default_factory=list)   # tool calls the client says it made
     deltas: int | None = None           # streamed text deltas it showed (None: it can't show them)
     retries: int = 0                    # API retries it reported (claude and codex retry even a 401)
+    refused: list[str] = field(default_factory=list)  # model calls the client itself refused to run
 
 
 # ---------------------------------------------------------------- running one process
@@ -235,6 +238,10 @@ def _read_codex(ran: Ran) -> Reading:
             reading.retries += 1  # it retries any failed request, a 401 included, 5 times
         elif event.get("type") in ("error", "turn.failed"):
             reading.error = json.dumps(event.get("error") or event.get("message") or event)[:300]
+    # A call whose arguments break Codex's own rules is never run and never shows in --json; its
+    # tool router logs it, and the refusal goes back to the model as the call's output.
+    reading.refused = [line.split("error=", 1)[1].strip() for line in ran.stderr.splitlines()
+                       if "tools::router" in line and "error=" in line]
     answer_file = ran.launch.answer_file
     if answer_file is not None and answer_file.exists():
         reading.answer = answer_file.read_text()
@@ -318,7 +325,7 @@ def _ended(ran: Ran) -> str:
 def _facts(ran: Ran, reading: Reading) -> dict:
     return {"exit": ran.returncode, "seconds": round(ran.seconds, 1), "answer": reading.answer[:500],
             "error": reading.error[:300], "tools": reading.tools[:10], "deltas": reading.deltas,
-            "retries": reading.retries}
+            "retries": reading.retries, "refused": reading.refused[:10]}
 
 
 def _one_turn(case: Case, target: Target) -> Outcome:
@@ -382,6 +389,15 @@ def _tool_turn(case: Case, target: Target) -> Outcome:
                           f"and the turn ended cleanly, but the model's {seen} lacks {content!r}",
                           condition="needs a model that answers from a tool result (the 0.5B tool model "
                                     "keeps calling the tool instead)", detail=facts)
+        return with_artifacts(outcome, name)
+    if not ok and ran.returncode == 0 and not used and reading.refused:
+        # Our calls reached the client well-formed and its refusals came back to the model as
+        # call outputs: the round trip held; the arguments the model chose did not.
+        outcome = Outcome(CONDITIONAL, f"the model called a tool {len(reading.refused)} time(s), but the client "
+                          f"refused every call's arguments ({reading.refused[0][:160]}); the turn ended "
+                          f"cleanly with {seen}",
+                          condition="needs a model whose tool arguments the client accepts (the 0.5B tool "
+                                    "model copies a parameter's description into it)", detail=facts)
         return with_artifacts(outcome, name)
     outcome = check(ok, f"{mode} via {tools}; {seen} in {ran.seconds:.0f} s",
                     f"{_ended(ran)}; {tools}; {seen}; expected {content!r}"
