@@ -45,7 +45,7 @@ def refusal(address: str) -> str | None:
             inner = refusal(str(wrapped))
             if inner:
                 return inner
-    for kind in ("loopback", "private", "link_local", "reserved", "multicast", "unspecified"):
+    for kind in ("loopback", "link_local", "unspecified", "multicast", "reserved", "private"):  # most specific first
         if getattr(ip, f"is_{kind}"):
             return f"{ip} is a {kind.replace('_', '-')} address"
     if not ip.is_global:
@@ -141,8 +141,9 @@ class RemoteFetcher:
         left = deadline - time.monotonic()
         if left <= 0:
             raise InvalidRequest(f"{param}: fetching the image URL timed out", param=param)
-        conn = self.connect(scheme, host, port, address, left)
+        conn = None
         try:
+            conn = self.connect(scheme, host, port, address, left)
             conn.request("GET", path, headers={"User-Agent": "mlx-proof", "Accept": "image/*"})
             resp = conn.getresponse()
             if resp.status != 200:
@@ -155,7 +156,8 @@ class RemoteFetcher:
             raise InvalidRequest(f"{param}: fetching the image URL failed: {type(exc).__name__}: {exc}",
                                  param=param) from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def _read(self, resp, *, param: str, deadline: float) -> bytes:
         body = bytearray()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -69,9 +70,21 @@ def _eos_ids(folder: Path) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+def hub_offline() -> None:
+    """Make sure no loader reaches for a model hub: the folder is local and complete. The variable alone
+    is not enough once huggingface_hub is imported (it reads it at import), so its flag is set too."""
+    import sys
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
 def load_vision_model(folder: Path) -> tuple[Any, Any, Any]:
     """The model and processor through mlx-vlm; the tokenizer through mlx-lm, as the text path has it,
     so templates, tool-parser choice and streaming detokenization are the same."""
+    hub_offline()
     from mlx_lm.tokenizer_utils import load as load_tokenizer
     from mlx_vlm import load
 
