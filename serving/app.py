@@ -20,6 +20,7 @@ from .config import ServerConfig
 from .engine.loop import Engine, EngineSettings
 from .parsers.tools import choose_parser
 from .telemetry import MetricsResource, Telemetry, configure_access_log
+from .vision import vision_engine_for
 
 log = logging.getLogger("mlx_proof")
 
@@ -72,6 +73,7 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
     app = falcon.App(middleware=middleware)
     install_error_handlers(app, renderer_for)
     ctx = serve_context(config, engine.tokenizer, served, constraints)
+    ctx.vision = getattr(engine, "vision", None)  # a vision engine's image prompter; text engines have none
     # Each app keeps its own responses for previous_response_id; the table's dialect keeps none.
     per_app = {"/v1/responses": responses.with_store(responses.ResponseStore())}
     for route, dialect in GENERATION_ROUTES:
@@ -105,7 +107,8 @@ def served_model(config: ServerConfig, resolved, tokenizer) -> ServedModel:
     return ServedModel(
         model_id=public,
         aliases=aliases,
-        context_length=int(model_config.get("max_position_embeddings") or 4096),
+        context_length=int(model_config.get("max_position_embeddings")
+                           or model_config.get("text_config", {}).get("max_position_embeddings") or 4096),
         vocab_size=len(tokenizer.get_vocab()),
         weights_sha256=resolved.weights_sha256,
         source=resolved.source,
@@ -129,7 +132,7 @@ def serve(config: ServerConfig) -> None:
         from mlx_lm import load as mlx_load
         return mlx_load(str(resolved.path))
 
-    engine = Engine(load, engine_settings(config))
+    engine = vision_engine_for(resolved.path, engine_settings(config)) or Engine(load, engine_settings(config))
     engine.start()
     served = served_model(config, resolved, engine.tokenizer)
     app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype})

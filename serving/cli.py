@@ -57,6 +57,13 @@ def _serve_parser(sub) -> None:
     p.add_argument("--access-log", help="one JSON line per request: off, stderr, or a file path (default stderr)")
     p.add_argument("--metrics-public", action="store_true", default=None,
                    help="serve /metrics without the API key (for a Prometheus scraper); other routes keep it")
+    p.add_argument("--allow-remote-media", action="store_true", default=None,
+                   help="vision models: fetch http(s) image URLs (never from private or loopback addresses)")
+    p.add_argument("--max-images", dest="max_images_per_request", type=int,
+                   help=f"most images in one request (default {d.max_images_per_request})")
+    p.add_argument("--max-image-bytes", type=int, help=f"largest encoded image (default {d.max_image_bytes})")
+    p.add_argument("--max-image-pixels", type=int,
+                   help=f"largest image, width x height (default {d.max_image_pixels})")
     p.add_argument("--planted-slowdown", type=float,
                    help="harness self-validation: slow every engine step by this fraction (0.1 = 10%%)")
 
@@ -73,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="fetch and convert MODEL if needed, then print its folder as JSON")
     models.add_argument("--dtype", default="auto")
     models.add_argument("--cache-dir")
+    models.add_argument("--build-tiny-vlm", metavar="DIR",
+                        help="write a tiny random-weight qwen2_vl model into DIR (for tests of the image path)")
     sub.add_parser("blas-check", help="measure matmul speed with each BLAS this machine has")
     args = parser.parse_args(argv)
+    if args.command == "models" and args.build_tiny_vlm:
+        from .vision.tiny_model import main as build_tiny_vlm
+        return build_tiny_vlm(args.build_tiny_vlm)
     if args.command == "models":
         from .catalog_listing import print_catalog, print_resolved
         if args.resolve:

@@ -68,6 +68,13 @@ class ServerConfig:
     # Harness self-validation only: after each engine step, sleep this fraction
     # of the step's own duration, planting a known slowdown (0.1 costs ~10%).
     planted_slowdown: float = 0.0
+    # Images (vision models only). Remote http(s) image URLs are fetched only when allowed,
+    # and never from private, loopback, link-local or reserved addresses.
+    allow_remote_media: bool = False
+    max_images_per_request: int = 8
+    max_image_bytes: int = 5 << 20
+    max_image_pixels: int = 4096 * 4096
+    remote_media_timeout_s: float = 10.0
 
     @property
     def waitress_threads(self) -> int:
@@ -101,6 +108,10 @@ class ServerConfig:
             problems.append("access_log must be off, stderr or a file path")
         if self.blas not in ("auto", "openblas", "reference"):
             problems.append(f"blas must be auto, openblas or reference, not {self.blas!r}")
+        if self.max_images_per_request < 0 or self.max_image_bytes <= 0 or self.max_image_pixels <= 0:
+            problems.append("max_images_per_request must be >= 0, max_image_bytes and max_image_pixels > 0")
+        if self.remote_media_timeout_s <= 0:
+            problems.append("remote_media_timeout_s must be positive")
         if problems:
             raise ValueError("invalid server configuration: " + "; ".join(problems))
         return self

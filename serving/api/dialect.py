@@ -83,6 +83,8 @@ class ServeContext:
     tool_prompt: str = "auto"
     template_tools: bool = False
     constraints: Any = None
+    # A vision model's image prompter (serving.vision.prompt.VisionPrompter); None: text only.
+    vision: Any = None
     _texts: dict[int, str] = field(default_factory=dict, repr=False)
 
     def token_text(self, token: int) -> str:

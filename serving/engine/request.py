@@ -48,6 +48,9 @@ class GenerationRequest:
     logprobs: int | None = None
     logits_processor: LogitsProcessorFactory | None = None
     timeout_s: float | None = None
+    # Model inputs beside the tokens, made by the API layer: a vision model's pixel arrays
+    # (serving.vision.prompt.ImageArrays). Only a vision engine reads it.
+    media: Any = None
 
 
 @dataclass(frozen=True)

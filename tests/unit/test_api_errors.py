@@ -50,7 +50,7 @@ def test_malformed_json_is_400(raw):
         ({"messages": OK_MESSAGES, "logit_bias": {"999999": 1}}, "logit_bias"),
         ({"messages": OK_MESSAGES, "max_tokens": 0}, "max_tokens"),
         ({"messages": OK_MESSAGES, "max_tokens": -5}, "max_tokens"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0.content.0"),
     ],
 )
 def test_invalid_fields_are_400_with_param(body, param):

@@ -107,7 +107,8 @@ def test_tool_output_reaches_the_template():
 
 
 @pytest.mark.parametrize("body, param", [
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:..."}]}]}, "input"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:..."}]}]},
+     "input.0.content.0"),
     ({"input": [{"type": "web_search_call", "id": "ws"}]}, "input.0"),
     ({"input": [{"type": "function_call", "name": "f"}]}, "input.0.function_call.call_id"),
     ({"input": []}, "input"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..dialect import Dialect, ServeContext
+from ..images import ImageInputs
 from ..options import check_model
 from ..request_body import read_json, validate
 from . import messages
@@ -22,4 +23,5 @@ class CountTokens:
     def on_post(self, req, resp):
         body = validate(read_json(req, max_bytes=self.ctx.config.max_body_bytes), PromptFields)
         check_model(body.model, self.ctx.served, self.ctx.config)
-        resp.media = {"input_tokens": len(prompt(body, self.ctx).tokens)}
+        media = ImageInputs(self.ctx)
+        resp.media = {"input_tokens": len(media.prepare(prompt(body, self.ctx, media=media).tokens))}

@@ -15,6 +15,7 @@ from ...engine.request import Finished, StepOutput, Usage
 from ..dialect import Frame, Prepared, ServeContext
 from ..constrain import json_constraint, one_constraint, tool_constraint
 from ..errors import APIError
+from ..images import ImageInputs
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
 from ..request_body import validate
 from .blocks import ContentBlocks
@@ -51,9 +52,10 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     check_model(body.model, ctx.served, ctx.config)
     tools = tools_of(body)
     constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="output_config")
-    shown = prompt(body, ctx, tools)
-    tokens = shown.tokens
-    request = generation_request(
+    media = ImageInputs(ctx)
+    shown = prompt(body, ctx, tools, media)
+    tokens = media.prepare(shown.tokens)
+    request = media.attach(generation_request(
         tokens,
         max_tokens=resolve_max_tokens(body.max_tokens, prompt_len=len(tokens), served=ctx.served,
                                       config=ctx.config),
@@ -61,7 +63,7 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
         config=ctx.config,
         stop=tuple(body.stop_sequences or ()),
         logits_processor=constraint,
-    )
+    ))
     return Prepared(request, MessageEncoder(ctx, prompt_len=len(tokens)), body.stream, shown.tools, shown.warning)
 
 

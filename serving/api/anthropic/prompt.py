@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..dialect import ServeContext
 from ..errors import InvalidRequest, UnsupportedField
+from ..images import join_content
 from ..prompting import template_call
 from ..tool_prompt import Rendered, render
 from ..tools import ToolRequest, make_tool, tool_request
@@ -34,16 +35,18 @@ def _texts(blocks: list, at: str) -> str:
     return JOIN.join(out)
 
 
-def _turn(m: Message, at: str) -> list[dict]:
+def _turn(m: Message, at: str, media=None) -> list[dict]:
     """One user or assistant message as neutral messages: tool results become `tool`
-    messages, in place; tool uses become OpenAI-style `tool_calls` on the assistant message."""
+    messages, in place; tool uses become OpenAI-style `tool_calls` on the assistant message.
+    With `media` (an api.images.ImageInputs), image blocks become image entries of the content."""
     out: list[dict] = []
-    text: list[str] = []
+    text: list = []
     calls: list[dict] = []
 
     def flush() -> None:
         if text or calls:
-            out.append({"role": m.role, "content": JOIN.join(text), **({"tool_calls": list(calls)} if calls else {})})
+            out.append({"role": m.role, "content": join_content(text, JOIN),
+                        **({"tool_calls": list(calls)} if calls else {})})
             text.clear()
             calls.clear()
 
@@ -51,6 +54,8 @@ def _turn(m: Message, at: str) -> list[dict]:
         where = f"{at}.content.{j}"
         if block.type == "text":
             text.append(block.text)
+        elif block.type == "image" and media is not None:
+            text.append(media.anthropic_block(block, role=m.role, param=where))
         elif block.type in ("image", "document"):
             _refuse_media(block, where)
         elif block.type == "tool_use":
@@ -68,14 +73,14 @@ def _turn(m: Message, at: str) -> list[dict]:
     return out or [{"role": m.role, "content": ""}]  # keep the turn, so roles still alternate
 
 
-def neutral_messages(body: PromptFields) -> list[dict]:
+def neutral_messages(body: PromptFields, media=None) -> list[dict]:
     system = [_texts(body.system, "system")] if body.system else []
     turns: list[dict] = []
     for i, m in enumerate(body.messages):
         if m.role == "system":
             system.append(_texts(m.content, f"messages.{i}.content"))
         else:
-            turns += _turn(m, f"messages.{i}")
+            turns += _turn(m, f"messages.{i}", media)
     if not turns:
         raise InvalidRequest("messages holds no user or assistant message", param="messages")
     last = len(body.messages) - 1
@@ -100,5 +105,5 @@ def tools_of(body: PromptFields) -> ToolRequest:
                         parallel=not choice.disable_parallel_tool_use)
 
 
-def prompt(body: PromptFields, ctx: ServeContext, tools: ToolRequest | None = None) -> Rendered:
-    return render(neutral_messages(body), tools if tools is not None else tools_of(body), ctx)
+def prompt(body: PromptFields, ctx: ServeContext, tools: ToolRequest | None = None, media=None) -> Rendered:
+    return render(neutral_messages(body, media), tools if tools is not None else tools_of(body), ctx)

@@ -31,9 +31,11 @@ class TextBlock(_Body):
 
 
 class MediaBlock(_Body):
-    """Accepted by the schema only so that the adapter can refuse it by name: this model reads text."""
+    """Images reach a vision model (api.images reads `source`); documents, and images on a text model,
+    are refused by name."""
 
     type: Literal["image", "document"]
+    source: dict[str, Any] | None = None
 
 
 class ToolUseBlock(_Body):

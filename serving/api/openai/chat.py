@@ -7,6 +7,7 @@ from ...engine.request import Finished, StepOutput
 from ..constrain import json_constraint, one_constraint, tool_constraint
 from ..dialect import Frame, Prepared, ServeContext
 from ..errors import InvalidRequest
+from ..images import ImageInputs
 from ..options import check_model, generation_request, resolve_max_tokens
 from ..prompting import template_call
 from ..request_body import validate
@@ -21,11 +22,8 @@ def _template_call(call: dict) -> dict:
     return {**call, **template_call(call.get("id"), fn.get("name"), fn.get("arguments"))}
 
 
-def _message(m: ChatMessage) -> dict:
-    try:
-        out = {"role": m.role, "content": m.text()}
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="messages") from None
+def _message(m: ChatMessage, media: ImageInputs, param: str) -> dict:
+    out = {"role": m.role, "content": media.openai_content(m.content, role=m.role, param=f"{param}.content")}
     # Templates that know tool calls render them; the others ignore the keys.
     if m.tool_calls:
         out["tool_calls"] = [_template_call(c) for c in m.tool_calls]
@@ -63,9 +61,10 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     check_model(body.model, ctx.served, ctx.config)
     tools = tools_of(body)
     constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="response_format")
-    shown = render([_message(m) for m in body.messages], tools, ctx)
-    tokens = shown.tokens
-    request = generation_request(
+    media = ImageInputs(ctx)
+    shown = render([_message(m, media, f"messages.{i}") for i, m in enumerate(body.messages)], tools, ctx)
+    tokens = media.prepare(shown.tokens)
+    request = media.attach(generation_request(
         tokens,
         max_tokens=resolve_max_tokens(body.requested_max_tokens, prompt_len=len(tokens), served=ctx.served,
                                       config=ctx.config,
@@ -75,7 +74,7 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
         stop=body.stop_list,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         logits_processor=constraint,
-    )
+    ))
     encoder = ChatEncoder(ctx, prompt_tokens=tokens, include_usage=body.include_usage,
                           logprobs=body.logprobs, return_token_ids=body.return_token_ids)
     return Prepared(request, encoder, body.stream, shown.tools, shown.warning)

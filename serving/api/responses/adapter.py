@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...engine.request import SamplingParams
 from ..dialect import Prepared, ServeContext
 from ..errors import InvalidRequest, UnsupportedField
+from ..images import ImageInputs
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
 from ..constrain import json_constraint, one_constraint, tool_constraint
 from ..tool_prompt import render
@@ -95,20 +96,23 @@ class Responses:
         body = validate(raw, ResponsesRequest)
         refuse_unsupported(body)
         check_model(body.model, ctx.served, ctx.config)
-        conversation = [*self.history(body.previous_response_id), *body.input]
-        messages = items.messages(conversation, instructions=body.instructions)
+        history = self.history(body.previous_response_id)
+        conversation = [*history, *body.input]
+        media = ImageInputs(ctx)
+        messages = items.messages(conversation, instructions=body.instructions, media=media,
+                                  first_index=-len(history))
         if len(messages) == (1 if body.instructions else 0):
             raise InvalidRequest("input is empty: send a string or at least one message", param="input")
         tools = tools_of(body)
         constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="text.format")
         shown = render(messages, tools, ctx, param="input")
-        tokens = shown.tokens
+        tokens = media.prepare(shown.tokens, param="input")
         sampling = sampling_params(ctx.config, temperature=body.temperature, top_p=body.top_p)
-        request = generation_request(
+        request = media.attach(generation_request(
             tokens,
             max_tokens=resolve_max_tokens(body.max_output_tokens, prompt_len=len(tokens), served=ctx.served,
                                           config=ctx.config, param="max_output_tokens", prompt_param="input"),
-            sampling=sampling, config=ctx.config, prompt_param="input", logits_processor=constraint)
+            sampling=sampling, config=ctx.config, prompt_param="input", logits_processor=constraint))
         encoder = ResponsesEncoder(model_id=ctx.served.model_id, echo=echo_fields(body, sampling),
                                    conversation=conversation, store=self.store if body.store else None)
         return Prepared(request, encoder, body.stream, shown.tools, shown.warning)

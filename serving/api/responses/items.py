@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 
 from ..errors import InvalidRequest
+from ..images import join_content
 from ..prompting import template_call
 from .schemas import (ContentPart, CustomToolCallItem, CustomToolCallOutputItem, FunctionCallItem,
                       FunctionCallOutputItem, MessageItem, ReasoningItem)
@@ -21,34 +22,40 @@ TEXT_PARTS = ("input_text", "output_text", "text")
 MEDIA_PARTS = ("input_image", "input_file", "input_audio")
 
 
-def _text(content: str | list[ContentPart]) -> str:
+def _text(content: str | list[ContentPart], media=None, *, role: str = "user", param: str = "input"):
+    """The text of a content list; with `media` (an api.images.ImageInputs), input_image parts become
+    image entries of the content instead of being refused."""
     if isinstance(content, str):
         return content
     out = []
-    for part in content:
-        if part.type in MEDIA_PARTS:
+    for j, part in enumerate(content):
+        if part.type == "input_image" and media is not None:
+            out.append(media.responses_part(part, role=role, param=f"{param}.{j}"))
+        elif part.type in MEDIA_PARTS:
             raise InvalidRequest(f"content part type {part.type!r} is not supported: this model reads text only",
                                  param="input")
-        if part.type == "refusal":
+        elif part.type == "refusal":
             out.append(part.refusal or "")
         elif part.type in TEXT_PARTS:
             out.append(part.text or "")
         else:
             raise InvalidRequest(f"content part type {part.type!r} is not supported; use input_text",
                                  param="input")
-    return "".join(out)
+    return join_content(out)
 
 
-def messages(items: list, *, instructions: str | None = None) -> list[dict]:
+def messages(items: list, *, instructions: str | None = None, media=None, first_index: int = 0) -> list[dict]:
     """The neutral chat messages for `items`, with `instructions` as the first system message.
 
     Calls join the assistant message just before them (one turn that says
     something and then calls), so parallel calls become one message's tool_calls.
+    Errors name items by `first_index` + position (negative for stored history).
     """
     out: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
-    for item in items:
+    for i, item in enumerate(items, start=first_index):
         if isinstance(item, MessageItem):
-            out.append({"role": item.role, "content": _text(item.content)})
+            out.append({"role": item.role, "content": _text(item.content, media, role=item.role,
+                                                            param=f"input.{i}.content")})
         elif isinstance(item, (FunctionCallItem, CustomToolCallItem)):
             args = item.arguments if isinstance(item, FunctionCallItem) else item.input
             call = template_call(item.call_id, item.name, args)

@@ -20,6 +20,8 @@ class ContentPart(_Body):
     type: str
     text: str | None = None
     refusal: str | None = None
+    image_url: str | None = None  # input_image: a data: URL (or http(s) where remote media is allowed)
+    file_id: str | None = None  # input_image / input_file uploads, which this server has no store for
 
 
 class MessageItem(_Body):
