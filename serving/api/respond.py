@@ -13,6 +13,7 @@ import logging
 from ..engine.request import EngineBusy, EngineDown, Finished, StepOutput
 from .dialect import Comment, Frame, Prepared
 from .errors import APIError, EngineFailure, EngineUnavailable, GenerationTimeout, RateLimited
+from .reasoning_filter import ReasoningText
 from .tool_calls import ToolCallFilter, ToolCallOut
 
 log = logging.getLogger("mlx_proof.api")
@@ -60,23 +61,30 @@ class _Idle:
 IDLE = _Idle()
 
 
-def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: float | None = None):
-    """The handle's events (IDLE markers at most every idle_s while none come), through
-    the tool-call filter when the request has tools."""
-    events = handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE)
-    if not prepared.tools.active:
-        yield from events
-        return
-    calls = ToolCallFilter(parser, prepared.tools)
+def _through(filter_, events):
+    """Events through one output filter (reasoning, tool calls): steps are fed to it, a normal
+    finish collects what it held back; everything else passes untouched."""
     for event in events:
         if isinstance(event, StepOutput):
-            yield from calls.feed(event)
+            yield from filter_.feed(event)
         elif isinstance(event, Finished) and event.reason not in ("error", "timeout"):
-            held, finished = calls.finish(event)
+            held, finished = filter_.finish(event)
             yield from held
             yield finished
         else:
             yield event
+
+
+def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: float | None = None):
+    """The handle's events (IDLE markers at most every idle_s while none come), through the
+    reasoning filter when the server parses reasoning, then the tool-call filter when the
+    request has tools: the tool parser reads the answer only."""
+    events = handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE)
+    if prepared.reasoning is not None:
+        events = _through(prepared.reasoning.filter(), events)
+    if prepared.tools.active:
+        events = _through(ToolCallFilter(parser, prepared.tools), events)
+    yield from events
 
 
 def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False,
@@ -94,6 +102,8 @@ def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: F
                 frames = enc.step(event)
             elif isinstance(event, ToolCallOut):
                 frames = enc.tool_call(event)
+            elif isinstance(event, ReasoningText):
+                frames = enc.reasoning(event)
             else:
                 finished = event
                 frames = enc.finish(event) if event.reason not in ("error", "timeout") else enc.error(failure(event))
@@ -105,7 +115,7 @@ def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: F
 
 
 def whole(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False) -> dict:
-    outputs: list = []  # StepOutputs and ToolCallOuts, in order
+    outputs: list = []  # StepOutputs, ReasoningTexts and ToolCallOuts, in order
     finished = None
     for event in _events(handle, prepared, parser, is_disconnected=is_disconnected):
         if isinstance(event, Finished):

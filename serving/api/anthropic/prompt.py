@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..dialect import ServeContext
 from ..errors import InvalidRequest, UnsupportedField
 from ..prompting import template_call
+from ..reasoning import anthropic_template_kwargs
 from ..tool_prompt import Rendered, render
 from ..tools import ToolRequest, make_tool, tool_request
 from .schemas import Message, PromptFields, TextBlock
@@ -101,4 +102,6 @@ def tools_of(body: PromptFields) -> ToolRequest:
 
 
 def prompt(body: PromptFields, ctx: ServeContext, tools: ToolRequest | None = None) -> Rendered:
-    return render(neutral_messages(body), tools if tools is not None else tools_of(body), ctx)
+    """`thinking` reaches the template here, so count_tokens counts the prompt /v1/messages renders."""
+    return render(neutral_messages(body), tools if tools is not None else tools_of(body), ctx,
+                  template_kwargs=anthropic_template_kwargs(body.thinking))
