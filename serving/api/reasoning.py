@@ -80,8 +80,10 @@ def _switch(sources: list[tuple[str, Any, bool | None]]) -> bool | None:
 
 def template_kwargs(kwargs: dict[str, Any] | None, *, param: str = "chat_template_kwargs") -> dict[str, Any]:
     kwargs = dict(kwargs or {})
-    for key in sorted(RESERVED_TEMPLATE_KEYS & kwargs.keys()):
-        raise InvalidRequest(f"{param}.{key} is set by the server and cannot be overridden", param=f"{param}.{key}")
+    reserved = sorted(RESERVED_TEMPLATE_KEYS & kwargs.keys())
+    if reserved:
+        raise InvalidRequest(f"{param}.{reserved[0]} is set by the server and cannot be overridden",
+                             param=f"{param}.{reserved[0]}")
     if "enable_thinking" in kwargs and not isinstance(kwargs["enable_thinking"], bool):
         raise InvalidRequest(f"{param}.enable_thinking must be a boolean", param=f"{param}.enable_thinking")
     return kwargs
