@@ -18,6 +18,7 @@ from .api.request_body import BodyLimit
 from .api.resources import Generate, Health, Models, NotFound, Root, speaks_anthropic
 from .config import ServerConfig
 from .engine.loop import Engine, EngineSettings
+from .parsers.reasoning import choose_reasoning_parser
 from .parsers.tools import choose_parser
 from .telemetry import MetricsResource, Telemetry, configure_access_log
 from .vision import vision_engine_for
@@ -57,7 +58,8 @@ def serve_context(config: ServerConfig, tokenizer, served: ServedModel, constrai
                            tool_call_start=getattr(tokenizer, "tool_call_start", None))
     return ServeContext(tokenizer, served, config, tool_parser=parser, tool_prompt=config.tool_prompt,
                         template_tools=template_renders_tools(template),
-                        constraints=constraints or LazyBuilder(tokenizer))
+                        constraints=constraints or LazyBuilder(tokenizer),
+                        reasoning_parser=choose_reasoning_parser(config.reasoning_parser, chat_template=template))
 
 
 def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict, *,

@@ -45,6 +45,9 @@ def _serve_parser(sub) -> None:
     p.add_argument("--tool-call-parser",
                    help="how tool calls are read from the model's text: auto (from its chat template), "
                         "hermes, json, llama3, mistral, pythonic, lfm (default auto)")
+    p.add_argument("--reasoning-parser", choices=["auto", "think", "none"],
+                   help="how reasoning is split from the answer: think (<think>...</think>), none, or auto "
+                        "(think if the chat template mentions <think>; default)")
     p.add_argument("--tool-prompt", choices=["auto", "template", "generic", "none"],
                    help="how tools reach the prompt: the chat template, a generic system-prompt section, "
                         "or not at all (default auto: the template if it renders tools)")

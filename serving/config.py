@@ -48,6 +48,9 @@ class ServerConfig:
     max_body_bytes: int = 8 << 20
     # Which parser reads tool calls out of the model's text ("auto": from its chat template).
     tool_call_parser: str = "auto"
+    # Which parser splits reasoning from the answer: auto (think if the chat template mentions
+    # <think>), think, or none.
+    reasoning_parser: str = "auto"
     # How tools reach the prompt: auto (the template if it renders tools, else a generic
     # system-prompt section), template, generic, or none.
     tool_prompt: str = "auto"

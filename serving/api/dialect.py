@@ -56,10 +56,11 @@ class Encoder(Protocol):
     def head(self) -> list[Frame]: ...  # sent at once, before prefill ends
     def step(self, out: StepOutput) -> list[Frame]: ...
     def tool_call(self, call) -> list[Frame]: ...  # a parsed call (api.tool_calls.ToolCallOut)
+    def reasoning(self, piece) -> list[Frame]: ...  # reasoning text (api.reasoning_filter.ReasoningText)
     def finish(self, fin: Finished) -> list[Frame]: ...
     def error(self, err: APIError) -> list[Frame]: ...  # an error after the stream began
     def idle(self) -> list[Frame]: ...  # keep-alive while nothing is generated
-    def whole(self, outputs: list, fin: Finished) -> dict: ...  # StepOutputs and ToolCallOuts, in order
+    def whole(self, outputs: list, fin: Finished) -> dict: ...  # StepOutputs, ReasoningTexts, ToolCallOuts
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Prepared:
     stream: bool
     tools: ToolRequest = NO_TOOLS
     warning: str | None = None  # sent as the X-MLX-Proof-Warning header
+    reasoning: Any = None  # api.reasoning_filter.ReasoningSetup; None: the text is all answer
 
 
 @dataclass
@@ -85,6 +87,7 @@ class ServeContext:
     constraints: Any = None
     # A vision model's image prompter (serving.vision.prompt.VisionPrompter); None: text only.
     vision: Any = None
+    reasoning_parser: Any = None  # parsers.reasoning.ReasoningParser, or None
     _texts: dict[int, str] = field(default_factory=dict, repr=False)
 
     def token_text(self, token: int) -> str:

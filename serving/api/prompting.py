@@ -33,9 +33,11 @@ def template_call(call_id: str | None, name: str, arguments: Any) -> dict:
 
 
 def chat_tokens(messages: list[dict[str, Any]], tokenizer, *, tools: list[dict] | None = None,
-                param: str = "messages") -> list[int]:
+                param: str = "messages", template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """`template_kwargs`: a request's extra template variables (enable_thinking...), checked by
+    api.reasoning.template_kwargs so that none overrides what is set here."""
     messages = [{**m, "role": ROLE_ALIASES.get(m["role"], m["role"])} for m in messages]
-    kwargs = {"tools": tools} if tools else {}
+    kwargs = {**(template_kwargs or {}), **({"tools": tools} if tools else {})}
     try:
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
     except Exception as exc:  # jinja's raise_exception() in templates, e.g. role order

@@ -14,6 +14,7 @@ from ..engine.request import EngineBusy, EngineDown, Finished, StepOutput
 from ..telemetry.observer import NO_OBSERVER
 from .dialect import Comment, Frame, Prepared
 from .errors import APIError, EngineFailure, EngineUnavailable, GenerationTimeout, RateLimited
+from .reasoning_filter import ReasoningText
 from .tool_calls import ToolCallFilter, ToolCallOut
 
 log = logging.getLogger("mlx_proof.api")
@@ -69,25 +70,34 @@ def _observed(events, observer):
         yield event
 
 
-def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: float | None = None,
-            observer=NO_OBSERVER):
-    """The handle's events (IDLE markers at most every idle_s while none come), through
-    the tool-call filter when the request has tools."""
-    events = _observed(handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE), observer)
-    if not prepared.tools.active:
-        yield from events
-        return
-    calls = ToolCallFilter(parser, prepared.tools)
+def _through(filter_, events):
+    """Events through one output filter (reasoning, tool calls): steps are fed to it, a normal
+    finish collects what it held back; everything else passes untouched."""
     for event in events:
         if isinstance(event, StepOutput):
-            yield from calls.feed(event)
+            yield from filter_.feed(event)
         elif isinstance(event, Finished) and event.reason not in ("error", "timeout"):
-            held, finished = calls.finish(event)
-            observer.event(finished)  # its reason may now be tool_calls
+            held, finished = filter_.finish(event)
             yield from held
             yield finished
         else:
             yield event
+
+
+def _events(handle, prepared: Prepared, parser, *, is_disconnected, idle_s: float | None = None,
+            observer=NO_OBSERVER):
+    """The handle's events (IDLE markers at most every idle_s while none come), through the
+    reasoning filter when the server parses reasoning, then the tool-call filter when the
+    request has tools: the tool parser reads the answer only."""
+    events = _observed(handle.iter_events(is_disconnected=is_disconnected, idle_s=idle_s, idle=IDLE), observer)
+    if prepared.reasoning is not None:
+        events = _through(prepared.reasoning.filter(), events)
+    if prepared.tools.active:
+        events = _through(ToolCallFilter(parser, prepared.tools), events)
+    for event in events:
+        if isinstance(event, Finished):
+            observer.event(event)  # the filters' finish replaces the engine's (its reason may be tool_calls)
+        yield event
 
 
 def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False,
@@ -106,6 +116,8 @@ def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: F
                 frames = enc.step(event)
             elif isinstance(event, ToolCallOut):
                 frames = enc.tool_call(event)
+            elif isinstance(event, ReasoningText):
+                frames = enc.reasoning(event)
             else:
                 finished = event
                 frames = enc.finish(event) if event.reason not in ("error", "timeout") else enc.error(failure(event))
@@ -118,7 +130,7 @@ def stream(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: F
 
 def whole(handle, prepared: Prepared, *, parser=None, is_disconnected=lambda: False,
           observer=NO_OBSERVER) -> dict:
-    outputs: list = []  # StepOutputs and ToolCallOuts, in order
+    outputs: list = []  # StepOutputs, ReasoningTexts and ToolCallOuts, in order
     finished = None
     for event in _events(handle, prepared, parser, is_disconnected=is_disconnected, observer=observer):
         if isinstance(event, Finished):

@@ -60,19 +60,22 @@ def _not_shown(request: ToolRequest) -> str:
             "prompt, or force a call with tool_choice.")
 
 
-def render(messages: list[dict], request: ToolRequest, ctx, *, param: str = "messages") -> Rendered:
-    """The conversation's token ids with the tools shown as this server is configured to."""
+def render(messages: list[dict], request: ToolRequest, ctx, *, param: str = "messages",
+           template_kwargs: dict | None = None) -> Rendered:
+    """The conversation's token ids with the tools shown as this server is configured to;
+    `template_kwargs` are the request's extra template variables (api.reasoning)."""
     mode = ctx.tool_prompt
+    options = {"param": param, "template_kwargs": template_kwargs}
     if not request.active:
-        return Rendered(chat_tokens(messages, ctx.tokenizer, param=param), request)
+        return Rendered(chat_tokens(messages, ctx.tokenizer, **options), request)
     if mode == "template" or (mode == "auto" and ctx.template_tools):
         tokens = chat_tokens(messages, ctx.tokenizer, tools=[t.as_openai() for t in request.callable_tools()],
-                             param=param)
+                             **options)
         return Rendered(tokens, request)
     if mode == "generic" or (mode == "auto" and request.forced):
         section = generic_section(request)
-        return Rendered(chat_tokens(_with_system_section(messages, section), ctx.tokenizer, param=param), request)
-    tokens = chat_tokens(messages, ctx.tokenizer, param=param)
+        return Rendered(chat_tokens(_with_system_section(messages, section), ctx.tokenizer, **options), request)
+    tokens = chat_tokens(messages, ctx.tokenizer, **options)
     if request.forced:  # --tool-prompt none: the grammar still forces the call
         return Rendered(tokens, request)
     return Rendered(tokens, NO_TOOLS, _not_shown(request))

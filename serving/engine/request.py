@@ -80,6 +80,8 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    # Of completion_tokens, those spent reasoning; None when no reasoning parser read the output.
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ EXTENSIONS: dict[str, frozenset[str]] = {
     "ChatCompletionChunk": frozenset({"prompt_token_ids"}),
     "Choice": frozenset({"token_ids"}),
     "CompletionChoice": frozenset({"token_ids"}),
+    # vLLM's and DeepSeek's reasoning field, beside content (serving/api/reasoning_filter.py).
+    "ChatCompletionMessage": frozenset({"reasoning_content"}),
+    "ChoiceDelta": frozenset({"reasoning_content"}),
 }
 
 

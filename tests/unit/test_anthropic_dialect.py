@@ -83,7 +83,8 @@ def test_blocks_render_tool_calls_and_results_and_drop_thinking():
             {"type": "text", "text": "and?"}]},
     ]
     assert post({"messages": msgs, "tools": [{"name": "ls", "input_schema": {}}], "tool_choice": {"type": "auto"},
-                 "thinking": {"type": "enabled", "budget_tokens": 1024}, "metadata": {"user_id": "u"},
+                 "thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048,
+                 "metadata": {"user_id": "u"},
                  "context_management": {"edits": []}, "output_config": {"effort": "high"},
                  "service_tier": "auto", "whatever": 1}, engine).status_code == 200
     # the fake template renders no tools, so under --tool-prompt auto they are not shown
@@ -250,7 +251,8 @@ def test_content_blocks_leave_room_for_tool_use_and_thinking():
               *blocks.add("tool_use", '{"d": ', id="t1", name="ls"), *blocks.add("tool_use", "1}"),
               *blocks.close()]
     assert [f.data["delta"]["type"] for f in frames if f.event == "content_block_delta"] == [
-        "thinking_delta", "text_delta", "input_json_delta", "input_json_delta"]
+        "thinking_delta", "signature_delta", "text_delta", "input_json_delta", "input_json_delta"]
+    assert blocks.content[0]["thinking"] == "hm" and len(blocks.content[0]["signature"]) == 64
     assert blocks.content[1:] == [{"type": "text", "text": "Hi"},
                                   {"type": "tool_use", "input": {"d": 1}, "id": "t1", "name": "ls"}]
 

@@ -1,13 +1,19 @@
 """A response's content blocks, built in order from pieces of output.
 
-Text is the only kind the engine produces today. The reasoning and tool-call
-parsers will feed `thinking` pieces and `tool_use` blocks (a new block per call,
-its input streamed as JSON text) through the same `add`, so the stream's
-content_block_* events and the whole response's `content` never disagree.
+Text, `thinking` pieces (from the reasoning parser) and `tool_use` blocks (a new
+block per call, its input streamed as JSON text) all go through the same `add`,
+so the stream's content_block_* events and the whole response's `content` never
+disagree.
+
+A thinking block's signature is the sha256 of its text, sent as a signature_delta just
+before the block stops, as Anthropic sends its own. It is no proof of origin (Anthropic's is
+encrypted); clients only need it present to pass the block back, and this server drops
+earlier thinking from prompts anyway.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from ..dialect import Frame
@@ -43,6 +49,8 @@ class ContentBlocks:
             self._open = kind
         if kind == "tool_use":
             self._json += piece  # parsed once the block closes: pieces are not valid JSON alone
+        elif not piece:
+            return frames  # an empty piece opens its block and says nothing (thinking display "omitted")
         else:
             self.content[-1][field] += piece
         frames.append(_frame("content_block_delta", index=len(self.content) - 1,
@@ -52,8 +60,14 @@ class ContentBlocks:
     def close(self) -> list[Frame]:
         if self._open is None:
             return []
+        frames = []
+        block = self.content[-1]
         if self._open == "tool_use":
-            self.content[-1]["input"] = json.loads(self._json or "{}")
+            block["input"] = json.loads(self._json or "{}")
             self._json = ""
+        elif self._open == "thinking":
+            block["signature"] = hashlib.sha256(block["thinking"].encode("utf-8")).hexdigest()
+            frames.append(_frame("content_block_delta", index=len(self.content) - 1,
+                                 delta={"type": "signature_delta", "signature": block["signature"]}))
         self._open = None
-        return [_frame("content_block_stop", index=len(self.content) - 1)]
+        return [*frames, _frame("content_block_stop", index=len(self.content) - 1)]

@@ -16,7 +16,9 @@ from ..dialect import Frame, Prepared, ServeContext
 from ..constrain import json_constraint, one_constraint, tool_constraint
 from ..errors import APIError
 from ..images import ImageInputs
+from .. import reasoning
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
+from ..reasoning_filter import ReasoningText
 from ..request_body import validate
 from .blocks import ContentBlocks
 from .prompt import prompt, tools_of
@@ -50,34 +52,42 @@ def format_constraint(body: MessagesRequest, ctx: ServeContext):
 def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     body = validate(raw, MessagesRequest)
     check_model(body.model, ctx.served, ctx.config)
+    thinking = reasoning.anthropic_request(body.thinking, max_tokens=body.max_tokens)
     tools = tools_of(body)
     constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="output_config")
     media = ImageInputs(ctx)
     shown = prompt(body, ctx, tools, media)
     tokens = media.prepare(shown.tokens)
+    max_tokens = resolve_max_tokens(body.max_tokens, prompt_len=len(tokens), served=ctx.served, config=ctx.config)
+    setup, processor = reasoning.plan(thinking, ctx, tokens, max_tokens=max_tokens, constraint=constraint)
     request = media.attach(generation_request(
         tokens,
-        max_tokens=resolve_max_tokens(body.max_tokens, prompt_len=len(tokens), served=ctx.served,
-                                      config=ctx.config),
+        max_tokens=max_tokens,
         sampling=sampling_params(ctx.config, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k),
         config=ctx.config,
         stop=tuple(body.stop_sequences or ()),
-        logits_processor=constraint,
+        logits_processor=processor,
     ))
-    return Prepared(request, MessageEncoder(ctx, prompt_len=len(tokens)), body.stream, shown.tools, shown.warning)
+    omit = body.thinking is not None and getattr(body.thinking, "display", None) == "omitted"
+    encoder = MessageEncoder(ctx, prompt_len=len(tokens), omit_thinking=omit)
+    return Prepared(request, encoder, body.stream, shown.tools, shown.warning, reasoning=setup)
 
 
 def usage(u: Usage) -> dict:
-    return {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens,
-            "cache_read_input_tokens": u.cached_tokens, "cache_creation_input_tokens": 0}
+    out = {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens,
+           "cache_read_input_tokens": u.cached_tokens, "cache_creation_input_tokens": 0}
+    if u.reasoning_tokens is not None:  # counted only where a reasoning parser read the output
+        out["output_tokens_details"] = {"thinking_tokens": u.reasoning_tokens}
+    return out
 
 
 class MessageEncoder:
-    def __init__(self, ctx: ServeContext, *, prompt_len: int) -> None:
+    def __init__(self, ctx: ServeContext, *, prompt_len: int, omit_thinking: bool = False) -> None:
         self.id = f"msg_{uuid.uuid4().hex}"
         self.model = ctx.served.model_id
         self.prompt_len = prompt_len
         self.blocks = ContentBlocks()
+        self.omit_thinking = omit_thinking  # thinking.display "omitted": the blocks come, empty
 
     def _message(self, content: list[dict], fin: Finished | None, u: Usage) -> dict:
         return {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
@@ -92,6 +102,11 @@ class MessageEncoder:
 
     def step(self, out: StepOutput) -> list[Frame]:
         return self.blocks.add("text", out.text) if out.text else []
+
+    def reasoning(self, piece) -> list[Frame]:
+        if not piece.text:
+            return []
+        return self.blocks.add("thinking", "" if self.omit_thinking else piece.text)
 
     def tool_call(self, call) -> list[Frame]:
         return self.blocks.add("tool_use", call.arguments, id=call.id, name=call.name)
@@ -112,6 +127,11 @@ class MessageEncoder:
 
     def whole(self, outputs: list, fin: Finished) -> dict:
         for out in outputs:
-            self.step(out) if isinstance(out, StepOutput) else self.tool_call(out)
+            if isinstance(out, StepOutput):
+                self.step(out)
+            elif isinstance(out, ReasoningText):
+                self.reasoning(out)
+            else:
+                self.tool_call(out)
         self.blocks.close()
         return self._message(self.blocks.content, fin, fin.usage)

@@ -11,6 +11,7 @@ from ..dialect import ServeContext
 from ..errors import InvalidRequest, UnsupportedField
 from ..images import join_content
 from ..prompting import template_call
+from ..reasoning import anthropic_template_kwargs
 from ..tool_prompt import Rendered, render
 from ..tools import ToolRequest, make_tool, tool_request
 from .schemas import Message, PromptFields, TextBlock
@@ -106,4 +107,6 @@ def tools_of(body: PromptFields) -> ToolRequest:
 
 
 def prompt(body: PromptFields, ctx: ServeContext, tools: ToolRequest | None = None, media=None) -> Rendered:
-    return render(neutral_messages(body, media), tools if tools is not None else tools_of(body), ctx)
+    """`thinking` reaches the template here, so count_tokens counts the prompt /v1/messages renders."""
+    return render(neutral_messages(body, media), tools if tools is not None else tools_of(body), ctx,
+                  template_kwargs=anthropic_template_kwargs(body.thinking))

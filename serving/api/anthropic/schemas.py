@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag, field_validator
 
 
 class _Body(BaseModel):
@@ -95,6 +95,37 @@ class OutputConfig(_Body):
     effort: str | None = None  # no meaning for this model
 
 
+class ThinkingEnabled(_Body):
+    type: Literal["enabled"]
+    budget_tokens: StrictInt = Field(ge=0)  # Anthropic wants >= 1024; small local models need less
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class ThinkingOther(_Body):
+    """adaptive and between_tools: thinking on, the model decides how much (no budget)."""
+
+    type: Literal["adaptive", "between_tools"]
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class ThinkingDisabled(_Body):
+    type: Literal["disabled"]
+
+
+def _thinking_type(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return {"enabled": "Enabled", "adaptive": "Other", "between_tools": "Other", "disabled": "Disabled"}.get(kind)
+
+
+# Tags in capitals stay out of error locations, which then name the client's own fields.
+ThinkingConfig = Annotated[
+    Union[Annotated[ThinkingEnabled, Tag("Enabled")], Annotated[ThinkingOther, Tag("Other")],
+          Annotated[ThinkingDisabled, Tag("Disabled")]],
+    Discriminator(_thinking_type, custom_error_type="thinking_type",
+                  custom_error_message="must be an object whose type is enabled, disabled, adaptive or between_tools"),
+]
+
+
 class PromptFields(_Body):
     """What makes the prompt: the body of count_tokens, and the start of every Messages body."""
 
@@ -104,8 +135,8 @@ class PromptFields(_Body):
     # Tools reach the prompt, so count_tokens counts them as the real prompt does.
     tools: list[ToolDef] | None = None
     tool_choice: ToolChoice | None = None
-    # Extended thinking: this model has no reasoning mode, so a request for it changes nothing.
-    thinking: dict[str, Any] | None = None
+    # Extended thinking: the template's enable_thinking switch and a reasoning budget (api.reasoning).
+    thinking: ThinkingConfig | None = None
 
     _blocks = field_validator("system", mode="before")(_as_blocks)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 
 from ...engine.request import Finished, StepOutput
+from .. import reasoning
 from ..constrain import json_constraint, one_constraint, tool_constraint
 from ..dialect import Frame, Prepared, ServeContext
 from ..errors import InvalidRequest
 from ..images import ImageInputs
 from ..options import check_model, generation_request, resolve_max_tokens
 from ..prompting import template_call
+from ..reasoning_filter import ReasoningText
 from ..request_body import validate
 from ..tool_prompt import render
 from ..tools import ToolRequest, make_tool, tool_request
@@ -31,6 +33,8 @@ def _message(m: ChatMessage, media: ImageInputs, param: str) -> dict:
         out["tool_call_id"] = m.tool_call_id
     if m.name:
         out["name"] = m.name
+    if m.reasoning_content:
+        out["reasoning_content"] = m.reasoning_content
     return out
 
 
@@ -59,25 +63,29 @@ def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs: true", param="top_logprobs")
     check_model(body.model, ctx.served, ctx.config)
+    thinking = reasoning.openai_request(body, effort=body.reasoning_effort, effort_param="reasoning_effort")
     tools = tools_of(body)
     constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="response_format")
     media = ImageInputs(ctx)
-    shown = render([_message(m, media, f"messages.{i}") for i, m in enumerate(body.messages)], tools, ctx)
+    shown = render([_message(m, media, f"messages.{i}") for i, m in enumerate(body.messages)], tools, ctx,
+                   template_kwargs=thinking.template_kwargs)
     tokens = media.prepare(shown.tokens)
+    max_tokens = resolve_max_tokens(body.requested_max_tokens, prompt_len=len(tokens), served=ctx.served,
+                                    config=ctx.config,
+                                    param="max_completion_tokens" if body.max_completion_tokens else "max_tokens")
+    setup, processor = reasoning.plan(thinking, ctx, tokens, max_tokens=max_tokens, constraint=constraint)
     request = media.attach(generation_request(
         tokens,
-        max_tokens=resolve_max_tokens(body.requested_max_tokens, prompt_len=len(tokens), served=ctx.served,
-                                      config=ctx.config,
-                                      param="max_completion_tokens" if body.max_completion_tokens else "max_tokens"),
+        max_tokens=max_tokens,
         sampling=common.sampling(body, ctx),
         config=ctx.config,
         stop=body.stop_list,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        logits_processor=constraint,
+        logits_processor=processor,
     ))
     encoder = ChatEncoder(ctx, prompt_tokens=tokens, include_usage=body.include_usage,
                           logprobs=body.logprobs, return_token_ids=body.return_token_ids)
-    return Prepared(request, encoder, body.stream, shown.tools, shown.warning)
+    return Prepared(request, encoder, body.stream, shown.tools, shown.warning, reasoning=setup)
 
 
 class ChatEncoder(common.BaseEncoder):
@@ -108,14 +116,22 @@ class ChatEncoder(common.BaseEncoder):
     def _finish_choice(self, reason: str) -> dict:
         return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
 
+    def reasoning(self, piece) -> list[Frame]:
+        # vLLM's and DeepSeek's field: the reasoning streams beside the content, never in it.
+        delta = {"reasoning_content": piece.text}
+        return [self.env.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])]
+
     def tool_call(self, call) -> list[Frame]:
         # The parser hands over whole calls, so name and arguments travel in one chunk.
         delta = {"tool_calls": [{"index": call.index, **common.tool_call(call)}]}
         return [self.env.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])]
 
     def whole(self, outputs: list, fin: Finished) -> dict:
-        steps, calls = common.split(outputs)
+        thoughts = "".join(o.text for o in outputs if isinstance(o, ReasoningText))
+        steps, calls = common.split([o for o in outputs if not isinstance(o, ReasoningText)])
         message = {"role": "assistant", "content": "".join(o.text for o in steps)}
+        if thoughts:
+            message["reasoning_content"] = thoughts
         if calls:
             message["tool_calls"] = [common.tool_call(c) for c in calls]
             message["content"] = message["content"] or None

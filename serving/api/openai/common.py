@@ -28,12 +28,15 @@ def error_body(err: APIError) -> dict:
 
 
 def usage(u: Usage) -> dict:
-    return {
+    out = {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     }
+    if u.reasoning_tokens is not None:  # counted only where a reasoning parser read the output
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return out
 
 
 def finish_reason(fin: Finished) -> str:
@@ -122,3 +125,6 @@ class BaseEncoder:
 
     def tool_call(self, call) -> list[Frame]:
         return []  # legacy completions take no tools
+
+    def reasoning(self, piece) -> list[Frame]:
+        return []  # legacy completions have no reasoning parser (no chat template)

@@ -7,13 +7,14 @@ from ..dialect import Prepared, ServeContext
 from ..errors import InvalidRequest, UnsupportedField
 from ..images import ImageInputs
 from ..options import check_model, generation_request, resolve_max_tokens, sampling_params
+from .. import reasoning
 from ..constrain import json_constraint, one_constraint, tool_constraint
 from ..tool_prompt import render
 from ..tools import ToolRequest, make_tool, tool_request
 from ..request_body import validate
 from . import items
 from .encoder import ResponsesEncoder
-from .schemas import ResponsesRequest
+from .schemas import ReasoningOptions, ResponsesRequest
 from .store import ResponseStore
 
 
@@ -62,7 +63,7 @@ def echo_fields(body: ResponsesRequest, sampling: SamplingParams) -> dict:
         "parallel_tool_calls": True if body.parallel_tool_calls is None else body.parallel_tool_calls,
         "text": {"format": body.text.format.model_dump(by_alias=True, exclude_none=True)
                  if body.text and body.text.format else {"type": "text"}},
-        "reasoning": body.reasoning or {"effort": None, "summary": None},
+        "reasoning": (body.reasoning or ReasoningOptions()).model_dump(),
         "metadata": body.metadata or {},
         "previous_response_id": body.previous_response_id,
         "prompt_cache_key": body.prompt_cache_key,
@@ -103,16 +104,19 @@ class Responses:
                                   first_index=-len(history))
         if len(messages) == (1 if body.instructions else 0):
             raise InvalidRequest("input is empty: send a string or at least one message", param="input")
+        thinking = reasoning.openai_request(body, effort=body.reasoning.effort if body.reasoning else None,
+                                            effort_param="reasoning.effort")
         tools = tools_of(body)
         constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="text.format")
-        shown = render(messages, tools, ctx, param="input")
+        shown = render(messages, tools, ctx, param="input", template_kwargs=thinking.template_kwargs)
         tokens = media.prepare(shown.tokens, param="input")
         sampling = sampling_params(ctx.config, temperature=body.temperature, top_p=body.top_p)
-        request = media.attach(generation_request(
-            tokens,
-            max_tokens=resolve_max_tokens(body.max_output_tokens, prompt_len=len(tokens), served=ctx.served,
-                                          config=ctx.config, param="max_output_tokens", prompt_param="input"),
-            sampling=sampling, config=ctx.config, prompt_param="input", logits_processor=constraint))
+        max_tokens = resolve_max_tokens(body.max_output_tokens, prompt_len=len(tokens), served=ctx.served,
+                                        config=ctx.config, param="max_output_tokens", prompt_param="input")
+        setup, processor = reasoning.plan(thinking, ctx, tokens, max_tokens=max_tokens, constraint=constraint)
+        request = media.attach(generation_request(tokens, max_tokens=max_tokens, sampling=sampling,
+                                                  config=ctx.config, prompt_param="input",
+                                                  logits_processor=processor))
         encoder = ResponsesEncoder(model_id=ctx.served.model_id, echo=echo_fields(body, sampling),
                                    conversation=conversation, store=self.store if body.store else None)
-        return Prepared(request, encoder, body.stream, shown.tools, shown.warning)
+        return Prepared(request, encoder, body.stream, shown.tools, shown.warning, reasoning=setup)

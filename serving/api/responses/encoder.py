@@ -17,7 +17,9 @@ from pydantic import TypeAdapter
 from ...engine.request import Finished, StepOutput, Usage
 from ..dialect import KEEPALIVE, Frame
 from ..errors import APIError
+from ..reasoning_filter import ReasoningText
 from .items import FunctionCallOutput, MessageOutput, new_id
+from .reasoning_item import ReasoningOutput
 from .schemas import InputItem
 from .store import ResponseStore
 
@@ -34,7 +36,7 @@ def usage_body(u: Usage) -> dict:
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens or 0},
         "total_tokens": u.prompt_tokens + u.completion_tokens,
     }
 
@@ -76,19 +78,28 @@ class ResponsesEncoder:
         self.current = item
         return events + item.opened()
 
+    def _close(self, status: str) -> list[dict]:
+        events = self.current.closed(status) if self.current is not None else []
+        self.current = None
+        return events
+
     def _text(self, text: str) -> list[dict]:
         events = [] if isinstance(self.current, MessageOutput) else self._open(MessageOutput(len(self.outputs)))
+        return events + self.current.delta(text)
+
+    def _reason(self, text: str) -> list[dict]:
+        events = [] if isinstance(self.current, ReasoningOutput) else self._open(ReasoningOutput(len(self.outputs)))
         return events + self.current.delta(text)
 
     def _conclude(self, fin: Finished) -> tuple[list[dict], dict]:
         status, incomplete = "completed", None
         if fin.reason == "length":
             status, incomplete = "incomplete", {"reason": "max_output_tokens"}
-        # A text answer always has its message item, even an empty one.
-        events = self._open(MessageOutput(0)) if not self.outputs else []
-        if self.current is not None:
-            events += self.current.closed(status)
-            self.current = None
+        # A text answer always has its message item, even an empty one (after reasoning too);
+        # reasoning cut off by the output limit is as incomplete as the answer.
+        events = self._close(status)
+        if not any(isinstance(o, (MessageOutput, FunctionCallOutput)) for o in self.outputs):
+            events += self._open(MessageOutput(len(self.outputs))) + self._close(status)
         self._remember()
         return events, self.response(status, usage=usage_body(fin.usage), incomplete=incomplete)
 
@@ -104,6 +115,9 @@ class ResponsesEncoder:
 
     def step(self, out: StepOutput) -> list[Frame]:
         return self._frames(self._text(out.text)) if out.text else []
+
+    def reasoning(self, piece: ReasoningText) -> list[Frame]:
+        return self._frames(self._reason(piece.text)) if piece.text else []
 
     def _call(self, call) -> list[dict]:
         item = FunctionCallOutput(len(self.outputs), name=call.name, call_id=call.id)
@@ -129,7 +143,9 @@ class ResponsesEncoder:
 
     def whole(self, outputs: list, fin: Finished) -> dict:
         for out in outputs:
-            if not isinstance(out, StepOutput):
+            if isinstance(out, ReasoningText):
+                self._reason(out.text)
+            elif not isinstance(out, StepOutput):
                 self._call(out)
             elif out.text:
                 self._text(out.text)

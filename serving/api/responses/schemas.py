@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from ..reasoning import Effort, ReasoningFields
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -102,7 +104,15 @@ class NamedTool(_Body):
     name: str
 
 
-class ResponsesRequest(_Body):
+class ReasoningOptions(_Body):
+    """`effort` sets thinking and its budget (api.reasoning); no summary is ever written, so
+    reasoning items carry the reasoning itself as content and an empty summary."""
+
+    effort: Effort | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class ResponsesRequest(ReasoningFields):
     model: str | None = None
     input: list[InputItem] = Field(default_factory=list)
     instructions: str | None = None
@@ -113,7 +123,7 @@ class ResponsesRequest(_Body):
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedTool | None = None
     parallel_tool_calls: bool | None = None
-    reasoning: dict[str, Any] | None = None
+    reasoning: ReasoningOptions | None = None
     text: TextConfig | None = None
     store: bool = True
     stream: bool = False
