@@ -137,7 +137,9 @@ def _vllm_mlx_argv(model: ModelFolder, port: int) -> list[str]:
 def command(spec: ServerSpec, *, model: ModelFolder, port: int, profile: str) -> tuple[list[str], str | None]:
     """(argv, model field to send) for one server."""
     if spec.kind == "mlx-proof":
-        argv = [sys.executable, "-m", "serving", "serve", "--model", model.model_id, "--port", str(port),
+        # a catalog model by its id (so the server reports its catalog provenance); a local folder by its path
+        name = model.path if model.source == "local folder" else model.model_id
+        argv = [sys.executable, "-m", "serving", "serve", "--model", name, "--port", str(port),
                 "--profile", profile, *spec.extra_args]
         return argv, model.model_id
     if spec.kind in ("mlx-lm", "mlx-lm-nocache"):

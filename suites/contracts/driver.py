@@ -125,3 +125,25 @@ def load(driver: str) -> Callable[[Case, Target], Outcome]:
         known = sorted(p.stem for p in (Path(__file__).parent / "drivers").glob("*.py") if p.stem != "__init__")
         raise ValueError(f"unknown contract driver {driver!r} (known: {', '.join(known)})") from None
     return module.run
+
+
+VISION_CONDITION = "needs a vision model: a text model refuses images with a 400"
+
+
+def image_outcome(case: Case, *, refused: str | None, text: str = "", prompt_tokens: int | None = None,
+                  finish: str | None = None) -> Outcome:
+    """The shared verdict on an image sent to the served model. A vision model (the tiny random
+    qwen2_vl: its words are noise) must answer with a finished turn whose usage counts the image;
+    a text model must refuse the image with a 400 rather than drop it and answer."""
+    if case.model == "vision":
+        if refused is not None:
+            return failed(f"the vision model refused the image: {refused[:160]}")
+        counted = prompt_tokens is not None and prompt_tokens > 0
+        return check(counted and finish is not None,
+                     f"answered an image: finish {finish!r}, {prompt_tokens} prompt tokens, text {text[:40]!r}",
+                     f"an answer without a finish or prompt usage: finish {finish!r}, prompt tokens {prompt_tokens}",
+                     answer=text[:200], prompt_tokens=prompt_tokens, finish=finish)
+    if refused is not None:
+        return Outcome(CONDITIONAL, f"the text model refused the image cleanly: 400 {refused[:160]}",
+                       condition=VISION_CONDITION)
+    return failed(f"a text model answered an image: {text[:80]!r}: the image was dropped instead of refused")

@@ -1,7 +1,10 @@
 """Served models behind recording proxies, and the loop that runs client cases against them.
 
 The default model serves every case; the tool model (qwen2.5-coder-0.5b) is started only when
-a selected case asks for it (model = "tools"). Both require an API key, made fresh per run, so
+a selected case asks for it (model = "tools"), and so is the vision model (model = "vision"): no
+vision-language model ships offline, so it is the tiny random-weight qwen2_vl that
+`serving models --build-tiny-vlm` writes into the run's folder (its answers are noise; the
+cases judge the contract). Both require an API key, made fresh per run, so
 every client is also checked for sending it, and both refuse model ids they do not serve.
 """
 
@@ -18,7 +21,7 @@ from .cases import Client
 from .proxy import RecordingProxy
 from .runner import drivers_for, record, run_case, target_for
 
-MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b"}
+MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b", "vision": "tiny-vlm (built)"}
 # Both are what a client must get right, so the suite turns them on: an unknown model id is a
 # 404 (our default answers any id, for clients that hard-code theirs), and every request needs the key.
 SERVE_ARGS = ("--strict-model-id",)
@@ -33,6 +36,16 @@ class Served:
     argv: tuple[str, ...]    # the key shown as <key>
     folder: Any              # harness.servers.ModelFolder
     health: dict             # /health when it started (open without the key)
+
+
+def _built_tiny_vlm(root: Path) -> str:
+    import subprocess
+    import sys
+
+    folder = root / "tiny-vlm"
+    subprocess.run([sys.executable, "-m", "serving", "models", "--build-tiny-vlm", str(folder)], check=True,
+                   capture_output=True)
+    return str(folder)
 
 
 def _health(target) -> dict:
@@ -55,7 +68,8 @@ def served_models(clients: list[Client], *, root: Path, profile: str = "text-def
     with contextlib.ExitStack() as stack:
         served: dict[str, Served] = {}
         for kind in needed:
-            folder = resolve_model_folder(models[kind])
+            name = _built_tiny_vlm(root) if kind == "vision" and models[kind] == MODELS["vision"] else models[kind]
+            folder = resolve_model_folder(name)
             spec = ServerSpec(f"ours-{kind}", "mlx-proof", extra_args=SERVE_ARGS + ("--api-key", key))
             log(f"starting ours on {folder.model_id} ({kind} model) with an API key")
             target = stack.enter_context(launch(spec, model=folder, profile=profile, log_dir=root / "logs",

@@ -49,7 +49,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ..media import tiny_png_base64
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, failed, lacks, passed
+from ..driver import Blocked, Case, Outcome, Target, answered, check, failed, image_outcome, lacks, passed
 
 UNKNOWN_MODEL = "no-such-model-contract-check"
 WEATHER_TOOL = {"name": "get_weather", "description": "Get the current weather for a city.",
@@ -255,9 +255,9 @@ def image(client, case: Case, target: Target) -> Outcome:
     except anthropic.BadRequestError as exc:
         error = exc.body.get("error") if isinstance(exc.body, dict) else None
         message = error.get("message") if isinstance(error, dict) else exc.message
-        return Outcome(CONDITIONAL, f"the text model refused the image cleanly: 400 {message}",
-                       condition="needs a vision model: a text model refuses images with a 400")
-    return failed(f"a text model answered an image: {_text(done)[:80]!r}")
+        return image_outcome(case, refused=str(message))
+    return image_outcome(case, refused=None, text=_text(done), finish=done.stop_reason,
+                         prompt_tokens=done.usage.input_tokens)
 
 
 ACTIONS = {f.__name__: f for f in (messages, stream, system, multi_turn, tools, count_tokens, auth, model_id,

@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..media import tiny_png_data_url
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, error_or_answer, failed
+from ..driver import Blocked, CONDITIONAL, Case, Outcome, Target, answered, check, error_or_answer, failed, image_outcome
 
-VISION_CONDITION = "needs a vision model: a text model refuses images with a 400"
 STRICT_MODEL_CONDITION = "needs the server's --strict-model-id: only then is an unknown model a 404"
 FIELD_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
@@ -186,8 +185,7 @@ def model_id(case: Case, target: Target) -> Outcome:
 
 
 def image(case: Case, target: Target) -> Outcome:
-    """A HumanMessage with an image_url content block; the served models are text-only, so the
-    contract today is a clean 400 (openai.BadRequestError), not a silent drop."""
+    """A HumanMessage with an image_url content block (driver.image_outcome judges it)."""
     import openai
     from langchain_core.messages import HumanMessage
 
@@ -195,10 +193,11 @@ def image(case: Case, target: Target) -> Outcome:
     try:
         message = _chat(case, target).invoke([HumanMessage(content=content)])
     except openai.BadRequestError as exc:
-        return Outcome(CONDITIONAL, f"refused with openai.BadRequestError (400): {' '.join(str(exc).split())[:160]}",
-                       condition=VISION_CONDITION)
-    return failed(f"the text-only model {target.model!r} answered an image prompt ({_text(message)[:60]!r}): "
-                  "the image was dropped instead of refused")
+        return image_outcome(case, refused=f"openai.BadRequestError: {' '.join(str(exc).split())}")
+    meta = message.response_metadata or {}
+    usage = message.usage_metadata or {}
+    return image_outcome(case, refused=None, text=_text(message), finish=meta.get("finish_reason"),
+                         prompt_tokens=usage.get("input_tokens"))
 
 
 ACTIONS = {f.__name__: f for f in (invoke, stream, system, multi_turn, tool_round_trip, structured, usage,

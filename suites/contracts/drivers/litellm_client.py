@@ -18,10 +18,9 @@ import os
 from typing import Any
 
 from ..media import tiny_png_data_url
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, error_or_answer, failed, passed
+from ..driver import Blocked, CONDITIONAL, Case, Outcome, Target, answered, check, error_or_answer, failed, image_outcome, passed
 
 BASES = {"openai": lambda t: t.v1, "anthropic": lambda t: t.base_url}
-VISION_CONDITION = "needs a vision model: a text model refuses images with a 400"
 STRICT_MODEL_CONDITION = "needs the server's --strict-model-id: only then is an unknown model a 404"
 
 
@@ -221,16 +220,17 @@ def structured(call: _Call, args: dict) -> Outcome:
 
 
 def image(call: _Call, args: dict) -> Outcome:
-    """An image part in OpenAI's shape (litellm converts it to an Anthropic image block). The
-    served models are text-only, so the contract today is a clean 400, not a silent drop."""
+    """An image part in OpenAI's shape (litellm converts it to an Anthropic image block);
+    driver.image_outcome judges it."""
     content = [{"type": "text", "text": args["prompt"]}, {"type": "image_url", "image_url": {"url": tiny_png_data_url()}}]
     try:
         response = call([{"role": "user", "content": content}])
     except call.litellm.BadRequestError as exc:
-        return Outcome(CONDITIONAL, f"refused with litellm.BadRequestError (400): {' '.join(str(exc).split())[:160]}",
-                       condition=VISION_CONDITION)
-    return failed(f"the text-only model {call.target.model!r} answered an image prompt ({_text(response)[:60]!r}): "
-                  "the image was dropped instead of refused")
+        return image_outcome(call.case, refused=f"litellm.BadRequestError: {' '.join(str(exc).split())}")
+    usage = getattr(response, "usage", None)
+    return image_outcome(call.case, refused=None, text=_text(response),
+                         finish=response.choices[0].finish_reason,
+                         prompt_tokens=getattr(usage, "prompt_tokens", None))
 
 
 ACTIONS = {f.__name__: f for f in (chat, stream, system, multi_turn, tool_round_trip, auth, model_id, usage,

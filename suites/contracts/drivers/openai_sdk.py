@@ -61,7 +61,7 @@ import json
 from pydantic import BaseModel, ValidationError
 
 from ..media import tiny_png_data_url
-from ..driver import CONDITIONAL, Blocked, Case, Outcome, Target, answered, check, failed, lacks, passed
+from ..driver import Blocked, Case, Outcome, Target, answered, check, failed, image_outcome, lacks, passed
 
 UNKNOWN_MODEL = "no-such-model-contract-check"
 # A 1x1 PNG: small, valid, and enough for a server to see an image part.
@@ -366,9 +366,10 @@ async def image(client, case: Case, target: Target) -> Outcome:
         done = await _chat(client, case, target, [{"role": "user", "content": content}])
     except openai.BadRequestError as exc:
         message = exc.body.get("message") if isinstance(exc.body, dict) else exc.body
-        return Outcome(CONDITIONAL, f"the text model refused the image cleanly: 400 {message}",
-                       condition="needs a vision model: a text model refuses images with a 400")
-    return failed(f"a text model answered an image: {(done.choices[0].message.content or '')[:80]!r}")
+        return image_outcome(case, refused=str(message))
+    choice = done.choices[0]
+    return image_outcome(case, refused=None, text=choice.message.content or "", finish=choice.finish_reason,
+                         prompt_tokens=done.usage.prompt_tokens if done.usage else None)
 
 
 ACTIONS = {f.__name__: f for f in (chat, chat_stream, system, multi_turn, responses, responses_stream, tools,
