@@ -17,6 +17,7 @@ from .api.errors import install_error_handlers
 from .api.request_body import BodyLimit
 from .api.resources import Generate, Health, Models, NotFound, Root, speaks_anthropic
 from .config import ServerConfig
+from .engine.divergence_monitor import monitor_settings
 from .engine.loop import Engine, EngineSettings
 from .parsers.reasoning import choose_reasoning_parser
 from .parsers.tools import choose_parser
@@ -99,6 +100,8 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         max_queue=config.max_queue,
         prefix_cache_bytes=config.prefix_cache_bytes,
         planted_slowdown=config.planted_slowdown,
+        deterministic=config.deterministic,
+        monitor=monitor_settings(config),
     )
 
 

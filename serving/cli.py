@@ -67,6 +67,17 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-image-bytes", type=int, help=f"largest encoded image (default {d.max_image_bytes})")
     p.add_argument("--max-image-pixels", type=int,
                    help=f"largest image, width x height (default {d.max_image_pixels})")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="serialised greedy decoding: one sequence at a time, temperature > 0 refused, "
+                        "prefix cache off; identical requests give identical tokens whatever else is served")
+    p.add_argument("--divergence-monitor", choices=["off", "warn", "serialize"],
+                   help="probe batched against serial greedy decoding while traffic runs: warn, or "
+                        "serialize decoding after a divergence until restart (default off)")
+    p.add_argument("--divergence-probe-interval", dest="divergence_probe_interval_s", type=float,
+                   help=f"seconds between probes (default {d.divergence_probe_interval_s:g})")
+    p.add_argument("--divergence-probe-prompt", help="the probe's fixed prompt text (default: a built-in one)")
+    p.add_argument("--divergence-probe-tokens", type=int,
+                   help=f"tokens each probe decodes and compares (default {d.divergence_probe_tokens})")
     p.add_argument("--planted-slowdown", type=float,
                    help="harness self-validation: slow every engine step by this fraction (0.1 = 10%%)")
 

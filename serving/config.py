@@ -17,6 +17,7 @@ PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 
 BlasPolicy = Literal["auto", "openblas", "reference"]
 OverCeiling = Literal["clamp", "reject"]
+DivergenceAction = Literal["off", "warn", "serialize"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ class ServerConfig:
     max_image_bytes: int = 5 << 20
     max_image_pixels: int = 4096 * 4096
     remote_media_timeout_s: float = 10.0
+    # Serialised greedy decoding: one sequence decodes at a time, start to finish; requests
+    # asking for temperature > 0 get a 400; the prefix cache is off (README: "Deterministic serving").
+    deterministic: bool = False
+    # Batch-divergence monitor: off, warn (status + log), or serialize (decode one sequence at
+    # a time from the first divergence until restart). Probes run only while requests decode.
+    divergence_monitor: DivergenceAction = "off"
+    divergence_probe_interval_s: float = 60.0
+    divergence_probe_prompt: str | None = None  # None: the monitor's built-in prompt
+    divergence_probe_tokens: int = 32
 
     @property
     def waitress_threads(self) -> int:
@@ -115,9 +125,26 @@ class ServerConfig:
             problems.append("max_images_per_request must be >= 0, max_image_bytes and max_image_pixels > 0")
         if self.remote_media_timeout_s <= 0:
             problems.append("remote_media_timeout_s must be positive")
+        problems += _determinism_problems(self)
         if problems:
             raise ValueError("invalid server configuration: " + "; ".join(problems))
         return self
+
+
+def _determinism_problems(c: ServerConfig) -> list[str]:
+    problems = []
+    if c.deterministic and c.default_temperature != 0:
+        problems.append("deterministic serving is greedy: the default temperature must be 0")
+    if c.deterministic and c.prefix_cache_bytes:
+        problems.append("deterministic serving keeps the prefix cache off (a cached prefix can change "
+                        "numerics against a fresh prefill); drop prefix_cache_bytes")
+    if c.divergence_monitor not in ("off", "warn", "serialize"):
+        problems.append(f"divergence_monitor must be off, warn or serialize, not {c.divergence_monitor!r}")
+    if c.divergence_probe_interval_s <= 0 or c.divergence_probe_tokens <= 0:
+        problems.append("divergence_probe_interval_s and divergence_probe_tokens must be positive")
+    if c.divergence_probe_prompt is not None and not c.divergence_probe_prompt.strip():
+        problems.append("divergence_probe_prompt must not be empty")
+    return problems
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
@@ -147,6 +174,8 @@ def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FI
     ceiling = merged.get("max_tokens_ceiling", ServerConfig.max_tokens_ceiling)
     if "max_tokens_default" not in merged and ceiling < ServerConfig.max_tokens_default:
         merged["max_tokens_default"] = ceiling  # a lower ceiling alone lowers the default with it
+    if merged.get("deterministic") and "prefix_cache_bytes" not in merged:
+        merged["prefix_cache_bytes"] = 0  # implied by deterministic serving; an explicit size is refused
     if merged.get("cache_dir") is not None:
         merged["cache_dir"] = Path(merged["cache_dir"])
     return ServerConfig(**merged).validate()

@@ -63,6 +63,12 @@ def sampling_params(config: ServerConfig, *, temperature: float | None = None, t
                     frequency_penalty: float | None = None, presence_penalty: float | None = None,
                     repetition_penalty: float | None = None,
                     logit_bias: dict[int, float] | None = None) -> SamplingParams:
+    if config.deterministic and temperature is not None and temperature > 0:
+        # Refused, not overridden: an override would be invisible to clients that never read headers.
+        raise InvalidRequest(
+            f"temperature {temperature:g} is not served here: this server runs in deterministic mode "
+            "(--deterministic: greedy decoding only); send temperature 0 or leave it out",
+            param="temperature", code="deterministic_mode")
     return SamplingParams(
         temperature=config.default_temperature if temperature is None else temperature,
         top_p=1.0 if top_p is None else top_p,

@@ -5,6 +5,11 @@ from their handle; the engine thread admits waiting requests between decode
 steps (up to max_concurrency decode together), so sequences join and leave a
 running batch. Every failure inside the loop fails only the requests it
 touches; if the thread itself dies, every reader hears so within one poll.
+
+Serial decoding (--deterministic, or the divergence monitor's serialize action
+after a divergence) is an admission rule, not a lock around HTTP: a sequence is
+admitted only when no other is decoding, so every step's batch holds one
+sequence from its prefill to its last token, however long its stream lasts.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .divergence_monitor import DivergenceMonitor, MonitorSettings
 from .logprobs import token_logprob
 from .prefix_cache import PrefixCache
+from .probe_driver import ProbeDriver
 from .request import (EngineBusy, EngineDown, Finished, GenerationRequest, RequestHandle,
                       StepOutput, Usage)
 from .sampling import build_logits_processors, build_sampler
@@ -27,6 +34,7 @@ from .text_stream import TextStream
 log = logging.getLogger("mlx_proof.engine")
 
 ENGINE_MODE = "continuous-batching"
+DETERMINISTIC_MODE = "serial-greedy"
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,9 @@ class EngineSettings:
     prefix_cache_bytes: int = 1 << 30
     planted_slowdown: float = 0.0
     log_every_s: float = 10.0
+    # One sequence decoding at a time, from start to finish (greedy is the API's job).
+    deterministic: bool = False
+    monitor: MonitorSettings = MonitorSettings()
 
 
 @dataclass
@@ -67,6 +78,10 @@ class Engine:
         self._loader = loader
         self.settings = settings
         self._factory = generator_factory
+        if settings.deterministic:
+            # A cached prefix carries KV computed in another request's batch and prefill
+            # chunking, so a hit could change this request's numerics: always prefill afresh.
+            prefix_cache = PrefixCache(0)
         self._cache = prefix_cache or PrefixCache(settings.prefix_cache_bytes)
         self._inbox: "queue.Queue[RequestHandle]" = queue.Queue()
         self._cancels: "queue.Queue[RequestHandle]" = queue.Queue()
@@ -80,6 +95,10 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self.tokenizer = None
         self._active: dict[int, _Sequence] = {}
+        # Why decoding is serial now (None: batching); set on the engine thread only.
+        self._serial_reason: str | None = "deterministic" if settings.deterministic else None
+        self.monitor = DivergenceMonitor(settings.monitor, on_serialize=self._serialize_after_divergence)
+        self._probes = ProbeDriver(self.monitor)
         self._counters = {"requests": 0, "peak_decoding": 0, "generated_tokens": 0, "steps": 0,
                           "errors": 0, "rejected_busy": 0, "timeouts": 0, "step_failures": 0}
 
@@ -121,8 +140,12 @@ class Engine:
         with self._lock:
             waiting = self._queued
         return {
-            "mode": ENGINE_MODE,
+            "mode": DETERMINISTIC_MODE if self.settings.deterministic else ENGINE_MODE,
             "alive": self.alive,
+            "deterministic": self.settings.deterministic,
+            "serial_decoding": self._serial_reason is not None,
+            "serial_reason": self._serial_reason,
+            "divergence_monitor": self.monitor.status(),
             "decoding": decoding,
             "waiting": waiting,
             "queue_depth": waiting,
@@ -141,6 +164,10 @@ class Engine:
             self._load_error = exc
             self._ready.set()
             return
+        if self.settings.deterministic:
+            self.monitor.inert("decoding is always serial (--deterministic): there is no batch to probe")
+        else:  # before any request: the probe's serial reference is decoded alone
+            self._probes.compute_reference(generator, self.tokenizer)
         self._ready.set()
         try:
             self._loop(model, generator)
@@ -154,11 +181,13 @@ class Engine:
     def _loop(self, model, generator) -> None:
         last_log = time.monotonic()
         while not self._stopping.is_set():
-            self._take_inbox(block=not self._active and not self._waiting)
+            self._take_inbox(block=not self._active and not self._waiting and not self._probes.running)
             self._apply_cancels(generator)
             self._expire(generator)
             self._admit(generator)
-            if not self._active:
+            self._probes.maybe_start(generator, decoding=len(self._active), waiting=len(self._waiting),
+                                     room=self._has_room(), serial=self._serial_reason is not None)
+            if not self._active and not self._probes.running:
                 continue
             step_started = time.perf_counter()
             try:
@@ -167,6 +196,7 @@ class Engine:
                 log.exception("engine step failed; failing %d sequences", len(self._active))
                 self._counters["step_failures"] += 1
                 self._fail_active(f"generation step failed: {exc}")
+                self._probes.forget()
                 generator = self._factory(model, self.tokenizer, self.settings)
                 continue
             self._counters["steps"] += 1
@@ -198,8 +228,20 @@ class Engine:
         with self._lock:
             self._queued -= count
 
+    def _has_room(self) -> bool:
+        busy = len(self._active) + self._probes.slots
+        if self._serial_reason is not None:
+            return busy == 0
+        return busy < self.settings.max_concurrency
+
+    def _serialize_after_divergence(self) -> None:
+        # Sequences already batched finish where they are; every later one decodes alone.
+        self._serial_reason = self._serial_reason or "divergence-monitor"
+
     def _admit(self, generator) -> None:
-        while self._waiting and len(self._active) < self.settings.max_concurrency:
+        if self._waiting and self._probes.running_alone:
+            self._probes.abort(generator)  # an idle-time re-check gives way to a request
+        while self._waiting and self._has_room():
             handle = self._waiting.popleft()
             self._dequeue()
             if handle.done:
@@ -272,6 +314,9 @@ class Engine:
 
     def _deliver(self, generator, responses) -> None:
         for r in responses:
+            if self._probes.owns(r.uid):
+                self._probes.deliver(generator, r, batch_size=len(responses))
+                continue
             seq = self._active.get(r.uid)
             if seq is None:
                 continue

@@ -12,6 +12,8 @@ import logging
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .divergence_metrics import divergence_families
+
 log = logging.getLogger("mlx_proof.telemetry")
 
 PREFIX = "mlx_proof_"
@@ -50,8 +52,8 @@ class Metrics:
         self.finishes = Counter(f"{PREFIX}finish_reasons", "generations by how they ended "
                                 "(eos, stop, length, tool_calls, cancelled, error, timeout)",
                                 ("route", "reason"), registry=registry)
-        # The divergence monitor's status (batch-variance checks) will be exported here
-        # once the monitor exists, as a gauge read at scrape time like the engine's.
+        # The divergence monitor's status is read at scrape time, like the engine's
+        # (EngineCollector, through divergence_metrics).
 
 
 # stats() key -> (metric name, help); counters are monotonic in the engine already.
@@ -97,6 +99,7 @@ class EngineCollector:
         cache = stats.get("prefix_cache")
         if isinstance(cache, dict):
             yield from _families(cache, _CACHE_GAUGES, _CACHE_COUNTERS)
+        yield from divergence_families(stats)
 
 
 def _families(stats: dict, gauges, counters):

@@ -100,10 +100,16 @@ class FakeResponse:
 
 class FakeGenerator:
     """mlx-lm BatchGenerator's contract: each sequence answers `script` (a list of
-    token ids, then the finish reason "stop" for EOS) one token per step."""
+    token ids, then the finish reason "stop" for EOS) one token per step.
+
+    `batches` records, per step, the uids decoded in it. With `batch_shift`, a sequence
+    that shares a step with another gets its token shifted by that much: planted batch
+    divergence, as a GPU's batch-shaped kernels can cause."""
 
     def __init__(self, script=(72, 105, 0), *, fail_on_step: int | None = None, die_on_step: int | None = None,
-                 never_finish: bool = False, step_s: float = 0.0) -> None:
+                 never_finish: bool = False, step_s: float = 0.0, batch_shift: int = 0) -> None:
+        self.batch_shift = batch_shift
+        self.batches: list[tuple[int, ...]] = []
         self.step_s = step_s
         self.script = list(script)
         self.fail_on_step = fail_on_step
@@ -146,8 +152,12 @@ class FakeGenerator:
         if self.fail_on_step == self.steps:
             raise RuntimeError("planted step failure")
         responses = []
+        if self.seqs:
+            self.batches.append(tuple(self.seqs))
         for uid, seq in list(self.seqs.items()):
             token = 7 if self.never_finish else self.script[min(seq["n"], len(self.script) - 1)]
+            if self.batch_shift and len(self.seqs) > 1 and token != 0:
+                token += self.batch_shift
             seq["n"] += 1
             seq["all"].append(token)
             reason = None
