@@ -51,7 +51,9 @@ def _report(args, console) -> None:
 
 def bench(plan: Plan, args, *, console) -> int:
     outcome = execute(plan, log_dir=args.log_dir, console=console)
-    comparisons = bench_comparisons(outcome.servers)
+    # A peer that ran only cases it could not serve (embeddings) has nothing to compare.
+    recorded = {rec["server"] for rec in outcome.records}
+    comparisons = bench_comparisons([s for s in outcome.servers if s["label"] in recorded])
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=comparisons)
     print_summary(summary, outcome.servers, console=console)
     console.print(f"evidence: {directory}")
