@@ -339,8 +339,9 @@ def resolve_model(
         )
     if kind is not None and spec.kind != kind:
         fitting = ", ".join(sorted(s.id for s in catalog.values() if s.kind == kind and s.wired)) or "none"
+        a = lambda word: ("an " if word[0] in "aeiou" else "a ") + word  # noqa: E731
         raise WrongModelKindError(
-            f"{spec.id} is a {spec.kind} model, not a {kind} model (catalog {kind} models: {fitting})"
+            f"{spec.id} is {a(spec.kind)} model, not {a(kind)} model (catalog {kind} models: {fitting})"
         )
     return _resolve_catalog(
         spec,

