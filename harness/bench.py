@@ -96,10 +96,16 @@ def _health(target: Target) -> dict | None:
         return None
 
 
+def runs_on(target: Target, case) -> bool:
+    """Peers serve chat only: a case for another endpoint (embeddings) runs on ours alone."""
+    return not case.ours_only or target.spec.kind == "mlx-proof"
+
+
 def _one_run(target: Target, case, repeat: int) -> list[dict]:
     conversations = case.conversations(model=target.model_field, repeat=repeat)
     with PeakRss(target.server.pid) as rss:
-        records, wall = run_conversations(target.server.base_url, conversations, case.arrival)
+        records, wall = run_conversations(target.server.base_url, conversations, case.arrival,
+                                          endpoint=case.endpoint)
     tag = {"server": target.spec.label, "case": case.name, "repeat": repeat}
     for rec in records:
         rec.update(tag, concurrency=case.concurrency, rate_rps=case.arrival.rate_rps)
@@ -113,16 +119,19 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
     records: list[dict] = []
     with contextlib.ExitStack() as stack:
         targets, entries, health = _start_all(plan, stack, model, log_dir, say)
-        total = len(targets) * len(plan.cases) * (plan.repeats + 1)
+        pairs = [(t, c) for t in targets for c in plan.cases if runs_on(t, c)]
+        for target, case in ((t, c) for t in targets for c in plan.cases if not runs_on(t, c)):
+            say(f"{case.name}: skipped on {target.spec.label} ({target.spec.kind} serves no /v1/{case.endpoint})")
+        total = len(pairs) * (plan.repeats + 1)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("warm-up", total=total)
-            for target in targets:
-                for case in plan.cases:
-                    # A conversation warms up whole: its later turns are requests too.
-                    warm = case.conversations(model=target.model_field, repeat=-1)[: max(plan.warmup_requests, 1)]
-                    run_conversations(target.server.base_url, warm, case.arrival)
-                    progress.advance(task)
+            for target, case in pairs:
+                # A conversation warms up whole: its later turns are requests too.
+                warm = case.conversations(model=target.model_field, repeat=-1)[: max(plan.warmup_requests, 1)]
+                run_conversations(target.server.base_url, warm, case.arrival,
+                                  endpoint=case.endpoint)
+                progress.advance(task)
             # Every order of the servers in turn: a server's place in the sequence
             # (first after a pause, or right after itself) measurably changes its speed,
             # so no server may always hold the same place.
@@ -130,7 +139,7 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
             for repeat in range(plan.repeats):
                 order = orders[repeat % len(orders)]
                 for case in plan.cases:
-                    for target in order:
+                    for target in (t for t in order if runs_on(t, case)):
                         progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {target.spec.label}")
                         records.extend(_one_run(target, case, repeat))
                         progress.advance(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -91,8 +92,22 @@ def _plan(args, *, suite: str, servers: list[ServerSpec], repeats: int | None = 
     names = [c for c in args.cases.split(",") if c]
     if getattr(args, "sweep", False):
         names += ["sweep"]
-    return Plan(suite=suite, model=args.model, profile=args.profile, cases=load_cases(names),
-                servers=servers, repeats=repeats or args.repeats, warmup_requests=args.warmup)
+    cases = load_cases(names)
+    return Plan(suite=suite, model=args.model, profile=args.profile, cases=cases,
+                servers=with_embedding_model(servers, cases), repeats=repeats or args.repeats,
+                warmup_requests=args.warmup)
+
+
+def with_embedding_model(servers: list[ServerSpec], cases) -> list[ServerSpec]:
+    """Our servers also serve the embedding model that the chosen embeddings cases use."""
+    wanted = sorted({c.embedding_model for c in cases if c.endpoint == "embeddings"})
+    if len(wanted) > 1:
+        raise ValueError(f"the chosen cases use several embedding models ({', '.join(wanted)}); a server serves one")
+    if not wanted:
+        return servers
+    extra = ("--embedding-model", wanted[0])
+    return [dataclasses.replace(s, extra_args=(*s.extra_args, *extra)) if s.kind == "mlx-proof" else s
+            for s in servers]
 
 
 def main(argv: list[str] | None = None) -> int:

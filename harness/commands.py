@@ -44,6 +44,13 @@ def bench_comparisons(servers: list[dict], *, metrics: tuple[str, ...] = BENCH_M
     return out
 
 
+def with_records(servers: list[dict], records: list[dict]) -> list[dict]:
+    """The servers that measured something: a peer that ran only cases it cannot serve
+    (embeddings) has nothing to compare."""
+    recorded = {rec["server"] for rec in records}
+    return [s for s in servers if s["label"] in recorded]
+
+
 def _report(args, console) -> None:
     from .reporting import render_all
     render_all(args.evidence_dir, args.reports_dir, console=console)
@@ -51,7 +58,7 @@ def _report(args, console) -> None:
 
 def bench(plan: Plan, args, *, console) -> int:
     outcome = execute(plan, log_dir=args.log_dir, console=console)
-    comparisons = bench_comparisons(outcome.servers)
+    comparisons = bench_comparisons(with_records(outcome.servers, outcome.records))
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=comparisons)
     print_summary(summary, outcome.servers, console=console)
     console.print(f"evidence: {directory}")

