@@ -16,6 +16,8 @@ from .api.dialect import Dialect, ServeContext, ServedModel
 from .api.errors import install_error_handlers
 from .api.request_body import BodyLimit
 from .api.resources import Generate, Health, Models, NotFound, Root, speaks_anthropic
+from .api.audio import Speech, Transcriptions
+from .speech.startup import NO_SPEECH, SpeechModels, start_speech
 from .config import ServerConfig
 from .engine.loop import Engine, EngineSettings
 from .parsers.tools import choose_parser
@@ -59,9 +61,11 @@ def serve_context(config: ServerConfig, tokenizer, served: ServedModel, constrai
 
 
 def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict, *,
-               constraints=None) -> falcon.App:
+               constraints=None, speech: SpeechModels = NO_SPEECH) -> falcon.App:
     """Build the app from injected parts, so tests can pass a fake engine (and a fake grammar builder)."""
-    middleware = [BodyLimit(config.max_body_bytes)]
+    # An audio upload may be larger than a JSON body; 64 KiB more leaves room for the form fields.
+    upload_limit = (config.max_audio_bytes + (64 << 10), "--max-audio-bytes")
+    middleware = [BodyLimit(config.max_body_bytes, per_path={"/v1/audio/transcriptions": upload_limit})]
     if config.api_key:
         middleware.append(ApiKeyMiddleware(config.api_key))
     app = falcon.App(middleware=middleware)
@@ -72,7 +76,11 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
     for route, dialect in GENERATION_ROUTES:
         app.add_route(route, Generate(per_app.get(route, dialect), engine, ctx, idle_s=KEEPALIVE_S))
     app.add_route("/v1/messages/count_tokens", anthropic.CountTokens(ctx))
-    models = Models(served)
+    app.add_route("/v1/audio/transcriptions", Transcriptions(
+        speech.asr, model_ids=(speech.asr_id,) if speech.asr_id else (), languages=speech.asr_languages,
+        config=config))
+    app.add_route("/v1/audio/speech", Speech(speech.tts, config=config))
+    models = Models(served, speech.model_ids)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     app.add_route("/health", Health(engine, served, backend, config))
@@ -117,6 +125,11 @@ def serve(config: ServerConfig) -> None:
     log.info("backend %s, device %s, BLAS %s", backend.backend, backend.device, backend.blas)
     resolved = resolve_model(config.model, cache_dir=config.cache_dir or default_cache_dir(),
                              dtype=dtype, progress=lambda msg: log.info("%s", msg))
+    if resolved.spec is not None and resolved.spec.kind == "asr":
+        raise ValueError(f"{config.model} is a speech-to-text model; serve it with --asr-model {config.model}")
+    # Speech models start first: they are small, and a bad --asr-model should fail before the chat model loads.
+    speech = start_speech(config, dtype=dtype, cache_dir=config.cache_dir or default_cache_dir(),
+                          progress=lambda msg: log.info("%s", msg))
 
     def load():
         from mlx_lm import load as mlx_load
@@ -125,10 +138,13 @@ def serve(config: ServerConfig) -> None:
     engine = Engine(load, engine_settings(config))
     engine.start()
     served = served_model(config, resolved, engine.tokenizer)
-    app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype})
+    app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype}, speech=speech)
+    if speech.model_ids:
+        log.info("also serving %s", ", ".join(speech.model_ids))
     log.info("serving %s (%s) on http://%s:%d", served.model_id, resolved.source, config.host, config.port)
     try:
         waitress_serve(app, host=config.host, port=config.port, threads=config.waitress_threads,
                        channel_request_lookahead=1, ident="mlx-proof")
     finally:
         engine.stop()
+        speech.stop()

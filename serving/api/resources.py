@@ -57,12 +57,14 @@ def _anthropic_model(model_id: str, created: int) -> dict:
 class Models:
     """The served model ids, in OpenAI's shape, or Anthropic's for a request that speaks it."""
 
-    def __init__(self, served: ServedModel) -> None:
+    def __init__(self, served: ServedModel, extra_ids: tuple[str, ...] = ()) -> None:
         self.served = served
+        # Models served beside the chat model (speech-to-text, ...), listed after its ids.
+        self.ids = tuple(dict.fromkeys((*served.ids, *extra_ids)))
         self.created = int(time.time())
 
     def on_get(self, req, resp):
-        ids = list(self.served.ids)
+        ids = list(self.ids)
         if speaks_anthropic(req):
             resp.media = {"data": [_anthropic_model(i, self.created) for i in ids], "has_more": False,
                           "first_id": ids[0], "last_id": ids[-1]}
@@ -70,8 +72,8 @@ class Models:
         resp.media = {"object": "list", "data": [_model_card(i, self.created) for i in ids]}
 
     def on_get_one(self, req, resp, model_id: str):
-        if model_id not in self.served.ids:
-            raise ModelNotFound(f"model {model_id!r} is not served here; available: {', '.join(self.served.ids)}",
+        if model_id not in self.ids:
+            raise ModelNotFound(f"model {model_id!r} is not served here; available: {', '.join(self.ids)}",
                                 param="model")
         card = _anthropic_model if speaks_anthropic(req) else _model_card
         resp.media = card(model_id, self.created)
