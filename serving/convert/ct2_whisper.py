@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -272,7 +271,3 @@ def check_sidecars(digests: dict[str, str], *, pins: dict | None = None) -> None
         if digests.get(file) != want:
             raise WhisperSourceError(f"{file} has sha256 {digests.get(file)}, but {want} is pinned; "
                                      "refusing to use it (the package may have been replaced)")
-
-
-def remove_sources(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

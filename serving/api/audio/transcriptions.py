@@ -60,18 +60,18 @@ class Transcriptions:
                                    "--asr-model whisper-tiny.en to serve /v1/audio/transcriptions", param="model")
         upload = read_upload(req, max_file_bytes=self.config.max_audio_bytes)
         form = upload.form
-        job = self._job(form, upload.data)
+        granularities = _granularities(form)
+        job = self._job(form, upload.data, granularities)
         transcript = run_job(self.worker, job, timeout_s=self.config.request_timeout_s, what="speech-to-text")
-        content_type, body = formats.render(transcript, form.response_format, _granularities(form))
+        content_type, body = formats.render(transcript, form.response_format, granularities)
         resp.content_type = content_type
         resp.text = json.dumps(body, ensure_ascii=False) if isinstance(body, dict) else body
 
-    def _job(self, form: TranscriptionForm, data: bytes) -> TranscriptionJob:
+    def _job(self, form: TranscriptionForm, data: bytes, granularities: tuple[str, ...]) -> TranscriptionJob:
         if self.config.strict_model_id and form.model not in self.model_ids:
             raise ModelNotFound(f"model {form.model!r} is not served here; speech-to-text models: "
                                 f"{', '.join(self.model_ids)}", param="model")
         _refuse_unsupported(form)
-        granularities = _granularities(form)
         language = (form.language or "").strip().lower() or None
         if language is not None and language not in self.languages:
             shown = ", ".join(self.languages[:12]) + (" ..." if len(self.languages) > 12 else "")
