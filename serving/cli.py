@@ -54,6 +54,16 @@ def _serve_parser(sub) -> None:
     p.add_argument("--tool-prompt", choices=["auto", "template", "generic", "none"],
                    help="how tools reach the prompt: the chat template, a generic system-prompt section, "
                         "or not at all (default auto: the template if it renders tools)")
+    p.add_argument("--asr-model",
+                   help="speech-to-text model served on /v1/audio/transcriptions beside the chat model: "
+                        "catalog id (whisper-tiny.en) or a local mlx-audio Whisper folder (default: none)")
+    p.add_argument("--max-audio-bytes", type=int,
+                   help=f"largest audio upload in bytes (default {d.max_audio_bytes}, OpenAI's 25 MB)")
+    p.add_argument("--max-audio-seconds", type=float,
+                   help=f"longest audio one transcription request may carry (default {d.max_audio_seconds:g})")
+    p.add_argument("--tts-model",
+                   help="a local mlx-audio text-to-speech model folder for /v1/audio/speech (default: none, "
+                        "and the route answers 501)")
     p.add_argument("--threads", type=int, help="waitress threads (default max-concurrency + 8)")
     p.add_argument("--dtype", help="weights dtype for converted models (default: by backend)")
     p.add_argument("--cache-dir", help="where converted models are kept")

@@ -91,6 +91,13 @@ class ServerConfig:
     divergence_probe_interval_s: float = 60.0
     divergence_probe_prompt: str | None = None  # None: the monitor's built-in prompt
     divergence_probe_tokens: int = 32
+    # Speech-to-text model served beside the chat model (catalog id or folder; None: no
+    # /v1/audio/transcriptions), and the limits of one upload: bytes as OpenAI's 25 MB, seconds.
+    asr_model: str | None = None
+    max_audio_bytes: int = 25 * 1000 * 1000
+    max_audio_seconds: float = 600.0
+    # A local mlx-audio text-to-speech model folder; None: /v1/audio/speech answers 501.
+    tts_model: str | None = None
 
     @property
     def waitress_threads(self) -> int:
@@ -122,6 +129,8 @@ class ServerConfig:
             problems.append("planted_slowdown must be between 0 and 10")
         if not self.access_log.strip():
             problems.append("access_log must be off, stderr or a file path")
+        if self.max_audio_bytes <= 0 or self.max_audio_seconds <= 0:
+            problems.append("max_audio_bytes and max_audio_seconds must be positive")
         if self.blas not in ("auto", "openblas", "reference"):
             problems.append(f"blas must be auto, openblas or reference, not {self.blas!r}")
         if self.max_images_per_request < 0 or self.max_image_bytes <= 0 or self.max_image_pixels <= 0:

@@ -12,14 +12,16 @@ from .errors import InvalidRequest, PayloadTooLarge
 class BodyLimit:
     """Refuse an oversized body from its Content-Length, before anything reads or parses it."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, per_path: dict[str, tuple[int, str]] | None = None) -> None:
         self.max_bytes = max_bytes
+        # path -> (limit, the flag that sets it): audio uploads are allowed more than JSON bodies.
+        self.per_path = dict(per_path or {})
 
     def process_request(self, req, resp) -> None:
         length = req.content_length
-        if length is not None and length > self.max_bytes:
-            raise PayloadTooLarge(f"request body is {length} bytes; this server's limit is {self.max_bytes} "
-                                  "(--max-body-bytes)")
+        limit, flag = self.per_path.get(req.path, (self.max_bytes, "--max-body-bytes"))
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"request body is {length} bytes; this server's limit is {limit} ({flag})")
 
 
 def read_json(req, *, max_bytes: int) -> dict:

@@ -80,8 +80,9 @@ def test_catalog_entries_are_well_formed():
         assert len(spec.sha256) == 64 and spec.licence and spec.provenance and spec.description
         assert all(name and version for name, version in spec.packages)
         assert spec.source.startswith("PyPI ")
-    assert {s.id for s in CATALOG.values() if s.wired} == {"smollm2-135m", "qwen2.5-coder-0.5b", "all-minilm-l6-v2"}
-    assert all(s.kind == "chat" and s.converter == "gguf" for s in CATALOG.values() if s.wired and s.kind != "embedding")
+    assert {s.id for s in CATALOG.values() if s.wired} == {"smollm2-135m", "qwen2.5-coder-0.5b", "all-minilm-l6-v2",
+                                                           "whisper-tiny.en"}
+    assert all(s.kind == "chat" and s.converter == "gguf" for s in CATALOG.values() if s.wired and s.kind == "chat")
     minilm = CATALOG["all-minilm-l6-v2"]
     assert (minilm.kind, minilm.converter) == ("embedding", "none")
     assert {"config.json", "tokenizer.json", "vocab.txt"} <= set(minilm.companions)
@@ -215,8 +216,9 @@ def test_a_wheel_without_the_member_is_refused(tmp_path):
 
 
 def test_unwired_models_are_refused(tmp_path):
+    table = {"fake": _spec("0" * 64, wired=False)}
     with pytest.raises(ModelNotWiredError, match="cannot serve it yet"):
-        resolve_model("whisper-tiny.en", cache_dir=tmp_path, dtype="float32")
+        resolve_model("fake", cache_dir=tmp_path, dtype="float32", catalog=table)
 
 
 def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
