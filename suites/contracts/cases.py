@@ -25,7 +25,7 @@ from .driver import Case
 
 CLIENTS_DIR = Path(__file__).parent / "clients"
 CAPABILITIES = ("text", "streaming", "system", "multi-turn", "tools", "auth", "model-id", "usage", "stop",
-                "structured", "images")
+                "structured", "images", "embeddings", "transcription")
 TIERS = ("sdk", "cli", "browser")
 MODELS = ("default", "tools", "vision")
 _CASE_KEYS = {"capability", "action", "model"}

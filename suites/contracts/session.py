@@ -25,6 +25,8 @@ MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b", "vision": "t
 # Both are what a client must get right, so the suite turns them on: an unknown model id is a
 # 404 (our default answers any id, for clients that hard-code theirs), and every request needs the key.
 SERVE_ARGS = ("--strict-model-id",)
+# The models a capability needs served beside the chat model; started only when a selected case asks.
+BESIDE = {"embeddings": ("--embedding-model", "all-minilm-l6-v2"), "transcription": ("--asr-model", "whisper-tiny.en")}
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ def served_models(clients: list[Client], *, root: Path, profile: str = "text-def
         for kind in needed:
             name = _built_tiny_vlm(root) if kind == "vision" and models[kind] == MODELS["vision"] else models[kind]
             folder = resolve_model_folder(name)
-            spec = ServerSpec(f"ours-{kind}", "mlx-proof", extra_args=SERVE_ARGS + ("--api-key", key))
+            beside = tuple(arg for capability in sorted({case.capability for client in clients for case in client.cases
+                                                         if case.model == kind})
+                           for arg in BESIDE.get(capability, ()))
+            spec = ServerSpec(f"ours-{kind}", "mlx-proof", extra_args=SERVE_ARGS + beside + ("--api-key", key))
             log(f"starting ours on {folder.model_id} ({kind} model) with an API key")
             target = stack.enter_context(launch(spec, model=folder, profile=profile, log_dir=root / "logs",
                                                 preload=None))

@@ -6,7 +6,7 @@ bind_tools, with_structured_output) with LangChain message objects.
 Actions (args in brackets): invoke [prompt, expect], stream [prompt], system [system, prompt, expect],
 multi_turn [turns, prompt, expect], tool_round_trip [prompt, tool, tool_result], structured
 [prompt, fields], usage [prompt], stream_usage [prompt], stop [prompt, stop], auth [prompt],
-model_id [prompt, unknown_model], image [prompt]. Greedy and short (max_tokens, default 24).
+model_id [prompt, unknown_model], image [prompt], embeddings [model_id, triples]. Greedy and short (max_tokens, default 24).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..media import tiny_png_data_url
+from .. import modalities
 from ..driver import Blocked, CONDITIONAL, Case, Outcome, Target, answered, check, error_or_answer, failed, image_outcome
 
 STRICT_MODEL_CONDITION = "needs the server's --strict-model-id: only then is an unknown model a 404"
@@ -200,8 +201,20 @@ def image(case: Case, target: Target) -> Outcome:
                          prompt_tokens=usage.get("input_tokens"))
 
 
+def embeddings(case: Case, target: Target) -> Outcome:
+    """OpenAIEmbeddings.embed_documents. check_embedding_ctx_length=False, as for any server that
+    is not OpenAI: by default it re-tokenises with OpenAI's tiktoken (fetched from the internet)
+    and sends OpenAI's token ids, which mean nothing to another model's vocabulary."""
+    from langchain_openai import OpenAIEmbeddings
+
+    embedder = OpenAIEmbeddings(model=case.args["model_id"], base_url=target.v1, api_key=target.api_key,
+                                max_retries=0, check_embedding_ctx_length=False)
+    vectors = embedder.embed_documents(modalities.embedding_texts(case))
+    return modalities.embedding_outcome(case, vectors, via="OpenAIEmbeddings.embed_documents")
+
+
 ACTIONS = {f.__name__: f for f in (invoke, stream, system, multi_turn, tool_round_trip, structured, usage,
-                                   stream_usage, stop, auth, model_id, image)}
+                                   stream_usage, stop, auth, model_id, image, embeddings)}
 
 
 def run(case: Case, target: Target) -> Outcome:

@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from ..media import tiny_png_data_url
+from .. import modalities
 from ..driver import Blocked, CONDITIONAL, Case, Outcome, Target, answered, check, error_or_answer, failed, image_outcome, passed
 
 BASES = {"openai": lambda t: t.v1, "anthropic": lambda t: t.base_url}
@@ -233,8 +234,30 @@ def image(call: _Call, args: dict) -> Outcome:
                          prompt_tokens=getattr(usage, "prompt_tokens", None))
 
 
+def _endpoint_kwargs(call: _Call) -> dict:
+    return {"model": f"openai/{call.case.args['model_id']}", "api_base": call.target.v1,
+            "api_key": call.target.api_key, "timeout": call.target.timeout_s}
+
+
+def embeddings(call: _Call, args: dict) -> Outcome:
+    """litellm.embedding through its openai/ provider (its Anthropic provider has no embeddings)."""
+    texts = modalities.embedding_texts(call.case)
+    response = call.litellm.embedding(input=texts, encoding_format="float", **_endpoint_kwargs(call))
+    vectors = [item["embedding"] for item in sorted(response.data, key=lambda item: item["index"])]
+    return modalities.embedding_outcome(call.case, vectors, via="litellm.embedding")
+
+
+def transcription(call: _Call, args: dict) -> Outcome:
+    heard = []
+    for sentence, wav in modalities.spoken_sentences(call.target):
+        with wav.open("rb") as audio:
+            done = call.litellm.transcription(file=audio, language="en", **_endpoint_kwargs(call))
+        heard.append((sentence, done.text))
+    return modalities.transcription_outcome(call.case, heard, via="litellm.transcription")
+
+
 ACTIONS = {f.__name__: f for f in (chat, stream, system, multi_turn, tool_round_trip, auth, model_id, usage,
-                                   stream_usage, stop, structured, image)}
+                                   stream_usage, stop, structured, image, embeddings, transcription)}
 
 
 def run(case: Case, target: Target) -> Outcome:

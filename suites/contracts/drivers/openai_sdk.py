@@ -60,6 +60,7 @@ import json
 
 from pydantic import BaseModel, ValidationError
 
+from .. import modalities
 from ..media import tiny_png_data_url
 from ..driver import Blocked, Case, Outcome, Target, answered, check, failed, image_outcome, lacks, passed
 
@@ -372,8 +373,38 @@ async def image(client, case: Case, target: Target) -> Outcome:
                          prompt_tokens=done.usage.prompt_tokens if done.usage else None)
 
 
+async def embeddings(client, case: Case, target: Target) -> Outcome:
+    """One request embeds every text of the case's triples, as floats and again as base64 (the
+    SDK's default wire format, which it decodes): both must agree."""
+    texts = modalities.embedding_texts(case)
+    model = case.args["model_id"]
+    floats = await _v(client.embeddings.create(model=model, input=texts, encoding_format="float"))
+    packed = await _v(client.embeddings.create(model=model, input=texts))  # base64 on the wire
+    vectors = [d.embedding for d in sorted(floats.data, key=lambda d: d.index)]
+    decoded = [d.embedding for d in sorted(packed.data, key=lambda d: d.index)]
+    agree = len(vectors) == len(decoded) and all(
+        abs(x - y) <= 1e-6 for a, b in zip(vectors, decoded) for x, y in zip(a, b))
+    outcome = modalities.embedding_outcome(case, vectors, via="embeddings.create")
+    if not agree:
+        return failed(f"base64 vectors differ from float ones; {outcome.reason}")
+    if not floats.usage or floats.usage.prompt_tokens <= 0:
+        return failed(f"no usage.prompt_tokens; {outcome.reason}")
+    return outcome
+
+
+async def transcription(client, case: Case, target: Target) -> Outcome:
+    heard = []
+    for sentence, wav in modalities.spoken_sentences(target):
+        with wav.open("rb") as audio:
+            done = await _v(client.audio.transcriptions.create(model=case.args["model_id"], file=audio,
+                                                               language="en", temperature=0))
+        heard.append((sentence, done.text))
+    return modalities.transcription_outcome(case, heard, via="audio.transcriptions.create")
+
+
 ACTIONS = {f.__name__: f for f in (chat, chat_stream, system, multi_turn, responses, responses_stream, tools,
-                                   responses_tools, structured, auth, model_id, usage, stop, image)}
+                                   responses_tools, structured, auth, model_id, usage, stop, image, embeddings,
+                                   transcription)}
 
 
 async def _main(case: Case, target: Target) -> Outcome:
