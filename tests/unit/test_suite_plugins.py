@@ -277,3 +277,21 @@ def test_the_committed_evidence_test_knows_every_generic_suite():
         suite = get_suite(name)
         if suite.compared_metric is None:  # suites with their own summary block are recomputed by name
             assert f'"{name}"' in text
+
+
+def test_launched_servers_keep_the_callers_pythonpath_after_the_tree(monkeypatch, tmp_path):
+    """The GPU recipe puts mlx's CUDA build on PYTHONPATH; a launched server must still find it."""
+    from harness import servers
+
+    seen = {}
+
+    @contextlib.contextmanager
+    def launched(argv, *, env, cwd, **_):
+        seen.update(env=env, cwd=cwd)
+        yield None
+
+    monkeypatch.setattr(servers, "launched", launched)
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")
+    with servers.launch(ServerSpec("ours", "mlx-proof"), model=MODEL, profile="p", log_dir=tmp_path, preload=None):
+        pass
+    assert seen["env"]["PYTHONPATH"].split(":") == [str(seen["cwd"]), "/tmp/site"]
