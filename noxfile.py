@@ -84,6 +84,14 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def divergence(session: nox.Session) -> None:
+    """Batch divergence by token id, serial vs batched vs serial again (`-- --model M --profile P
+    --concurrency 2,4,8 --runs 5 --dtype bfloat16 --server-arg=--flag`); evidence and the report."""
+    session.install("-e", ".[harness]")
+    session.run("python", "-m", "harness", "bench", "--suite", "divergence", *session.posargs)
+
+
+@nox.session
 def compare(session: nox.Session) -> None:
     """Two revisions of our server: `nox -s compare -- REV_A REV_B` (exit 1 on a regression)."""
     _harness(session, "compare")

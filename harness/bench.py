@@ -1,14 +1,14 @@
-"""profile → launched servers → suite cases → raw records → statistics → evidence.
+"""profile → launched servers → a suite's cases → raw records → statistics → evidence.
 
-One function drives bench, compare and validate: it launches every server once,
-warms each up, then runs the repeats interleaved (server order cycling through
-every permutation: A B, B A, ...) so slow drift on a shared machine hits all alike.
+One function drives bench, compare and validate over any suite (harness/suite.py): it
+launches every server once, warms each up, then runs the repeats interleaved, each repeat
+running every server once in the order of a balanced design (harness/orders.py), so slow
+drift on a shared machine hits all alike and no server holds one place more than another.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import subprocess
 import sys
@@ -20,21 +20,24 @@ from typing import Callable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .evidence import environment
-from .loadgen import run_conversations
-from .rss import PeakRss
+from .orders import Design, balanced_orders
 from .servers import ModelFolder, PeerUnavailable, ServerSpec, Target, blas_preload, launch, prefix_cache_state
+from .suite import Suite, check_records
 from .sut import ServerDidNotStart
 
 
 @dataclass(frozen=True)
 class Plan:
-    suite: str
+    suite: str  # the evidence's name for the run: the suite for bench, the command for compare/validate
     model: str
     profile: str
-    cases: list  # suites.throughput.cases.Case
+    cases: list  # the suite's cases (each with .name and .describe())
     servers: list[ServerSpec]
     repeats: int = 3
     warmup_requests: int = 1
+    runner: Suite | None = None  # the suite that runs the cases (harness/suite.py); None: throughput
+    dtype: str | None = None  # weights dtype asked of the catalog (None: the server's default)
+    order_seed: int | None = None  # the server-order design's seed (None: drawn, then recorded)
 
 
 @dataclass
@@ -46,15 +49,17 @@ class Outcome:
     started_at: str
     finished_at: str
     environment: dict  # git state and versions as they were when the run started
+    design: Design | None = None  # the server order of each repeat (None: a suite with its own command)
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def resolve_model_folder(name: str) -> ModelFolder:
-    """Ask our CLI (a process, not an import) where the converted model lives."""
-    done = subprocess.run([sys.executable, "-m", "serving", "models", "--resolve", name],
+def resolve_model_folder(name: str, *, dtype: str | None = None) -> ModelFolder:
+    """Ask our CLI (a process, not an import) where the converted model lives (in `dtype`, if given)."""
+    done = subprocess.run([sys.executable, "-m", "serving", "models", "--resolve", name,
+                           *(["--dtype", dtype] if dtype else [])],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"could not resolve model {name!r}: {done.stderr.strip()[-500:]}")
@@ -96,51 +101,41 @@ def _health(target: Target) -> dict | None:
         return None
 
 
-def runs_on(target: Target, case) -> bool:
-    """Peers serve chat only: a case for another endpoint (embeddings) runs on ours alone."""
-    return not case.ours_only or target.spec.kind == "mlx-proof"
-
-
-def _one_run(target: Target, case, repeat: int) -> list[dict]:
-    conversations = case.conversations(model=target.model_field, repeat=repeat)
-    with PeakRss(target.server.pid) as rss:
-        records, wall = run_conversations(target.server.base_url, conversations, case.arrival,
-                                          endpoint=case.endpoint)
-    tag = {"server": target.spec.label, "case": case.name, "repeat": repeat}
-    for rec in records:
-        rec.update(tag, concurrency=case.concurrency, rate_rps=case.arrival.rate_rps)
-    return [*records, {"type": "run", **tag, "wall_s": wall, "peak_rss_mb": rss.peak_mb}]
+def suite_of(plan: Plan) -> Suite:
+    """The suite that runs the plan's cases (throughput unless the plan names one)."""
+    if plan.runner is not None:
+        return plan.runner
+    from suites import get_suite
+    return get_suite("throughput")
 
 
 def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
     say = (console.log if console else print)
-    model = resolve_model_folder(plan.model)
+    suite = suite_of(plan)
+    suite.require_generic("bench")
+    model = resolve_model_folder(plan.model, dtype=plan.dtype)
     started, env = now(), environment()
     records: list[dict] = []
     with contextlib.ExitStack() as stack:
         targets, entries, health = _start_all(plan, stack, model, log_dir, say)
-        pairs = [(t, c) for t in targets for c in plan.cases if runs_on(t, c)]
-        for target, case in ((t, c) for t in targets for c in plan.cases if not runs_on(t, c)):
-            say(f"{case.name}: skipped on {target.spec.label} ({target.spec.kind} serves no /v1/{case.endpoint})")
-        total = len(pairs) * (plan.repeats + 1)
+        by_label = {t.spec.label: t for t in targets}
+        design = balanced_orders(list(by_label), plan.repeats, seed=plan.order_seed)
+        for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
+            say(f"{case.name}: skipped on {target.spec.label} ({target.spec.kind} cannot serve it)")
+        total = sum(suite.serves(t, c) for t in targets for c in plan.cases) * (plan.repeats + 1)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("warm-up", total=total)
-            for target, case in pairs:
-                # A conversation warms up whole: its later turns are requests too.
-                warm = case.conversations(model=target.model_field, repeat=-1)[: max(plan.warmup_requests, 1)]
-                run_conversations(target.server.base_url, warm, case.arrival,
-                                  endpoint=case.endpoint)
-                progress.advance(task)
-            # Every order of the servers in turn: a server's place in the sequence
-            # (first after a pause, or right after itself) measurably changes its speed,
-            # so no server may always hold the same place.
-            orders = list(itertools.permutations(targets))
-            for repeat in range(plan.repeats):
-                order = orders[repeat % len(orders)]
+            for target in targets:
+                for case in (c for c in plan.cases if suite.serves(target, c)):
+                    suite.warm_up(target, case, plan.warmup_requests)
+                    progress.advance(task)
+            for repeat, order in enumerate(design.orders):
                 for case in plan.cases:
-                    for target in (t for t in order if runs_on(t, case)):
-                        progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {target.spec.label}")
-                        records.extend(_one_run(target, case, repeat))
+                    for label in (x for x in order if suite.serves(by_label[x], case)):
+                        progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {label}")
+                        ran = suite.run(by_label[label], case, repeat)
+                        check_records(suite, ran)
+                        records.extend(ran)
                         progress.advance(task)
-    return Outcome(records, entries, health, model, started, now(), env)
+    return Outcome(records, entries, health, model, started, now(), env, design)

@@ -1,4 +1,5 @@
-"""`python -m harness bench | compare | validate | tools | contracts | report` (what the nox sessions run)."""
+"""`python -m harness suites | bench | compare | validate (calibrate) | tools | contracts | report` (what the nox
+sessions run). bench, compare and validate run over any registered suite (`--suite`, default throughput)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import dataclasses
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -17,35 +19,68 @@ REGRESSION_THRESHOLD = 0.05
 PAIRS_PER_DECISION = 6  # a multiple of 2 (compare's orders) and of 6 (validate's three servers' orders)
 
 
-def _common(p: argparse.ArgumentParser, *, cases: str, repeats: int) -> None:
+def _common(p: argparse.ArgumentParser, suite, *, cases: str, repeats: int) -> None:
+    p.add_argument("--suite", default="throughput",
+                   help="the suite to run (`python -m harness suites` lists them); default throughput")
     p.add_argument("--model", default="smollm2-135m", help="catalog id or model folder")
     p.add_argument("--profile", default="text-default", help="serving profile (serving/profiles.toml)")
-    p.add_argument("--cases", default=cases, help="comma-separated case names or tags (suites/throughput/cases.toml)")
-    p.add_argument("--repeats", type=int, default=repeats, help="measured repeats per server and case")
+    p.add_argument("--cases", default=None,
+                   help=f"comma-separated case names or tags of the suite's case files (default for suite "
+                        f"{suite.name}: {cases})")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"measured repeats per server and case (default {repeats})")
     p.add_argument("--warmup", type=int, default=1,
                    help="warm-up requests (conversations, in multi-turn cases) per server and case (not recorded)")
+    p.add_argument("--dtype", default=None,
+                   help="weights dtype of the converted model, e.g. float32 or bfloat16: passed to the catalog "
+                        "and to our server's --dtype (default: the server's choice for the backend)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG to every server of ours; repeat for several (write --server-arg=--flag for an "
+                        "ARG that starts with '-'); recorded in the manifest")
+    p.add_argument("--order-seed", type=int, default=None,
+                   help="seed of the balanced server-order design (default: drawn; recorded in the manifest)")
     p.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     p.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     p.add_argument("--log-dir", type=Path, default=REPO / ".nox" / "server-logs")
+    suite.options(p.add_argument_group(f"suite {suite.name}"))
 
 
-def parser() -> argparse.ArgumentParser:
+def suite_name(argv: list[str]) -> str:
+    """The --suite value in argv (before the parser exists: the suite adds its own options)."""
+    name = "throughput"
+    for i, arg in enumerate(argv):
+        if arg == "--suite" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--suite="):
+            name = arg.split("=", 1)[1]
+    return name
+
+
+def parser(suite=None) -> argparse.ArgumentParser:
+    from suites import get_suite
+
+    suite = suite or get_suite("throughput")
     ap = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="throughput: ours vs peers, interleaved, with evidence")
-    _common(bench, cases="seed", repeats=3)
-    bench.add_argument("--peers", default="mlx-lm",
+    sub.add_parser("suites", help="list the registered suites")
+    bench = sub.add_parser("bench", help="a suite against our server and peers, interleaved, with evidence")
+    _common(bench, suite, cases=suite.default_cases, repeats=suite.default_repeats)
+    bench.add_argument("--peers", default=None,
                        help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx, and ours-nocache (ours with "
-                            "--prefix-cache-bytes 0); '' for none. Warm caches are compared with warm, cold with cold")
-    bench.add_argument("--sweep", action="store_true", help="add the concurrency sweep and the long-prompt case")
+                            "--prefix-cache-bytes 0); '' for none (default for suite "
+                            f"{suite.name}: {suite.default_peers or 'none'}). Warm caches are compared with warm, "
+                            "cold with cold")
     compare = sub.add_parser("compare", help="two git revisions of our server, paired and interleaved")
-    _common(compare, cases="validation", repeats=PAIRS_PER_DECISION)
+    _common(compare, suite, cases=suite.calibration_cases, repeats=PAIRS_PER_DECISION)
     compare.add_argument("rev_a", help="baseline revision (WORKTREE = the working tree)")
     compare.add_argument("rev_b", help="candidate revision (WORKTREE = the working tree)")
     compare.add_argument("--threshold", type=float, default=REGRESSION_THRESHOLD,
-                         help="exit 1 when B is significantly slower than A by more than this fraction")
-    validate = sub.add_parser("validate", help="A/A false-positive rate and planted-slowdown power")
-    _common(validate, cases="validation", repeats=PAIRS_PER_DECISION)  # repeats = interleaved pairs per trial
+                         help="exit 1 when B is significantly slower than A by more than this fraction, "
+                              "or lost more repeats to failures")
+    validate = sub.add_parser("validate", aliases=["calibrate"],
+                              help="calibrate the comparison: A/A false-positive rate and planted-slowdown power")
+    # repeats = interleaved pairs per trial
+    _common(validate, suite, cases=suite.calibration_cases, repeats=PAIRS_PER_DECISION)
     validate.add_argument("--trials", type=int, default=20)
     # A sleep of 10% of each (synchronised) engine step; the evidence records the real cost.
     validate.add_argument("--slowdown", type=float, default=0.10, help="planted sleep, as a fraction of each engine step")
@@ -84,36 +119,48 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _plan(args, *, suite: str, servers: list[ServerSpec], repeats: int | None = None):
-    from suites.throughput.cases import load_cases
+def _ours(args, suite) -> tuple[str, ...]:
+    """What every server of ours gets: the suite's own flags, then --dtype, then --server-arg."""
+    return (*suite.server_args, *(("--dtype", args.dtype) if args.dtype else ()), *args.server_arg)
 
+
+def _with(spec: ServerSpec, extra: tuple[str, ...]) -> ServerSpec:
+    return replace(spec, extra_args=(*extra, *spec.extra_args)) if spec.kind == "mlx-proof" else spec
+
+
+def _plan(args, suite, *, evidence_suite: str, servers: list[ServerSpec], default_cases: str,
+          repeats: int | None = None):
     from .bench import Plan
+    from .suite import select
 
-    names = [c for c in args.cases.split(",") if c]
-    if getattr(args, "sweep", False):
-        names += ["sweep"]
-    cases = load_cases(names)
-    return Plan(suite=suite, model=args.model, profile=args.profile, cases=cases,
-                servers=with_embedding_model(servers, cases), repeats=repeats or args.repeats,
-                warmup_requests=args.warmup)
+    cases = suite.load_cases(select(args.cases) or select(default_cases), args)
+    extra = (*_ours(args, suite), *suite.server_args_for(cases))
+    return Plan(suite=evidence_suite, model=args.model, profile=args.profile, cases=cases,
+                servers=[_with(s, extra) for s in servers], repeats=repeats or args.repeats,
+                warmup_requests=args.warmup, runner=suite, dtype=args.dtype, order_seed=args.order_seed)
 
 
-def with_embedding_model(servers: list[ServerSpec], cases) -> list[ServerSpec]:
-    """Our servers also serve the embedding model that the chosen embeddings cases use."""
-    wanted = sorted({c.embedding_model for c in cases if c.endpoint == "embeddings"})
-    if len(wanted) > 1:
-        raise ValueError(f"the chosen cases use several embedding models ({', '.join(wanted)}); a server serves one")
-    if not wanted:
-        return servers
-    extra = ("--embedding-model", wanted[0])
-    return [dataclasses.replace(s, extra_args=(*s.extra_args, *extra)) if s.kind == "mlx-proof" else s
-            for s in servers]
+def list_suites(console) -> int:
+    from suites import KNOWN_SUITES, get_suite
+
+    for name in KNOWN_SUITES:
+        suite = get_suite(name)
+        how = f"python -m harness {suite.command}" if suite.command else f"python -m harness bench --suite {name}"
+        records = ", ".join(suite.record_types)
+        console.print(f"[bold]{name}[/bold]: {suite.description}\n  run: {how}; records: {records}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    from suites import get_suite
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     console = Console()
     try:
+        suite = get_suite(suite_name(argv))
+        args = parser(suite).parse_args(argv)
+        if args.command == "suites":
+            return list_suites(console)
         if args.command == "report":
             from .reporting import render_all
             return render_all(args.evidence_dir, args.reports_dir, console=console)
@@ -123,24 +170,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "contracts":
             from .contracts_suite import contracts
             return contracts(args, console=console)
+        suite.require_generic(args.command)
         if args.command == "bench":
             from .commands import bench
-            servers = [ServerSpec("ours", "mlx-proof"), *parse_server_list(args.peers)]
-            return bench(_plan(args, suite="throughput", servers=servers), args, console=console)
+            args.repeats = args.repeats or suite.default_repeats
+            peers = suite.default_peers if args.peers is None else args.peers
+            servers = [ServerSpec("ours", "mlx-proof"), *parse_server_list(peers)]
+            return bench(_plan(args, suite, evidence_suite=suite.name, servers=servers,
+                               default_cases=suite.default_cases), args, console=console)
+        args.repeats = args.repeats or PAIRS_PER_DECISION
         if args.command == "compare":
             from .commands import compare
+            suite.require_comparable("compare")
             revs = [None if r == "WORKTREE" else r for r in (args.rev_a, args.rev_b)]
             servers = [ServerSpec("A", "mlx-proof", revision=revs[0]), ServerSpec("B", "mlx-proof", revision=revs[1])]
-            return compare(_plan(args, suite="compare", servers=servers), args, console=console)
-        if args.command == "validate":
+            return compare(_plan(args, suite, evidence_suite="compare", servers=servers,
+                                 default_cases=suite.calibration_cases), args, console=console)
+        if args.command in ("validate", "calibrate"):
             from .commands import validate
+            suite.require_comparable("validate")
             servers = [ServerSpec("A", "mlx-proof"), ServerSpec("A2", "mlx-proof"),
                        ServerSpec("planted", "mlx-proof", extra_args=("--planted-slowdown", str(args.slowdown)))]
             if args.repeats % math.factorial(len(servers)):
                 # Server order shifts speed by a few percent; an unbalanced trial would carry that bias.
                 raise ValueError(f"--repeats (pairs per trial) must be a multiple of {math.factorial(len(servers))} "
                                  "so every trial runs each server order equally often")
-            plan = _plan(args, suite="validate", servers=servers, repeats=args.trials * args.repeats)
+            plan = _plan(args, suite, evidence_suite="validate", servers=servers,
+                         default_cases=suite.calibration_cases, repeats=args.trials * args.repeats)
             return validate(plan, args, console=console)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -1,47 +1,18 @@
-"""The three measuring commands: bench, compare and validate."""
+"""The measuring commands, over any suite (harness/suite.py): bench, compare and validate (calibrate)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from .bench import Plan, execute
-from .metrics import COMPARED_METRIC, Comparison, repeat_metrics
-from .publish import print_summary, publish
-from .stats import paired_ratio, regression_flag, wilson
+# Throughput's pairing rules live with the suite; these names stay importable from here.
+from suites.throughput.comparisons import BENCH_METRICS, bench_comparisons, cache_label
 
-BENCH_METRICS = ("output_tok_per_s", "ttft_p50_s")
-_CACHE_LABEL = {("on", "on"): "warm", ("off", "off"): "cold", ("on", "off"): "warm-vs-cold",
-                ("off", "on"): "cold-vs-warm"}
+from .bench import Plan, execute, suite_of
+from .metrics import is_regression, paired_comparison, per_repeat_outcome
+from .publish import publish
+from .stats import wilson
 
-
-def cache_label(a: str, b: str) -> str:
-    return _CACHE_LABEL.get((a, b), "unknown")
-
-
-def bench_comparisons(servers: list[dict], *, metrics: tuple[str, ...] = BENCH_METRICS) -> list[Comparison]:
-    """Like against like, then the cache's own effect, among the servers that ran.
-
-    Each of ours (kind mlx-proof) is compared with each peer whose prompt cache
-    is in the same state (warm with warm, cold with cold): a warm cache against
-    a cold one would credit the cache to the server. Then ours with the cache on
-    against ours with it off. An "unknown" state (a server that cannot say)
-    is compared with every peer, as before the state was recorded.
-    """
-    ran = [s for s in servers if s["status"] == "ran"]
-    ours = [s for s in ran if s["kind"] == "mlx-proof"]
-    peers = [s for s in ran if s["kind"] != "mlx-proof"]
-    state = {s["label"]: s.get("prefix_cache", "unknown") for s in ran}
-    out = []
-    for a in ours:
-        for b in peers:
-            sa, sb = state[a["label"]], state[b["label"]]
-            if sa == sb or "unknown" in (sa, sb):
-                out.append(Comparison("*", a["label"], b["label"], metrics, cache_label(sa, sb)))
-    for a in ours:
-        for b in ours:
-            if (state[a["label"]], state[b["label"]]) == ("on", "off"):
-                out.append(Comparison("*", a["label"], b["label"], metrics, "warm-vs-cold"))
-    return out
+__all__ = ["BENCH_METRICS", "bench", "bench_comparisons", "cache_label", "compare", "validate", "validation_block"]
 
 
 def with_records(servers: list[dict], records: list[dict]) -> list[dict]:
@@ -56,91 +27,113 @@ def _report(args, console) -> None:
     render_all(args.evidence_dir, args.reports_dir, console=console)
 
 
+def with_records(servers: list[dict], records: list[dict]) -> list[dict]:
+    """The servers that measured something: a peer that ran only cases it cannot serve
+    (embeddings) has nothing to compare."""
+    recorded = {rec["server"] for rec in records}
+    return [s for s in servers if s["label"] in recorded]
+
+
 def bench(plan: Plan, args, *, console) -> int:
+    suite = suite_of(plan)
     outcome = execute(plan, log_dir=args.log_dir, console=console)
-    comparisons = bench_comparisons(with_records(outcome.servers, outcome.records))
+    comparisons = suite.bench_comparisons(with_records(outcome.servers, outcome.records))
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=comparisons)
-    print_summary(summary, outcome.servers, console=console)
+    suite.print_summary(summary, outcome.servers, console=console)
     console.print(f"evidence: {directory}")
     _report(args, console)
     return 0
 
 
 def compare(plan: Plan, args, *, console) -> int:
+    suite = suite_of(plan)
+    suite.require_comparable("compare")
     outcome = execute(plan, log_dir=args.log_dir, console=console)
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=[("*", "B", "A")])
-    print_summary(summary, outcome.servers, console=console)
+    suite.print_summary(summary, outcome.servers, console=console)
     console.print(f"evidence: {directory}")
-    regressions = [c for c in summary["comparisons"] if c["metric"] == COMPARED_METRIC
-                   and regression_flag(c["ratio"], c["ci_high"], threshold=args.threshold)]
+    regressions = [c for c in summary["comparisons"] if c["metric"] == suite.compared_metric
+                   and is_regression(c, threshold=args.threshold)]
     for c in regressions:
-        console.print(f"[red]regression[/red] in {c['case']}: B/A = {c['ratio']:.3f} "
-                      f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}] (threshold {args.threshold:.0%})")
+        failed = c.get("failed_repeats") or {}
+        if failed.get("a", 0) > failed.get("b", 0):
+            console.print(f"[red]regression[/red] in {c['case']}: {failed['a']} repeat(s) of B failed or produced "
+                          f"nothing, against {failed['b']} of A")
+        else:
+            console.print(f"[red]regression[/red] in {c['case']}: B/A = {c['ratio']:.3f} "
+                          f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}] (threshold {args.threshold:.0%})")
     return 1 if regressions else 0
 
 
-def per_trial_throughput(records: list[dict], *, pairs_per_trial: int) -> dict[int, dict[str, list[float]]]:
-    """trial → server → output tok/s of each of its repeats, in repeat order."""
-    by_run: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    runs = {}
-    for rec in records:
-        key = (rec["server"], rec["repeat"])
-        if rec["type"] == "run":
-            runs[key] = rec
-        else:
-            by_run[key].append(rec)
-    trials: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for (server, repeat), run in sorted(runs.items(), key=lambda kv: kv[0][1]):
-        tput = repeat_metrics(by_run[(server, repeat)], run)["output_tok_per_s"]
-        trials[repeat // pairs_per_trial][server].append(tput)
+def per_trial(outcomes: dict[tuple[str, int], tuple], *, pairs_per_trial: int) -> dict[int, dict[str, dict]]:
+    """trial → server → {repeat: (value, failed)}, from per-repeat outcomes keyed (server, repeat)."""
+    trials: dict[int, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
+    for (server, repeat), outcome in sorted(outcomes.items(), key=lambda kv: kv[0][1]):
+        trials[repeat // pairs_per_trial][server][repeat] = outcome
     return trials
 
 
-def _flagged(ratios: list[dict], *, threshold: float) -> int:
-    return sum(regression_flag(r["ratio"], r["ci_high"], threshold=threshold) for r in ratios)
+def _decide(candidate: dict, baseline: dict, *, threshold: float) -> dict | None:
+    """One compare decision, candidate/baseline, over repeats {i: (value, failed)}."""
+    return paired_comparison({i: v for i, (v, _) in candidate.items()}, {i: v for i, (v, _) in baseline.items()},
+                             failed_a={i for i, (_, f) in candidate.items() if f},
+                             failed_b={i for i, (_, f) in baseline.items() if f}, threshold=threshold)
 
 
-def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: float, threshold: float) -> dict:
+def _flagged(decisions: list[dict | None], *, threshold: float) -> int:
+    return sum(d is not None and is_regression(d, threshold=threshold) for d in decisions)
+
+
+def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: float, threshold: float,
+                     per_repeat=per_repeat_outcome) -> dict:
     """Each trial is one `compare` decision (A2 vs A, planted vs A) on its own pairs.
 
     The gate rule is counted at `threshold` (compare's default, so the rule CI
     relies on is the rule validated) and, for reference, at threshold 0: the
-    bare significance test. `planted_ratio` is the slowdown the plant really
-    cost, over every pair of the run.
+    bare significance test. A failed repeat counts against its server, as in
+    compare. `planted_ratio` is the slowdown the plant really cost, over every
+    pair of the run. `per_repeat` is the suite's (server, repeat) → (compared
+    metric, failed) (throughput's by default).
     """
-    trials = per_trial_throughput(records, pairs_per_trial=pairs_per_trial)
+    trials = per_trial(per_repeat(records), pairs_per_trial=pairs_per_trial)
     n = len(trials)
-    aa_ratios, planted_ratios = ([paired_ratio(servers[c], servers["A"]) for servers in trials.values()]
+    aa_ratios, planted_ratios = ([_decide(servers[c], servers["A"], threshold=threshold) for servers in trials.values()]
                                  for c in ("A2", "planted"))
     aa, planted = _flagged(aa_ratios, threshold=threshold), _flagged(planted_ratios, threshold=threshold)
-    every = {s: [v for servers in trials.values() for v in servers[s]] for s in ("A", "planted")}
-    realised = paired_ratio(every["planted"], every["A"])
+    every = {s: {i: o for servers in trials.values() for i, o in servers[s].items()} for s in ("A", "planted")}
+    realised = _decide(every["planted"], every["A"], threshold=threshold) or {}
     return {"aa_trials": n, "aa_flagged": aa, "false_positive_rate": aa / n, "fpr_ci": list(wilson(aa, n)),
             "planted_trials": n, "planted_flagged": planted, "power": planted / n,
             "power_ci": list(wilson(planted, n)), "planted_slowdown": slowdown, "alpha": 0.05,
             "threshold": threshold, "pairs_per_trial": pairs_per_trial,
             "aa_significant": _flagged(aa_ratios, threshold=0.0),
             "planted_significant": _flagged(planted_ratios, threshold=0.0),
-            "planted_ratio": {k: realised[k] for k in ("ratio", "ci_low", "ci_high", "n_pairs")}}
+            "planted_ratio": {k: realised.get(k) for k in ("ratio", "ci_low", "ci_high")}
+            | {"n_pairs": realised.get("n_pairs", 0)}}
 
 
 def validate(plan: Plan, args, *, console) -> int:
+    suite = suite_of(plan)
+    suite.require_comparable("validate")
     outcome = execute(plan, log_dir=args.log_dir, console=console)
     block = validation_block(outcome.records, pairs_per_trial=args.repeats, slowdown=args.slowdown,
-                             threshold=args.threshold)
+                             threshold=args.threshold, per_repeat=suite.per_repeat)
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, validation=block,
                                  comparisons=[("*", "A2", "A"), ("*", "planted", "A")])
     ok = block["false_positive_rate"] <= 0.05 and block["power"] >= 0.95
+    real = block["planted_ratio"]["ratio"]
+    cost = "n/a" if real is None else f"{1 - real:.1%}"
     console.print(
         f"A/A: {block['aa_flagged']}/{block['aa_trials']} trials flagged a regression "
         f"(rate {block['false_positive_rate']:.2f}, Wilson 95% [{block['fpr_ci'][0]:.2f}, {block['fpr_ci'][1]:.2f}]); "
         f"planted {args.slowdown:.0%} slowdown: {block['planted_flagged']}/{block['planted_trials']} caught "
         f"(power {block['power']:.2f}, Wilson 95% [{block['power_ci'][0]:.2f}, {block['power_ci'][1]:.2f}]; "
-        f"it cost {1 - block['planted_ratio']['ratio']:.1%}) → "
+        f"it cost {cost}) → "
         f"{'[green]within bounds[/green]' if ok else '[red]outside bounds[/red]'} (FPR ≤ 0.05, power ≥ 0.95)")
     console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.0%} below 1, "
-                  f"{block['pairs_per_trial']} pairs per trial; at threshold 0 A/A flags "
-                  f"{block['aa_significant']}/{block['aa_trials']}, planted {block['planted_significant']}/{block['planted_trials']}")
+                  f"or more failed repeats than A; {block['pairs_per_trial']} pairs per trial; at threshold 0 "
+                  f"A/A flags {block['aa_significant']}/{block['aa_trials']}, planted "
+                  f"{block['planted_significant']}/{block['planted_trials']}")
     console.print(f"evidence: {directory}")
     _report(args, console)
     return 0 if ok else 1

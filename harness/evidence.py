@@ -24,7 +24,9 @@ from pathlib import Path
 
 import jsonschema
 
-HARNESS_VERSION = "0.5.0"  # 0.5.0: tools parse fidelity leaves cut-off calls out (counted as cut_off)
+HARNESS_VERSION = "0.6.0"  # 0.6.0: suites as plug-ins, the divergence suite, failed repeats count in
+# comparisons, balanced server orders (workload.design)
+# 0.5.0: tools parse fidelity leaves cut-off calls out (counted as cut_off)
 # 0.4.0: the tools suite (tool_case records, summary "tools")
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 GZIP_OVER_BYTES = 1_000_000  # "1 MB" in EVIDENCE.md, read as SI megabytes

@@ -13,12 +13,17 @@ tests run exactly these lines and check them against ``summarize``:
 (``dtype=False`` keeps labels such as case "1" as strings; ``fill_value=0``
 makes a repeat whose requests all failed count as 0 tok/s, as here;
 RAW_JSONL may name raw.jsonl.gz too.)
+
+In comparisons a failed repeat counts against its server: a repeat with a request
+that did not finish ok, or with no output token, or missing altogether, is never
+dropped from the pair. The side with more failed repeats loses the comparison
+whatever the ratio of the repeats that did run says (see `paired_comparison`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import stats
@@ -100,6 +105,27 @@ def repeat_metrics(requests: list[dict], run: dict) -> dict:
     return out
 
 
+def repeat_failed(requests: list[dict]) -> bool:
+    """A repeat failed when it sent nothing, any request did not finish ok, or it produced no token."""
+    return (not requests or any(r.get("status") != "ok" for r in requests)
+            or _tokens(requests, "completion_tokens") == 0)
+
+
+def per_repeat_outcome(records: Iterable[dict], metric: str = COMPARED_METRIC) -> dict[tuple[str, int], tuple]:
+    """(server, repeat) → (metric of that repeat, whether it failed), over request and run records:
+    what validate's trials decide on."""
+    requests: dict[tuple[str, int], list[dict]] = {}
+    runs = {}
+    for rec in records:
+        key = (rec["server"], rec["repeat"])
+        if rec["type"] == "run":
+            runs[key] = rec
+        else:
+            requests.setdefault(key, []).append(rec)
+    return {key: (repeat_metrics(requests.get(key, []), run)[metric], repeat_failed(requests.get(key, [])))
+            for key, run in runs.items()}
+
+
 def _collect(records: Iterable[dict]) -> dict:
     """{(server, case): {"runs": {repeat: run}, "requests": {repeat: [...]}}} in first-seen order."""
     groups: dict = {}
@@ -152,7 +178,8 @@ def _group_summary(server: str, case: str, group: dict, *, confidence: float) ->
     cache = prompt_cache(r for reqs in group["requests"].values() for r in reqs)
     if cache is not None:
         summary["prompt_cache"] = cache
-    return summary, by_repeat
+    failed = {i for i in repeats if repeat_failed(group["requests"].get(i, []))}
+    return summary, (by_repeat, failed)
 
 
 def _expand(requests: Iterable[Comparison | Sequence[str]], by_key: dict) -> list[tuple[str, Comparison]]:
@@ -174,20 +201,68 @@ def _expand(requests: Iterable[Comparison | Sequence[str]], by_key: dict) -> lis
     return out
 
 
+def _no_ratio(n_pairs: int, *, confidence: float) -> dict:
+    return {"ratio": None, "ci_low": None, "ci_high": None, "confidence": confidence,
+            "method": stats.PAIRED_METHOD, "p_value": None, "test": stats.PAIRED_TEST, "n_pairs": n_pairs}
+
+
+def paired_comparison(a: Mapping[int, float | None], b: Mapping[int, float | None], *,
+                      failed_a: Collection[int] = (), failed_b: Collection[int] = (),
+                      higher_is_better: bool = True, confidence: float = 0.95,
+                      threshold: float = 0.0) -> dict | None:
+    """Ratio a/b of one metric over repeats paired by index, where failures count against their side.
+
+    a and b map repeat index → value. A repeat is failed for a side when it is in
+    failed_x or missing from x. Failed repeats never enter the ratio (a crashed
+    repeat has no speed) and are never silently dropped: "failed_repeats" counts
+    them, and the side with more failed repeats loses ("slower" when a failed more,
+    "faster" when b did) whatever the ratio says. Without failures the result is
+    the plain paired ratio, and None when fewer than 2 pairs can be formed (the
+    metric was not measurable, e.g. TPOT of one-token answers).
+    """
+    every = set(a) | set(b)
+    lost_a = {i for i in every if i not in a or i in failed_a}
+    lost_b = {i for i in every if i not in b or i in failed_b}
+    pairs = [(a[i], b[i]) for i in sorted(every - lost_a - lost_b)]
+    # A ratio needs a positive value on both sides; n_pairs says how many pairs survived.
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None and x > 0 and y > 0]
+    if len(pairs) >= 2:
+        result = stats.paired_ratio([x for x, _ in pairs], [y for _, y in pairs], confidence=confidence)
+        verdict = stats.verdict(result["ci_low"], result["ci_high"], threshold=threshold,
+                                higher_is_better=higher_is_better)
+    elif lost_a or lost_b:
+        result, verdict = _no_ratio(len(pairs), confidence=confidence), "no detectable difference"
+    else:
+        return None
+    if lost_a or lost_b:
+        result["failed_repeats"] = {"a": len(lost_a), "b": len(lost_b)}
+        if len(lost_a) != len(lost_b):
+            verdict = "slower" if len(lost_a) > len(lost_b) else "faster"
+    return {**result, "verdict": verdict}
+
+
+def is_regression(comparison: dict, *, threshold: float) -> bool:
+    """compare's gate on a stored comparison a/b, a being the candidate: a lost more repeats to
+    failures than b, or its ratio is significantly and materially worse (stats.regression_flag)."""
+    failed = comparison.get("failed_repeats") or {}
+    if failed.get("a", 0) > failed.get("b", 0):
+        return True
+    return comparison["ratio"] is not None and stats.regression_flag(comparison["ratio"], comparison["ci_high"],
+                                                                     threshold=threshold)
+
+
 def _compare(case: str, req: Comparison, metric: str, by_key: dict, *, confidence: float,
              threshold: float) -> dict | None:
     a, b = req.a, req.b
-    ra, rb = by_key[(a, case)], by_key[(b, case)]
-    pairs = [(ra[i][metric], rb[i][metric]) for i in sorted(set(ra) & set(rb))]
-    # A ratio needs a positive value on both sides; n_pairs says how many pairs survived.
-    pairs = [(x, y) for x, y in pairs if x is not None and y is not None and x > 0 and y > 0]
-    if len(pairs) < 2:
-        warnings.warn(f"comparison {case}: {a} vs {b} on {metric} skipped: {len(pairs)} usable repeat pair(s), "
-                      "need 2", RuntimeWarning, stacklevel=3)
+    (ra, fa), (rb, fb) = by_key[(a, case)], by_key[(b, case)]
+    result = paired_comparison({i: m[metric] for i, m in ra.items()}, {i: m[metric] for i, m in rb.items()},
+                               failed_a=fa, failed_b=fb, higher_is_better=higher_is_better(metric),
+                               confidence=confidence, threshold=threshold)
+    if result is None:
+        warnings.warn(f"comparison {case}: {a} vs {b} on {metric} skipped: fewer than 2 usable repeat pairs",
+                      RuntimeWarning, stacklevel=3)
         return None
-    result = stats.paired_ratio([x for x, _ in pairs], [y for _, y in pairs], confidence=confidence)
-    verdict = stats.verdict(result["ci_low"], result["ci_high"], threshold=threshold,
-                            higher_is_better=higher_is_better(metric))
+    verdict = result.pop("verdict")
     out = {"case": case, "a": a, "b": b, "metric": metric, **result, "verdict": verdict}
     if req.cache is not None:
         out["cache"] = req.cache
@@ -207,9 +282,8 @@ def summarize(records: list[dict], *, comparisons: Sequence[Comparison | tuple[s
     groups = _collect(records)
     summaries, by_key = [], {}
     for (server, case), group in groups.items():
-        summary, by_repeat = _group_summary(server, case, group, confidence=confidence)
+        summary, by_key[(server, case)] = _group_summary(server, case, group, confidence=confidence)
         summaries.append(summary)
-        by_key[(server, case)] = by_repeat
     compared = [_compare(case, req, metric, by_key, confidence=confidence, threshold=threshold)
                 for case, req in _expand(comparisons, by_key) for metric in req.metrics]
     return {"schema_version": 1, "groups": summaries, "comparisons": [c for c in compared if c is not None]}

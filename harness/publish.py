@@ -10,9 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .bench import Outcome, Plan
+from .bench import Outcome, Plan, suite_of
 from .evidence import HARNESS_VERSION, new_run_id, run_dir, write_run
-from .metrics import summarize
 from .servers import REPO_ROOT
 
 
@@ -73,15 +72,20 @@ def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: s
         "engine_mode": health.get("engine", {}).get("mode", "unknown"),
         "servers": outcome.servers,
         "workload": {"cases": [c.describe() for c in plan.cases], "repeats": plan.repeats,
-                     "warmup_requests": plan.warmup_requests, "interleaving": interleaving},
+                     "warmup_requests": plan.warmup_requests, "interleaving": interleaving,
+                     **({"design": outcome.design.describe()} if outcome.design is not None else {})},
         "argv": list(sys.argv),
     }
 
 
 def publish(plan: Plan, outcome: Outcome, *, evidence_root: Path, comparisons, validation=None,
-            interleaving="each repeat runs every server once, cycling through all server orders (A B, B A, ...)") -> tuple[Path, dict]:
+            interleaving: str | None = None) -> tuple[Path, dict]:
+    """A run of a generic command: the suite's summary of the records, the server-order design."""
+    if interleaving is None:
+        interleaving = outcome.design.interleaving() if outcome.design is not None else "not recorded"
+    body = suite_of(plan).summarize(outcome.records, comparisons=comparisons, cases=plan.cases)
     return _write(plan, outcome, evidence_root=evidence_root, interleaving=interleaving, records=outcome.records,
-                  body={**summarize(outcome.records, comparisons=comparisons), "validation": validation})
+                  body={**body, "validation": validation})
 
 
 def publish_block(plan: Plan, outcome: Outcome, *, evidence_root: Path, block_name: str, block: dict,
@@ -125,6 +129,14 @@ def _cached(group: dict) -> str:
     return f"{pc['fraction']:.0%}"
 
 
+def verdict_text(comparison: dict) -> str:
+    """The verdict, with the failed repeats that decided it when there were any."""
+    failed = comparison.get("failed_repeats")
+    if not failed:
+        return comparison["verdict"]
+    return f"{comparison['verdict']} (failed repeats: a {failed['a']}, b {failed['b']})"
+
+
 def print_summary(summary: dict, servers: list[dict], *, console: Console) -> None:
     table = Table(title="median [95% t interval] across repeats")
     for col in ("case", "server", "cache", "n", "out tok/s", "req/s", "TTFT p50 ms", "ITL p50 ms", "cached prompt",
@@ -145,10 +157,11 @@ def print_summary(summary: dict, servers: list[dict], *, console: Console) -> No
             ctable.add_column(col)
         for comp in comps:
             p_value = "n/a" if comp["p_value"] is None else f"{comp['p_value']:.4f}"
+            ratio = ("n/a" if comp["ratio"] is None else
+                     f"{comp['ratio']:.3f} [{comp['ci_low']:.3f}, {comp['ci_high']:.3f}]")
             ctable.add_row(comp["case"], comp.get("cache", "n/a"), f"{comp['a']} / {comp['b']}",
-                           METRIC_LABELS.get(comp["metric"], comp["metric"]),
-                           f"{comp['ratio']:.3f} [{comp['ci_low']:.3f}, {comp['ci_high']:.3f}]",
-                           str(comp["n_pairs"]), p_value, comp["verdict"])
+                           METRIC_LABELS.get(comp["metric"], comp["metric"]), ratio,
+                           str(comp["n_pairs"]), p_value, verdict_text(comp))
         console.print(ctable)
     for s in servers:
         if s["status"] != "ran":

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import report_contracts, report_tools
+from . import report_contracts, report_divergence, report_tools
 
 DEFAULT_TITLE = "mlx-proof evidence report"
 TABLE_METRICS = (
@@ -137,14 +137,17 @@ def _one_liner(run: Any) -> str:
     gz = not (p / "raw.jsonl").exists() and (p / "raw.jsonl.gz").exists()
     summary = run.summary or {}
     line = (report_tools.TOOLS_RECOMPUTE if summary.get("tools") else
-            report_contracts.CONTRACTS_RECOMPUTE if summary.get("contracts") else RECOMPUTE_ONE_LINER)
+            report_contracts.CONTRACTS_RECOMPUTE if summary.get("contracts") else
+            report_divergence.DIVERGENCE_RECOMPUTE if summary.get("divergence") else RECOMPUTE_ONE_LINER)
     return line.replace("'raw.jsonl'", "'raw.jsonl.gz'") if gz else line
 
 
 def _recomputed(run: Any) -> str:
     summary = run.summary or {}
     return ("accuracy per (category, mode)" if summary.get("tools") else
-            "the client x capability matrix" if summary.get("contracts") else "median output tok/s per (server, case)")
+            "the client x capability matrix" if summary.get("contracts") else
+            "the exact-match share and mean agreement over comparisons, per condition and batch size"
+            if summary.get("divergence") else "median output tok/s per (server, case)")
 
 
 def _figures(run: Any, conc: dict) -> tuple[list[tuple[str, bytes]], str | None]:
@@ -190,7 +193,9 @@ def _counts(g: dict) -> str:
 COMPARISON_HEAD = ("case", "a", "b", "metric", "ratio", "95% CI", "p-value", "test", "verdict", "n_pairs",
                    "cache")
 COMPARISON_NOTE = ("ratio = a/b of the metric over paired repeats; 'faster' means a is better: a ratio above 1 "
-                   "for throughput (…_per_s), below 1 for times (…_s, e.g. ttft_p50_s). cache: warm = both "
+                   "for throughput (…_per_s), below 1 for times (…_s, e.g. ttft_p50_s). From harness 0.6.0 a "
+                   "repeat that failed or produced nothing counts against its server: the side with more failed repeats "
+                   "loses. cache: warm = both "
                    "servers' prompt/prefix caches on, cold = both off, warm-vs-cold = a on and b off "
                    "(n/a: not recorded, runs before harness 0.3.0).")
 
@@ -198,8 +203,16 @@ COMPARISON_NOTE = ("ratio = a/b of the metric over paired repeats; 'faster' mean
 def _comparison_cells(c: dict) -> list[str]:
     return [_t(c.get(k)) for k in ("case", "a", "b", "metric")] + [
         fmt_num(c.get("ratio")), fmt_ci(c.get("ci_low"), c.get("ci_high"), c.get("n_pairs")),
-        fmt_p(c.get("p_value")), _t(c.get("test")), _t(c.get("verdict")), f"n={_t(c.get('n_pairs'))}",
+        fmt_p(c.get("p_value")), _t(c.get("test")), _verdict(c), f"n={_t(c.get('n_pairs'))}",
         _t(c.get("cache"))]
+
+
+def _verdict(c: dict) -> str:
+    """The verdict, and the failed repeats that decided it (harness 0.6.0+: they count against their server)."""
+    failed = c.get("failed_repeats")
+    if not failed:
+        return _t(c.get("verdict"))
+    return f"{_t(c.get('verdict'))} (failed repeats: a {failed.get('a')}, b {failed.get('b')})"
 
 
 def _cached_cell(g: dict) -> str:
@@ -279,6 +292,8 @@ def _html_run(run: Any) -> str:
         out.append(report_tools.html_section(tools))
     if contracts := s.get("contracts"):
         out.append(report_contracts.html_section(contracts, run_path=run.path))
+    if divergence := s.get("divergence"):
+        out.append(report_divergence.html_section(divergence))
     out.append(f"<h3>Recompute from raw</h3><p>In {_e(_shown_path(run))}, {_e(_recomputed(run))}:</p>"
                f"<pre>{_e(_one_liner(run))}</pre></section>")
     return "\n".join(out)
@@ -330,7 +345,7 @@ def _md_run(run: Any) -> str:
         out += ["", _md_row(list(COMPARISON_HEAD)), "|" + "---|" * len(COMPARISON_HEAD)]
         for c in comps:
             cells = _comparison_cells(c)
-            cells[8] = f"**{cells[8]}**" if cells[8] in ("faster", "slower") else cells[8]
+            cells[8] = f"**{cells[8]}**" if c.get("verdict") in ("faster", "slower") else cells[8]
             out.append(_md_row(cells))
         out += ["", COMPARISON_NOTE]
     if val := s.get("validation"):
@@ -339,6 +354,8 @@ def _md_run(run: Any) -> str:
         out += report_tools.markdown(tools, row=_md_row)
     if contracts := s.get("contracts"):
         out += report_contracts.markdown(contracts, run_path=run.path, row=_md_row)
+    if divergence := s.get("divergence"):
+        out += report_divergence.markdown(divergence, row=_md_row)
     out += ["", f"Recompute {_recomputed(run)} from raw, in `{_shown_path(run)}`:", "",
             "```sh", _one_liner(run), "```", ""]
     return "\n".join(out)

@@ -162,4 +162,7 @@ def run_figures(summary: dict, records: list[dict], concurrency: dict[tuple[str,
         figs.append((f"TTFT and inter-token latency ECDFs for case {case} (ok requests only).", png))
     if png := comparison_forest(summary.get("comparisons") or []):
         figs.append(("Comparison ratios with 95% CIs; the dashed line is 1.0 (no difference).", png))
+    if block := summary.get("divergence"):
+        from .report_divergence import figures as divergence_figures
+        figs += divergence_figures(block)
     return figs

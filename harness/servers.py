@@ -163,7 +163,9 @@ def launch(spec: ServerSpec, *, model: ModelFolder, profile: str, log_dir: Path,
         argv, model_field = command(spec, model=model, port=port, profile=profile)
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
-        env["PYTHONPATH"] = str(tree)  # ours at that revision, not the installed copy
+        # Ours at that revision first, not the installed copy; then whatever was there (on the GPU
+        # machine the CUDA build of mlx lives on PYTHONPATH).
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
         hub = Path(tempfile.mkdtemp(prefix="mlx-proof-hub-"))
         env.update(HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1")  # mlx_lm.server's /v1/models needs the folder
         if preload and spec.kind != "mlx-proof":

@@ -25,6 +25,7 @@ T_METHOD = "t interval on the mean"
 PAIRED_METHOD = "t on paired log-ratios"
 PAIRED_TEST = "one-sample t-test on log-ratios, H0: ratio = 1"
 BOOTSTRAP_METHOD = "bootstrap (BCa or percentile), ratio of medians"
+BOOTSTRAP_MEAN_METHOD = "bootstrap of the mean (BCa, percentile where BCa is undefined)"
 
 VERDICTS = ("faster", "slower", "no detectable difference")
 
@@ -165,6 +166,33 @@ def bootstrap_ratio_of_medians(a: Sequence[float], b: Sequence[float], *, confid
         "n_b": int(y.size),
         "n_resamples": n_resamples,
     }
+
+
+def bootstrap_mean(values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 9999,
+                   seed: int = 0) -> dict:
+    """Mean with a bootstrap interval (seeded, so a summary recomputes exactly).
+
+    One value has no interval (None); identical values collapse it onto the value,
+    where BCa is undefined. "interval" names the method used.
+    """
+    x = _finite_array(values)
+    out = {"n": int(x.size), "mean": float(np.mean(x)), "ci_low": None, "ci_high": None,
+           "confidence": confidence, "method": BOOTSTRAP_MEAN_METHOD, "interval": None}
+    if x.size < 2:
+        return out
+    if np.ptp(x) == 0:
+        return {**out, "ci_low": float(x[0]), "ci_high": float(x[0]), "interval": "collapsed"}
+    for interval in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # degenerate resamples: the fallback handles them
+            result = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                                     method=interval, rng=np.random.default_rng(seed))
+        low, high = result.confidence_interval
+        if math.isfinite(low) and math.isfinite(high):
+            # Clip to the data's range: a mean cannot leave it, BCa's tail correction can.
+            return {**out, "ci_low": float(max(low, x.min())), "ci_high": float(min(high, x.max())),
+                    "interval": interval}
+    raise ValueError("bootstrap interval is undefined for these values")
 
 
 def verdict(ci_low: float | None, ci_high: float | None, *, higher_is_better: bool = True,

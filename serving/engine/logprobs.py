@@ -10,6 +10,11 @@ from .request import TokenLogprob
 def token_logprob(logprobs, token: int, top_k: int) -> TokenLogprob:
     """`logprobs` is the step's normalised log-distribution over the vocabulary
     (an mx.array from mlx-lm, or anything numpy can view)."""
+    if hasattr(logprobs, "astype") and not isinstance(logprobs, np.ndarray):
+        # numpy cannot view an mx.array of bfloat16 (no buffer format for it): widen it in MLX first
+        import mlx.core as mx
+
+        logprobs = logprobs.astype(mx.float32)
     values = np.asarray(logprobs, dtype=np.float32).reshape(-1)
     chosen = float(values[token])
     if top_k <= 0:

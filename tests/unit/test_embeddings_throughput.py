@@ -10,9 +10,8 @@ import jsonschema
 import pytest
 
 from harness import evidence
-from harness.bench import runs_on
-from harness.cli import with_embedding_model
 from harness.commands import bench_comparisons, with_records
+from suites.throughput.runner import embedding_model_args, serves as runs_on
 from harness.loadgen import Arrival, Conversation, run_conversations, run_load
 from harness.metrics import repeat_metrics
 from harness.servers import ServerSpec
@@ -125,12 +124,9 @@ def test_ours_get_the_embedding_model_and_peers_skip_the_case(tmp_path):
     emb, chat = _cases(tmp_path)
     servers = [ServerSpec("ours", "mlx-proof"), ServerSpec("mlx-lm", "mlx-lm"),
                ServerSpec("ours-nocache", "mlx-proof", extra_args=("--prefix-cache-bytes", "0"))]
-    launched = with_embedding_model(servers, [emb, chat])
-    assert launched[0].extra_args == ("--embedding-model", "all-minilm-l6-v2")
-    assert launched[1].extra_args == ()
-    assert launched[2].extra_args == ("--prefix-cache-bytes", "0", "--embedding-model", "all-minilm-l6-v2")
-    assert with_embedding_model(servers, [chat]) == servers
-    ours, peer = (SimpleNamespace(spec=s) for s in launched[:2])
+    assert embedding_model_args([emb, chat]) == ("--embedding-model", "all-minilm-l6-v2")
+    assert embedding_model_args([chat]) == ()
+    ours, peer = (SimpleNamespace(spec=s) for s in servers[:2])
     assert runs_on(ours, emb) and runs_on(ours, chat) and runs_on(peer, chat) and not runs_on(peer, emb)
 
 
@@ -138,7 +134,7 @@ def test_cases_with_different_embedding_models_cannot_share_a_server(tmp_path):
     emb, _ = _cases(tmp_path)
     other = SimpleNamespace(endpoint="embeddings", embedding_model="another")
     with pytest.raises(ValueError, match="several embedding models"):
-        with_embedding_model([ServerSpec("ours", "mlx-proof")], [emb, other])
+        embedding_model_args([emb, other])
 
 
 def test_a_peer_that_ran_no_case_is_not_compared():

@@ -101,10 +101,17 @@ def test_summarize_comparison_errors():
     with pytest.raises(ValueError, match="no run record"):
         metrics.summarize([request(repeat=3)])
     dead = records_for("ours", "x", [10, 10])
-    for rep in (0, 1):  # every peer request failed: 0 tok/s has no ratio
+    for rep in (0, 1):  # every peer request failed: 0 tok/s has no ratio, but the failures count
         dead += [request("peer", "x", rep, status="error", error="e"), run("peer", "x", rep)]
-    with pytest.warns(RuntimeWarning, match="0 usable repeat pair"):
-        assert metrics.summarize(dead, comparisons=[("x", "ours", "peer")])["comparisons"] == []
+    (c,) = metrics.summarize(dead, comparisons=[("x", "ours", "peer")])["comparisons"]
+    assert c["ratio"] is None and c["n_pairs"] == 0
+    assert c["failed_repeats"] == {"a": 0, "b": 2} and c["verdict"] == "faster"
+    # A metric no repeat could measure (one-token answers have no TPOT) is still skipped, with a warning.
+    single = [request("ours", "y", i, completion=1) for i in (0, 1)] + [run("ours", "y", i) for i in (0, 1)]
+    single += [request("peer", "y", i, completion=1) for i in (0, 1)] + [run("peer", "y", i) for i in (0, 1)]
+    with pytest.warns(RuntimeWarning, match="fewer than 2 usable repeat pairs"):
+        assert metrics.summarize(single, comparisons=[metrics.Comparison("y", "ours", "peer", ("tpot_p50_s",))]
+                                 )["comparisons"] == []
 
 
 def documented_one_liner() -> list[str]:

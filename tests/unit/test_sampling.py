@@ -1,4 +1,5 @@
 import mlx.core as mx
+import pytest
 
 from serving.engine.request import SamplingParams
 from serving.engine.sampling import build_logits_processors, build_sampler
@@ -45,3 +46,16 @@ def test_penalties_and_bias_follow_openai_semantics():
     (proc,) = build_logits_processors(SamplingParams(logit_bias={0: 5.0}), context_size=64)
     assert proc(context, mx.zeros((1, 4))).tolist()[0] == [5.0, 0.0, 0.0, 0.0]
     assert build_logits_processors(SamplingParams(), context_size=64) == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_logprobs_are_read_from_every_weight_dtype(dtype):
+    # A bf16 model's distribution is a bf16 mx.array, which numpy cannot view directly.
+    import mlx.core as mx
+
+    from serving.engine.logprobs import token_logprob
+
+    dist = mx.log(mx.softmax(mx.array([1.0, 3.0, 2.0, 0.5]), axis=-1)).astype(getattr(mx, dtype))
+    got = token_logprob(dist, 1, top_k=2)
+    assert got.token == 1 and [t for t, _ in got.top] == [1, 2]
+    assert abs(got.logprob - (-0.46)) < 0.02

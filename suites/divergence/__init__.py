@@ -1,0 +1,1 @@
+"""Batch divergence: does greedy output change with what else is in the batch? Token ids, not words."""
