@@ -109,8 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     models.add_argument("--cache-dir")
     models.add_argument("--build-tiny-vlm", metavar="DIR",
                         help="write a tiny random-weight qwen2_vl model into DIR (for tests of the image path)")
+    models.add_argument("--random-weights", nargs=2, metavar=("SOURCE", "TARGET"),
+                        help="write a model with SOURCE's architecture and tokenizer but random weights into "
+                             "TARGET (numerical evidence where real weights cannot travel); --dtype, --seed")
+    models.add_argument("--seed", type=int, default=0)
     sub.add_parser("blas-check", help="measure matmul speed with each BLAS this machine has")
     args = parser.parse_args(argv)
+    if args.command == "models" and args.random_weights:
+        from .convert.random_weights import build_random_model
+        dtype = "float32" if args.dtype == "auto" else args.dtype
+        print(build_random_model(*args.random_weights, dtype=dtype, seed=args.seed))
+        return 0
     if args.command == "models" and args.build_tiny_vlm:
         from .vision.tiny_model import main as build_tiny_vlm
         return build_tiny_vlm(args.build_tiny_vlm)
