@@ -6,6 +6,7 @@ temporary sibling renamed into place: a run directory holds a complete, valid ru
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -175,10 +176,26 @@ def _dumps(doc, **kwargs) -> str:
         raise EvidenceError(f"non-finite number in evidence: {exc}") from exc
 
 
+def _set_aside(directory: Path, *, manifest: dict, records: list[dict], summary: dict) -> Path:
+    kept = directory.parent / f".rejected-{directory.name}"
+    kept.mkdir(parents=True, exist_ok=True)
+    dump = functools.partial(json.dumps, ensure_ascii=False, default=str)
+    (kept / "manifest.json").write_text(dump(manifest, indent=2) + "\n")
+    (kept / "summary.json").write_text(dump(summary, indent=2) + "\n")
+    (kept / "raw.jsonl").write_text("".join(dump(r) + "\n" for r in records))
+    return kept
+
+
 def write_run(directory: Path, *, manifest: dict, records: list[dict], summary: dict) -> Path:
     """Validate, then create directory with its three files; never overwrite (evidence is immutable)."""
     directory = Path(directory)
-    _check(manifest, records, summary, directory=directory)
+    try:
+        _check(manifest, records, summary, directory=directory)
+    except EvidenceError as exc:
+        # What was measured is never thrown away (a contracts run is half an hour of clients):
+        # it is set aside, unpublished, beside where it would have gone.
+        kept = _set_aside(directory, manifest=manifest, records=records, summary=summary)
+        raise EvidenceError(f"{exc}\nthe run's files are kept, unpublished, in {kept}") from None
     files = {"manifest.json": _dumps(manifest, indent=2) + "\n", "summary.json": _dumps(summary, indent=2) + "\n"}
     raw = "".join(_dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
     raw_name = "raw.jsonl"

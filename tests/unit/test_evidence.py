@@ -83,9 +83,22 @@ def test_round_trip(tmp_path):
 def test_unknown_manifest_field_is_rejected_and_nothing_written(tmp_path):
     directory, manifest, records, summary = make_run(tmp_path)
     manifest["surprise"] = 1
-    with pytest.raises(EvidenceError, match="surprise"):
+    with pytest.raises(EvidenceError, match="kept, unpublished"):
         evidence.write_run(directory, manifest=manifest, records=records, summary=summary)
     assert not directory.exists()
+    # ...but what was measured is set aside, never lost
+    kept = directory.parent / f".rejected-{directory.name}"
+    assert json.loads((kept / "manifest.json").read_text())["surprise"] == 1
+    assert len((kept / "raw.jsonl").read_text().splitlines()) == len(records)
+
+
+def test_contract_records_accept_every_capability_and_model_kind_the_suite_has():
+    from suites.contracts.cases import CAPABILITIES, MODELS
+
+    schema = json.loads((evidence.SCHEMA_DIR / "raw_record.schema.json").read_text())
+    case = schema["$defs"]["contract_case"]["properties"]
+    assert set(case["capability"]["enum"]) == set(CAPABILITIES)
+    assert set(case["model"]["enum"]) == set(MODELS)
 
 
 def test_wrong_status_is_rejected_with_its_line(tmp_path):
