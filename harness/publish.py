@@ -49,6 +49,16 @@ def path_replacements() -> dict[str, str]:
     return dict(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
 
 
+def run_replacements(outcome: Outcome, evidence_root: Path) -> dict[str, str]:
+    """path_replacements, plus a local model folder and the evidence folder a run was given,
+    which are as machine-specific as the checkout (a catalog model is named by its id)."""
+    pairs = {**path_replacements(), str(Path(evidence_root).resolve()): "<evidence>"}
+    if outcome.model.source == "local folder":
+        pairs[str(Path(outcome.model.path).resolve())] = f"<model-folder:{outcome.model.model_id}>"
+        pairs[str(outcome.model.path)] = f"<model-folder:{outcome.model.model_id}>"
+    return dict(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
+
+
 def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: str) -> dict:
     env = outcome.environment
     health = outcome.health
@@ -103,7 +113,7 @@ def _write(plan: Plan, outcome: Outcome, *, evidence_root: Path, interleaving: s
     run_id = new_run_id(plan.suite)
     summary = {"schema_version": 1, "run_id": run_id, **body}
     manifest = portable(build_manifest(plan, outcome, run_id=run_id, interleaving=interleaving),
-                        replacements=path_replacements())
+                        replacements=run_replacements(outcome, evidence_root))
     directory = run_dir(evidence_root, model_id=outcome.model.model_id, profile=plan.profile, run_id=run_id)
     write_run(directory, manifest=manifest, records=records, summary=summary)
     return directory, summary
