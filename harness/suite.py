@@ -102,6 +102,21 @@ def select(text: str | None) -> list[str] | None:
     return names or None
 
 
+def select_cases(cases: list, names: list[str] | None, *, noun: str = "case") -> list:
+    """The cases whose name or any tag is in `names` (all of them when None), in file order.
+
+    A name that is neither a case nor a tag is an error, not an empty run: the message lists
+    every known name and tag."""
+    if names is None:
+        return cases
+    chosen = [c for c in cases if c.name in names or set(c.tags) & set(names)]
+    known = sorted({c.name for c in cases} | {t for c in cases for t in c.tags})
+    unknown = [s for s in names if s not in known]
+    if unknown or not chosen:
+        raise ValueError(f"unknown {noun} or tag {', '.join(unknown) or names}; known: {', '.join(known)}")
+    return chosen
+
+
 def check_records(suite: Suite, records: Sequence[dict[str, Any]]) -> None:
     """A runner must write only its declared record types."""
     stray = sorted({r.get("type") for r in records} - set(suite.record_types), key=str)

@@ -21,6 +21,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..engine.model_thread import ModelThread
+
 log = logging.getLogger("mlx_proof.embeddings")
 
 
@@ -66,34 +68,27 @@ class _Job:
         self.done = threading.Event()
 
 
-class Batcher:
+class Batcher(ModelThread):
+    LOAD_TIMEOUT = "the embedding model did not load in time"
+    LOAD_FAILED = "embedding model failed to load"
+    DIED = "embedding worker died"
+    SHUT_DOWN = "the embedding worker stopped"
+
     def __init__(self, loader: Callable[[], Forward], settings: BatchSettings = BatchSettings()) -> None:
+        super().__init__(name="mlx-embeddings", log=log)
         self._loader = loader
         self.settings = settings
         self._inbox: "queue.Queue[_Job]" = queue.Queue()
         self._lock = threading.Lock()
         self._pending = 0  # sequences submitted and not yet answered; guarded by _lock
-        self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._dead = threading.Event()
-        self._load_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="mlx-embeddings", daemon=True)
         self.model: Forward | None = None
         self._counters = {"requests": 0, "inputs": 0, "forward_passes": 0, "rounds": 0, "peak_batch": 0,
                           "padded_tokens": 0, "real_tokens": 0, "errors": 0, "rejected_busy": 0, "timeouts": 0}
 
     # ---- HTTP-thread side ----
     def start(self, *, timeout_s: float | None = None) -> Forward:
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise TimeoutError("the embedding model did not load in time")
-        if self._load_error is not None:
-            raise RuntimeError(f"embedding model failed to load: {self._load_error}") from self._load_error
+        super().start(timeout_s=timeout_s)
         return self.model
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive() and not self._dead.is_set() and not self._stopping.is_set()
 
     def embed(self, sequences: list[list[int]], *, timeout_s: float | None = None) -> np.ndarray:
         """(len(sequences), dims) vectors, in order; blocks until they are ready."""
@@ -110,7 +105,7 @@ class Batcher:
         self._inbox.put(job)
         deadline = None if not timeout_s else time.monotonic() + timeout_s
         while not job.done.wait(0.25):  # polled, so a worker that died is noticed
-            if not self._thread.is_alive() or self._dead.is_set():
+            if not self._running():
                 raise EmbeddingDown("the embedding worker stopped")
             if deadline is not None and time.monotonic() > deadline:
                 job.abandoned = True
@@ -121,35 +116,23 @@ class Batcher:
             raise EmbeddingFailed(job.error)
         return np.stack(job.vectors)
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=10)
-
     def stats(self) -> dict:
         with self._lock:
             return {"alive": self.alive, "pending_inputs": self._pending, **dataclasses.asdict(self.settings),
                     **self._counters}
 
     # ---- worker side ----
-    def _run(self) -> None:
-        try:
-            self.model = self._loader()
-        except BaseException as exc:  # surfaced to start()'s caller
-            self._load_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            while not self._stopping.is_set():
-                jobs = self._collect()
-                if jobs:
-                    self._round(jobs)
-        except BaseException:
-            log.exception("embedding worker died")
-            raise
-        finally:
-            self._dead.set()
-            self._fail_queued("the embedding worker stopped")
+    def _load(self) -> None:
+        self.model = self._loader()
+
+    def _serve(self, loaded: None) -> None:
+        while not self._stopping.is_set():
+            jobs = self._collect()
+            if jobs:
+                self._round(jobs)
+
+    def _died(self, exc: BaseException) -> str:
+        return self.SHUT_DOWN  # the cause is in the log; a client needs only to know the worker is gone
 
     def _collect(self) -> list[_Job]:
         try:
@@ -225,7 +208,7 @@ class Batcher:
             self._pending -= len(job.sequences)
         job.done.set()
 
-    def _fail_queued(self, message: str) -> None:
+    def _fail_pending(self, message: str) -> None:
         while True:
             try:
                 self._finish(self._inbox.get_nowait(), error=message)

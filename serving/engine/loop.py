@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import logging
 import queue
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -26,8 +25,8 @@ from .divergence_monitor import DivergenceMonitor, MonitorSettings
 from .logprobs import token_logprob
 from .prefix_cache import PrefixCache
 from .probe_driver import ProbeDriver
-from .request import (EngineBusy, EngineDown, Finished, GenerationRequest, RequestHandle,
-                      StepOutput, Usage)
+from .queued_engine import QueuedEngine
+from .request import Finished, RequestHandle, StepOutput, Usage
 from .sampling import build_logits_processors, build_sampler
 from .text_stream import TextStream
 
@@ -71,74 +70,40 @@ def _default_factory(model, tokenizer, settings):
     return make_batch_generator(model, tokenizer, settings)
 
 
-class Engine:
+class Engine(QueuedEngine):
+    LOAD_TIMEOUT = "the engine did not load its model in time"
+    DIED = "engine thread died"
+
     def __init__(self, loader: Callable[[], tuple[Any, Any]], settings: EngineSettings, *,
                  generator_factory: GeneratorFactory = _default_factory,
                  prefix_cache: PrefixCache | None = None) -> None:
-        self._loader = loader
-        self.settings = settings
+        super().__init__(loader, settings, name="mlx-engine", log=log)
         self._factory = generator_factory
         if settings.deterministic:
             # A cached prefix carries KV computed in another request's batch and prefill
             # chunking, so a hit could change this request's numerics: always prefill afresh.
             prefix_cache = PrefixCache(0)
         self._cache = prefix_cache or PrefixCache(settings.prefix_cache_bytes)
-        self._inbox: "queue.Queue[RequestHandle]" = queue.Queue()
         self._cancels: "queue.Queue[RequestHandle]" = queue.Queue()
         self._waiting: collections.deque[RequestHandle] = collections.deque()
-        self._queued = 0  # submitted and not yet decoding; guarded by _lock
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._dead = threading.Event()
-        self._load_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
-        self.tokenizer = None
         self._active: dict[int, _Sequence] = {}
         # Why decoding is serial now (None: batching); set on the engine thread only.
         self._serial_reason: str | None = "deterministic" if settings.deterministic else None
         self.monitor = DivergenceMonitor(settings.monitor, on_serialize=self._serialize_after_divergence)
         self._probes = ProbeDriver(self.monitor)
-        self._counters = {"requests": 0, "peak_decoding": 0, "generated_tokens": 0, "steps": 0,
-                          "errors": 0, "rejected_busy": 0, "timeouts": 0, "step_failures": 0}
-
-    # ---- HTTP-thread side -------------------------------------------------
-    def start(self, *, timeout_s: float | None = None) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise TimeoutError("the engine did not load its model in time")
-        if self._load_error is not None:
-            raise RuntimeError(f"model failed to load: {self._load_error}") from self._load_error
-
-    def _running(self) -> bool:
-        """The loop is still there to deliver events (it may be stopping)."""
-        return self._thread.is_alive() and not self._dead.is_set()
 
     @property
-    def alive(self) -> bool:
-        """The engine takes new work."""
-        return self._running() and not self._stopping.is_set()
+    def _capacity(self) -> int:
+        return self.settings.max_concurrency
 
-    def submit(self, request: GenerationRequest) -> RequestHandle:
-        if not self.alive:
-            raise EngineDown("the engine is not running")
-        with self._lock:
-            if self._queued >= self.settings.max_queue + max(0, self.settings.max_concurrency - len(self._active)):
-                self._counters["rejected_busy"] += 1
-                raise EngineBusy(f"{self._queued} requests are already waiting (--max-queue {self.settings.max_queue})")
-            self._queued += 1
-        handle = RequestHandle(request, self._cancels.put, self._running)
-        self._inbox.put(handle)
-        return handle
+    def _decoding(self) -> int:
+        return len(self._active)
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=10)
+    def _cancel(self, handle: RequestHandle) -> None:
+        # Only the engine thread may touch the batch: it applies cancels between steps.
+        self._cancels.put(handle)
 
     def stats(self) -> dict:
-        decoding = len(self._active)
-        with self._lock:
-            waiting = self._queued
         return {
             "mode": DETERMINISTIC_MODE if self.settings.deterministic else ENGINE_MODE,
             "alive": self.alive,
@@ -146,37 +111,21 @@ class Engine:
             "serial_decoding": self._serial_reason is not None,
             "serial_reason": self._serial_reason,
             "divergence_monitor": self.monitor.status(),
-            "decoding": decoding,
-            "waiting": waiting,
-            "queue_depth": waiting,
-            "max_concurrency": self.settings.max_concurrency,
-            "max_queue": self.settings.max_queue,
-            "prefix_cache": self._cache.stats(),
-            **self._counters,
+            **self._load_stats(prefix_cache=self._cache.stats()),
         }
 
     # ---- engine-thread side -----------------------------------------------
-    def _run(self) -> None:
-        try:
-            model, self.tokenizer = self._loader()
-            generator = self._factory(model, self.tokenizer, self.settings)
-        except BaseException as exc:  # surfaced to start()'s caller
-            self._load_error = exc
-            self._ready.set()
-            return
+    def _load(self) -> tuple[Any, Any]:
+        model, self.tokenizer = self._loader()
+        generator = self._factory(model, self.tokenizer, self.settings)
         if self.settings.deterministic:
             self.monitor.inert("decoding is always serial (--deterministic): there is no batch to probe")
         else:  # before any request: the probe's serial reference is decoded alone
             self._probes.compute_reference(generator, self.tokenizer)
-        self._ready.set()
-        try:
-            self._loop(model, generator)
-        except BaseException as exc:  # the thread is dying: nobody may be left waiting
-            self._dead.set()
-            log.exception("engine thread died")
-            self._fail_everything(f"the engine stopped: {type(exc).__name__}: {exc}")
-            raise
-        self._fail_everything("server shutting down")
+        return model, generator
+
+    def _serve(self, loaded: tuple[Any, Any]) -> None:
+        self._loop(*loaded)
 
     def _loop(self, model, generator) -> None:
         last_log = time.monotonic()
@@ -287,18 +236,13 @@ class Engine:
 
     def _expire(self, generator) -> None:
         now = time.monotonic()
-
-        def late(handle: RequestHandle) -> bool:
-            limit = handle.request.timeout_s
-            return limit is not None and now - handle.created > limit
-
         for uid, seq in list(self._active.items()):
-            if late(seq.handle):
+            if self._overdue(seq.handle, now):
                 self._drop(generator, uid)
                 self._counters["timeouts"] += 1
                 self._finish(seq.handle, Finished("timeout", seq.usage(),
                                                   error=f"generation exceeded {seq.handle.request.timeout_s:g} s"))
-        for handle in [h for h in self._waiting if late(h)]:
+        for handle in [h for h in self._waiting if self._overdue(h, now)]:
             self._waiting.remove(handle)
             self._dequeue()
             self._counters["timeouts"] += 1
@@ -365,21 +309,8 @@ class Engine:
             self._finish(seq.handle, Finished("error", seq.usage(), error=message))
         self._active.clear()
 
-    def _fail_everything(self, message: str) -> None:
+    def _fail_pending(self, message: str) -> None:
         self._fail_active(message)
-        pending = list(self._waiting)
+        waiting = list(self._waiting)
         self._waiting.clear()
-        while True:
-            try:
-                pending.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-        for handle in pending:
-            self._finish(handle, Finished("error", Usage(len(handle.request.prompt_tokens), 0), error=message))
-        with self._lock:
-            self._queued = 0
-
-    @staticmethod
-    def _finish(handle: RequestHandle, event: Finished) -> None:
-        handle.put(event)
-        handle.mark_done()
+        self._fail_queued(message, waiting)

@@ -19,15 +19,14 @@ import json
 import logging
 import os
 import queue
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..engine.logprobs import token_logprob
 from ..engine.loop import EngineSettings
-from ..engine.request import (EngineBusy, EngineDown, Event, Finished, GenerationRequest, RequestHandle,
-                              StepOutput, Usage)
+from ..engine.queued_engine import QueuedEngine
+from ..engine.request import Event, Finished, GenerationRequest, RequestHandle, StepOutput, Usage
 from ..engine.text_stream import TextStream
 
 log = logging.getLogger("mlx_proof.vision")
@@ -97,122 +96,63 @@ def load_vision_model(folder: Path) -> tuple[Any, Any, Any]:
     return model, tokenizer, VisionPrompter(processor.image_processor, image_token_id=token_id, image_token=token)
 
 
-class VisionEngine:
+class VisionEngine(QueuedEngine):
+    LOAD_TIMEOUT = "the vision engine did not load its model in time"
+    DIED = "vision engine thread died"
+    _capacity = 1  # one request at a time: mlx-vlm has no batching our engine could drive
+
     def __init__(self, loader: Loader, settings: EngineSettings, *, steps: Steps = mlx_vlm_steps) -> None:
-        self._loader = loader
-        self.settings = settings
+        super().__init__(loader, settings, name="mlx-vision-engine", log=log, counters=("cancelled",))
         self._steps = steps
-        self._inbox: "queue.Queue[RequestHandle]" = queue.Queue()
-        self._lock = threading.Lock()
-        self._queued = 0  # submitted, not yet taken by the worker; guarded by _lock
         self._cancelled: set[int] = set()  # ids of handles whose client went away; guarded by _lock
         self._current: RequestHandle | None = None
-        self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._dead = threading.Event()
-        self._load_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="mlx-vision-engine", daemon=True)
         self.model = None
-        self.tokenizer = None
         self.vision = None
-        self._counters = {"requests": 0, "peak_decoding": 0, "generated_tokens": 0, "steps": 0, "errors": 0,
-                          "rejected_busy": 0, "timeouts": 0, "step_failures": 0, "cancelled": 0}
 
-    # ---- HTTP-thread side -------------------------------------------------
-    def start(self, *, timeout_s: float | None = None) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise TimeoutError("the vision engine did not load its model in time")
-        if self._load_error is not None:
-            raise RuntimeError(f"model failed to load: {self._load_error}") from self._load_error
-
-    def _running(self) -> bool:
-        return self._thread.is_alive() and not self._dead.is_set()
-
-    @property
-    def alive(self) -> bool:
-        return self._running() and not self._stopping.is_set()
-
-    def submit(self, request: GenerationRequest) -> RequestHandle:
-        if not self.alive:
-            raise EngineDown("the engine is not running")
-        with self._lock:
-            free_slot = 0 if self._current is not None else 1
-            if self._queued >= self.settings.max_queue + free_slot:
-                self._counters["rejected_busy"] += 1
-                raise EngineBusy(f"{self._queued} requests are already waiting (--max-queue {self.settings.max_queue})")
-            self._queued += 1
-        handle = RequestHandle(request, self._cancel, self._running)
-        self._inbox.put(handle)
-        return handle
+    def _decoding(self) -> int:
+        return 0 if self._current is None else 1
 
     def _cancel(self, handle: RequestHandle) -> None:
         with self._lock:
             self._cancelled.add(id(handle))
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=10)
-
     def stats(self) -> dict:
-        with self._lock:
-            waiting = self._queued
-            decoding = 1 if self._current is not None else 0
         return {
             "mode": ENGINE_MODE,
             "alive": self.alive,
             "vision": True,
-            "decoding": decoding,
-            "waiting": waiting,
-            "queue_depth": waiting,
-            "max_concurrency": 1,
-            "max_queue": self.settings.max_queue,
-            "prefix_cache": {"enabled": False, "max_bytes": 0, "bytes": 0, "entries": 0, "lookups": 0, "hits": 0,
-                             "hit_tokens": 0, "miss_tokens": 0},
-            **self._counters,
+            **self._load_stats(prefix_cache={"enabled": False, "max_bytes": 0, "bytes": 0, "entries": 0,
+                                             "lookups": 0, "hits": 0, "hit_tokens": 0, "miss_tokens": 0}),
         }
 
     # ---- worker side --------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            self.model, self.tokenizer, self.vision = self._loader()
-        except BaseException as exc:  # surfaced to start()'s caller
-            self._load_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            while not self._stopping.is_set():
-                try:
-                    handle = self._inbox.get(timeout=0.1)
-                except queue.Empty:
-                    continue
+    def _load(self) -> None:
+        self.model, self.tokenizer, self.vision = self._loader()
+
+    def _serve(self, loaded: None) -> None:
+        while not self._stopping.is_set():
+            try:
+                handle = self._inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            with self._lock:
+                self._queued -= 1
+                self._current = handle
+            try:
+                self._generate(handle)
+            finally:
                 with self._lock:
-                    self._queued -= 1
-                    self._current = handle
-                try:
-                    self._serve(handle)
-                finally:
-                    with self._lock:
-                        self._current = None
-                        self._cancelled.discard(id(handle))
-        except BaseException as exc:  # the thread is dying: nobody may be left waiting
-            self._dead.set()
-            log.exception("vision engine thread died")
-            self._fail_waiting(f"the engine stopped: {type(exc).__name__}: {exc}")
-            raise
-        self._fail_waiting("server shutting down")
+                    self._current = None
+                    self._cancelled.discard(id(handle))
 
     def _is_cancelled(self, handle: RequestHandle) -> bool:
         with self._lock:
             return id(handle) in self._cancelled
 
-    @staticmethod
-    def _late(handle: RequestHandle) -> bool:
-        limit = handle.request.timeout_s
-        return limit is not None and time.monotonic() - handle.created > limit
+    def _late(self, handle: RequestHandle) -> bool:
+        return self._overdue(handle, time.monotonic())
 
-    def _serve(self, handle: RequestHandle) -> None:
+    def _generate(self, handle: RequestHandle) -> None:
         req = handle.request
         prompt_len = len(req.prompt_tokens)
         if self._is_cancelled(handle):
@@ -276,18 +216,3 @@ class VisionEngine:
         if last:
             return [StepOutput((token,), shown + text.finish(), lps), Finished("length", usage)]
         return [StepOutput((token,), shown, lps)]
-
-    def _fail_waiting(self, message: str) -> None:
-        while True:
-            try:
-                handle = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            self._finish(handle, Finished("error", Usage(len(handle.request.prompt_tokens), 0), error=message))
-        with self._lock:
-            self._queued = 0
-
-    @staticmethod
-    def _finish(handle: RequestHandle, event: Finished) -> None:
-        handle.put(event)
-        handle.mark_done()

@@ -7,6 +7,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.suite import select_cases
+
 HERE = Path(__file__).parent
 CASES_FILE = HERE / "cases.toml"
 PROMPTS_FILE = HERE / "prompts.toml"
@@ -124,11 +126,4 @@ def load_cases(select: list[str] | None = None, *, concurrency: tuple[int, ...] 
         cases.append(Case(raw["name"], prompts, distractors,
                           concurrency or _sizes(raw["concurrency"], f"case {raw['name']!r}"),
                           bool(raw.get("control", True)), threshold, tuple(raw.get("tags", ()))))
-    if select is None:
-        return cases
-    chosen = [c for c in cases if c.name in select or set(c.tags) & set(select)]
-    known = sorted({c.name for c in cases} | {t for c in cases for t in c.tags})
-    unknown = [s for s in select if s not in known]
-    if unknown or not chosen:
-        raise ValueError(f"unknown divergence case or tag {', '.join(unknown) or select}; known: {', '.join(known)}")
-    return chosen
+    return select_cases(cases, select, noun="divergence case")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.loadgen import ENDPOINTS, Arrival, Conversation
+from harness.suite import select_cases
 
 CASES_FILE = Path(__file__).with_name("cases.toml")
 UID = "{uid}"  # filled per request when bodies are built; see cases.toml's header
@@ -139,12 +140,4 @@ def load_cases(select: list[str] | None = None, *, path: Path = CASES_FILE) -> l
     """Cases whose name or any tag is in `select` (all cases when None), in file order."""
     data = tomllib.loads(path.read_text())
     sets = {name: _prompt_set(name, spec, path.parent) for name, spec in data.get("prompt_set", {}).items()}
-    cases = [_case(raw, sets) for raw in data.get("case", [])]
-    if select is None:
-        return cases
-    chosen = [c for c in cases if c.name in select or set(c.tags) & set(select)]
-    known = sorted({c.name for c in cases} | {t for c in cases for t in c.tags})
-    unknown = [s for s in select if s not in known]
-    if unknown or not chosen:
-        raise ValueError(f"unknown case or tag {', '.join(unknown) or select}; known: {', '.join(known)}")
-    return chosen
+    return select_cases([_case(raw, sets) for raw in data.get("case", [])], select)

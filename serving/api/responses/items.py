@@ -77,21 +77,32 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-class MessageOutput:
-    """An assistant message with one output_text part that grows by deltas."""
+class TextOutput:
+    """An item with one text part that grows by deltas: opened, then response.<TEXT_EVENT>.delta
+    per piece, then <TEXT_EVENT>.done, content_part.done and output_item.done.
+
+    A subclass gives its id prefix, its item and part, and any fields its text events carry."""
+
+    ID_PREFIX = ""
+    TEXT_EVENT = ""
 
     def __init__(self, output_index: int) -> None:
-        self.id = new_id("msg")
+        self.id = new_id(self.ID_PREFIX)
         self.index = output_index
         self.status = "in_progress"
         self.text = ""
 
     def _part(self) -> dict:
-        return {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
+        raise NotImplementedError
 
     def item(self) -> dict:
-        return {"type": "message", "id": self.id, "status": self.status, "role": "assistant",
-                "content": [] if self.status == "in_progress" else [self._part()]}
+        raise NotImplementedError
+
+    def _text_fields(self) -> dict:
+        return {}
+
+    def _content(self) -> list[dict]:
+        return [] if self.status == "in_progress" else [self._part()]
 
     def _where(self) -> dict:
         return {"item_id": self.id, "output_index": self.index, "content_index": 0}
@@ -102,13 +113,31 @@ class MessageOutput:
 
     def delta(self, text: str) -> list[dict]:
         self.text += text
-        return [{"type": "response.output_text.delta", **self._where(), "delta": text, "logprobs": []}]
+        return [{"type": f"response.{self.TEXT_EVENT}.delta", **self._where(), "delta": text, **self._text_fields()}]
 
     def closed(self, status: str) -> list[dict]:
         self.status = status
-        return [{"type": "response.output_text.done", **self._where(), "text": self.text, "logprobs": []},
+        return [{"type": f"response.{self.TEXT_EVENT}.done", **self._where(), "text": self.text,
+                 **self._text_fields()},
                 {"type": "response.content_part.done", **self._where(), "part": self._part()},
                 {"type": "response.output_item.done", "output_index": self.index, "item": self.item()}]
+
+
+class MessageOutput(TextOutput):
+    """An assistant message with one output_text part."""
+
+    ID_PREFIX = "msg"
+    TEXT_EVENT = "output_text"
+
+    def _part(self) -> dict:
+        return {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
+
+    def item(self) -> dict:
+        return {"type": "message", "id": self.id, "status": self.status, "role": "assistant",
+                "content": self._content()}
+
+    def _text_fields(self) -> dict:
+        return {"logprobs": []}
 
 
 class FunctionCallOutput:
