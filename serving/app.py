@@ -95,8 +95,8 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
         speech.asr, model_ids=(speech.asr_id,) if speech.asr_id else (), languages=speech.asr_languages,
         config=config))
     app.add_route("/v1/audio/speech", Speech(speech.tts, config=config))
-    models = Models(served, *([embedding_route.served] if embedding_route.served else []),
-                    extra_ids=speech.model_ids)
+    embedding_ids = embedding_route.served.ids if embedding_route.served else ()
+    models = Models(served, (*embedding_ids, *speech.model_ids))
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     app.add_route("/health", Health(engine, served, backend, config, embeddings=embeddings))

@@ -63,11 +63,11 @@ def _anthropic_model(model_id: str, created: int) -> dict:
 class Models:
     """The served model ids, in OpenAI's shape, or Anthropic's for a request that speaks it.
 
-    `also`: models served beside the chat model (embeddings, speech-to-text), listed after it."""
+    `beside`: the ids of models served beside the chat model (embeddings, speech-to-text), listed after it."""
 
-    def __init__(self, served: ServedModel, *also: ServedModel, extra_ids: tuple[str, ...] = ()) -> None:
+    def __init__(self, served: ServedModel, beside: tuple[str, ...] = ()) -> None:
         self.served = served
-        self.ids = tuple(dict.fromkeys((*(i for model in (served, *also) for i in model.ids), *extra_ids)))
+        self.ids = tuple(dict.fromkeys((*served.ids, *beside)))
         self.created = int(time.time())
 
     def on_get(self, req, resp):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mlx.core as mx
 import numpy as np
 
 from .request import TokenLogprob
@@ -10,10 +11,8 @@ from .request import TokenLogprob
 def token_logprob(logprobs, token: int, top_k: int) -> TokenLogprob:
     """`logprobs` is the step's normalised log-distribution over the vocabulary
     (an mx.array from mlx-lm, or anything numpy can view)."""
-    if hasattr(logprobs, "astype") and not isinstance(logprobs, np.ndarray):
+    if isinstance(logprobs, mx.array):
         # numpy cannot view an mx.array of bfloat16 (no buffer format for it): widen it in MLX first
-        import mlx.core as mx
-
         logprobs = logprobs.astype(mx.float32)
     values = np.asarray(logprobs, dtype=np.float32).reshape(-1)
     chosen = float(values[token])
