@@ -66,8 +66,9 @@ def parser(suite=None) -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="a suite against our server and peers, interleaved, with evidence")
     _common(bench, suite, cases=suite.default_cases, repeats=suite.default_repeats)
     bench.add_argument("--peers", default=None,
-                       help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx, and ours-nocache (ours with "
-                            "--prefix-cache-bytes 0); '' for none (default for suite "
+                       help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx, and variants of ours: "
+                            "ours-nocache (--prefix-cache-bytes 0), ours-deterministic, ours-batch-invariant; "
+                            "'' for none (default for suite "
                             f"{suite.name}: {suite.default_peers or 'none'}). Warm caches are compared with warm, "
                             "cold with cold")
     compare = sub.add_parser("compare", help="two git revisions of our server, paired and interleaved")

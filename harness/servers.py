@@ -21,7 +21,12 @@ from .sut import RunningServer, free_port, launched
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PEER_KINDS = ("mlx-lm", "mlx-lm-nocache", "vllm-mlx")
 # Our server with other flags, run beside "ours" under its own label.
-OUR_VARIANTS = {"ours-nocache": ("--prefix-cache-bytes", "0")}
+OUR_VARIANTS = {
+    "ours-nocache": ("--prefix-cache-bytes", "0"),
+    # The price of each determinism mode, measured beside default batching in one run.
+    "ours-deterministic": ("--deterministic", "--prefix-cache-bytes", "0"),
+    "ours-batch-invariant": ("--batch-invariant", "--prefix-cache-bytes", "0"),
+}
 # What each peer's prompt/prefix cache is configured to do as we launch it (not whether it hits).
 PEER_PREFIX_CACHE = {"mlx-lm": "on", "mlx-lm-nocache": "off", "vllm-mlx": "on"}
 VLLM_MLX_PYTHON_ENV = "MLX_PROOF_VLLM_MLX_PYTHON"

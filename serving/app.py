@@ -115,6 +115,7 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         prefix_cache_bytes=config.prefix_cache_bytes,
         planted_slowdown=config.planted_slowdown,
         deterministic=config.deterministic,
+        batch_invariant_context=config.batch_invariant_context if config.batch_invariant else None,
         monitor=monitor_settings(config),
     )
 
@@ -122,12 +123,15 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
 def served_model(config: ServerConfig, resolved, tokenizer) -> ServedModel:
     model_config = json.loads((Path(resolved.path) / "config.json").read_text())
     public = config.public_model_id or resolved.model_id
+    context = int(model_config.get("max_position_embeddings")
+                  or model_config.get("text_config", {}).get("max_position_embeddings") or 4096)
+    if config.batch_invariant:  # the fixed KV buffer holds prompt and completion together
+        context = min(context, config.batch_invariant_context)
     aliases = tuple(dict.fromkeys(n for n in (*config.served_model_names, resolved.model_id) if n != public))
     return ServedModel(
         model_id=public,
         aliases=aliases,
-        context_length=int(model_config.get("max_position_embeddings")
-                           or model_config.get("text_config", {}).get("max_position_embeddings") or 4096),
+        context_length=context,
         vocab_size=len(tokenizer.get_vocab()),
         weights_sha256=resolved.weights_sha256,
         source=resolved.source,

@@ -83,6 +83,13 @@ def _serve_parser(sub) -> None:
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="serialised greedy decoding: one sequence at a time, temperature > 0 refused, "
                         "prefix cache off; identical requests give identical tokens whatever else is served")
+    p.add_argument("--batch-invariant", action="store_true", default=None,
+                   help="batched greedy decoding whose output is identical to decoding alone: every step "
+                        "has one shape (max-concurrency rows, fixed KV length), prompts prefill alone, "
+                        "prefix cache off")
+    p.add_argument("--batch-invariant-context", type=int,
+                   help=f"KV positions per sequence under --batch-invariant, prompt + completion "
+                        f"(default {d.batch_invariant_context})")
     p.add_argument("--divergence-monitor", choices=["off", "warn", "serialize"],
                    help="probe batched against serial greedy decoding while traffic runs: warn, or "
                         "serialize decoding after a divergence until restart (default off)")

@@ -85,6 +85,12 @@ class ServerConfig:
     # Serialised greedy decoding: one sequence decodes at a time, start to finish; requests
     # asking for temperature > 0 get a 400; the prefix cache is off (README: "Deterministic serving").
     deterministic: bool = False
+    # Batch-invariant decoding: every decode step has one shape (max_concurrency rows over a KV
+    # buffer of batch_invariant_context positions per slot), so a sequence's numbers cannot
+    # depend on its neighbours; prompts prefill alone; the prefix cache is off. The context
+    # also caps prompt + completion (README: "Batch-invariant decoding").
+    batch_invariant: bool = False
+    batch_invariant_context: int = 2048
     # Batch-divergence monitor: off, warn (status + log), or serialize (decode one sequence at
     # a time from the first divergence until restart). Probes run only while requests decode.
     divergence_monitor: DivergenceAction = "off"
@@ -150,6 +156,13 @@ def _determinism_problems(c: ServerConfig) -> list[str]:
     if c.deterministic and c.prefix_cache_bytes:
         problems.append("deterministic serving keeps the prefix cache off (a cached prefix can change "
                         "numerics against a fresh prefill); drop prefix_cache_bytes")
+    if c.batch_invariant and c.deterministic:
+        problems.append("--batch-invariant and --deterministic are two answers to one problem: choose one")
+    if c.batch_invariant and c.prefix_cache_bytes:
+        problems.append("batch-invariant decoding prefills every prompt alone, so the prefix cache stays "
+                        "off; drop prefix_cache_bytes")
+    if c.batch_invariant_context < 16:
+        problems.append("batch_invariant_context must be at least 16 tokens")
     if c.divergence_monitor not in ("off", "warn", "serialize"):
         problems.append(f"divergence_monitor must be off, warn or serialize, not {c.divergence_monitor!r}")
     if c.divergence_probe_interval_s <= 0 or c.divergence_probe_tokens <= 0:
@@ -186,8 +199,8 @@ def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FI
     ceiling = merged.get("max_tokens_ceiling", ServerConfig.max_tokens_ceiling)
     if "max_tokens_default" not in merged and ceiling < ServerConfig.max_tokens_default:
         merged["max_tokens_default"] = ceiling  # a lower ceiling alone lowers the default with it
-    if merged.get("deterministic") and "prefix_cache_bytes" not in merged:
-        merged["prefix_cache_bytes"] = 0  # implied by deterministic serving; an explicit size is refused
+    if (merged.get("deterministic") or merged.get("batch_invariant")) and "prefix_cache_bytes" not in merged:
+        merged["prefix_cache_bytes"] = 0  # implied by either mode; an explicit size is refused
     if merged.get("cache_dir") is not None:
         merged["cache_dir"] = Path(merged["cache_dir"])
     return ServerConfig(**merged).validate()

@@ -1,4 +1,5 @@
-"""The real batch generator: mlx-lm's BatchGenerator, built on the engine thread."""
+"""The real batch generators, built on the engine thread: mlx-lm's BatchGenerator, or our
+fixed-shape one for batch-invariant decoding."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
         # the importing thread. This thread's default stream also avoids the
         # abort at exit that a stream made with new_stream() off the main thread causes.
         stream=mx.default_stream(mx.default_device()),
+    )
+
+
+def make_fixed_shape_generator(model: Any, tokenizer: Any, settings) -> Any:
+    from .fixed_shape import FixedShapeGenerator
+
+    return FixedShapeGenerator(
+        model,
+        stop_tokens=set(tokenizer.eos_token_ids),
+        rows=settings.max_concurrency,
+        capacity=settings.batch_invariant_context,
+        prefill_step_size=settings.prefill_step_size,
+        prefill_per_step=min(settings.prefill_batch_size, settings.max_concurrency),
     )
 
 

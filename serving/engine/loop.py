@@ -34,6 +34,7 @@ log = logging.getLogger("mlx_proof.engine")
 
 ENGINE_MODE = "continuous-batching"
 DETERMINISTIC_MODE = "serial-greedy"
+BATCH_INVARIANT_MODE = "batch-invariant"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class EngineSettings:
     log_every_s: float = 10.0
     # One sequence decoding at a time, from start to finish (greedy is the API's job).
     deterministic: bool = False
+    # Fixed-shape batch-invariant decoding with this many KV positions per slot (None: off).
+    batch_invariant_context: int | None = None
     monitor: MonitorSettings = MonitorSettings()
 
 
@@ -66,7 +69,9 @@ GeneratorFactory = Callable[[Any, Any, EngineSettings], Any]
 
 
 def _default_factory(model, tokenizer, settings):
-    from .generator import make_batch_generator
+    from .generator import make_batch_generator, make_fixed_shape_generator
+    if settings.batch_invariant_context is not None:
+        return make_fixed_shape_generator(model, tokenizer, settings)
     return make_batch_generator(model, tokenizer, settings)
 
 
@@ -79,7 +84,7 @@ class Engine(QueuedEngine):
                  prefix_cache: PrefixCache | None = None) -> None:
         super().__init__(loader, settings, name="mlx-engine", log=log)
         self._factory = generator_factory
-        if settings.deterministic:
+        if settings.deterministic or settings.batch_invariant_context is not None:
             # A cached prefix carries KV computed in another request's batch and prefill
             # chunking, so a hit could change this request's numerics: always prefill afresh.
             prefix_cache = PrefixCache(0)
@@ -105,7 +110,7 @@ class Engine(QueuedEngine):
 
     def stats(self) -> dict:
         return {
-            "mode": DETERMINISTIC_MODE if self.settings.deterministic else ENGINE_MODE,
+            "mode": self._mode(),
             "alive": self.alive,
             "deterministic": self.settings.deterministic,
             "serial_decoding": self._serial_reason is not None,
@@ -113,6 +118,11 @@ class Engine(QueuedEngine):
             "divergence_monitor": self.monitor.status(),
             **self._load_stats(prefix_cache=self._cache.stats()),
         }
+
+    def _mode(self) -> str:
+        if self.settings.deterministic:
+            return DETERMINISTIC_MODE
+        return BATCH_INVARIANT_MODE if self.settings.batch_invariant_context is not None else ENGINE_MODE
 
     # ---- engine-thread side -----------------------------------------------
     def _load(self) -> tuple[Any, Any]:

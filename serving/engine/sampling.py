@@ -18,7 +18,9 @@ def build_sampler(params: SamplingParams):
     """A sampler; seeded requests get their own PRNG key so batch neighbours
     cannot change their draws."""
     if params.temperature <= 0:
-        return make_sampler(0.0)
+        greedy = make_sampler(0.0)
+        greedy.greedy = True  # lets a generator take the argmax it computes anyway
+        return greedy
     if params.seed is None:
         return make_sampler(
             params.temperature,

@@ -78,6 +78,33 @@ def test_deterministic_gives_the_same_token_ids_alone_and_among_concurrent_reque
         assert refused.value.body["param"] == "temperature" and refused.value.body["code"] == "deterministic_mode"
 
 
+def logprobs_of(client: openai.OpenAI, content: str | None = None, max_tokens: int = 12):
+    messages = QUESTION if content is None else [{"role": "user", "content": content}]
+    r = client.chat.completions.create(model=DEFAULT_MODEL, messages=messages, max_tokens=max_tokens,
+                                       logprobs=True, extra_body={"return_token_ids": True})
+    choice = r.model_dump()["choices"][0]
+    return choice["token_ids"], [t["logprob"] for t in choice["logprobs"]["content"]]
+
+
+def test_batch_invariant_gives_identical_tokens_and_logprobs_alone_and_batched(tmp_path_factory):
+    with serve(tmp_path_factory, "batch-invariant", "--batch-invariant", "--batch-invariant-context", "256") as server:
+        client = sdk(server)
+        alone = logprobs_of(client)
+        with concurrent.futures.ThreadPoolExecutor(len(DISTRACTORS) + 1) as pool:
+            others = [pool.submit(logprobs_of, client, d, 24) for d in DISTRACTORS]
+            time.sleep(0.5)  # arrives while the others decode
+            crowded = pool.submit(logprobs_of, client)
+            assert all(len(f.result()[0]) > 0 for f in others)
+            assert crowded.result() == alone  # token ids, and log-probabilities to the last bit
+        engine = server.health()["engine"]
+        assert engine["mode"] == "batch-invariant" and engine["serial_decoding"] is False
+        assert engine["peak_decoding"] >= 2 and engine["prefix_cache"]["enabled"] is False
+        with pytest.raises(openai.BadRequestError) as refused:  # the fixed KV buffer is the context
+            client.chat.completions.create(model=DEFAULT_MODEL, max_tokens=4,
+                                           messages=[{"role": "user", "content": "word " * 400}])
+        assert refused.value.body["code"] == "context_length_exceeded"
+
+
 def test_divergence_monitor_reports_a_probe_in_health_and_metrics(tmp_path_factory):
     with serve(tmp_path_factory, "monitor", "--divergence-monitor", "warn", "--divergence-probe-interval", "1",
                "--divergence-probe-tokens", "8") as server:
