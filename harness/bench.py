@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .evidence import environment
 from .orders import Design, balanced_orders
-from .servers import ModelFolder, PeerUnavailable, ServerSpec, Target, blas_preload, launch, prefix_cache_state
+from .servers import (ModelFolder, PeerUnavailable, ServerSpec, Target, blas_entry, blas_preload, launch,
+                      prefix_cache_state)
 from .suite import Suite, check_records
 from .sut import ServerDidNotStart
 
@@ -66,10 +67,11 @@ def resolve_model_folder(name: str, *, dtype: str | None = None) -> ModelFolder:
     return ModelFolder(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _server_entry(spec: ServerSpec, *, status: str, argv=(), reason=None, health=None) -> dict:
+def _server_entry(spec: ServerSpec, *, status: str, argv=(), reason=None, health=None, blas=None) -> dict:
     return {"label": spec.label, "kind": spec.kind, "revision": spec.revision, "argv": list(argv),
             "status": status, "reason": reason, "health": health,
-            "prefix_cache": prefix_cache_state(spec, health=health)}
+            "prefix_cache": prefix_cache_state(spec, health=health),
+            "blas": blas or {"setup": spec.blas_setup, "ld_preload": None, "loaded": None}}
 
 
 def _start_all(plan: Plan, stack: contextlib.ExitStack, model: ModelFolder, log_dir: Path,
@@ -90,7 +92,7 @@ def _start_all(plan: Plan, stack: contextlib.ExitStack, model: ModelFolder, log_
         if spec.kind == "mlx-proof" and not ours_health:
             ours_health, preload = health, blas_preload(health)
         targets.append(target)
-        entries.append(_server_entry(spec, status="ran", argv=target.argv, health=health))
+        entries.append(_server_entry(spec, status="ran", argv=target.argv, health=health, blas=blas_entry(target)))
     return targets, entries, ours_health
 
 

@@ -66,7 +66,9 @@ def parser(suite=None) -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="a suite against our server and peers, interleaved, with evidence")
     _common(bench, suite, cases=suite.default_cases, repeats=suite.default_repeats)
     bench.add_argument("--peers", default=None,
-                       help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx, and ours-nocache (ours with "
+                       help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx (each given our BLAS: engine "
+                            "against engine), the same with -as-shipped (e.g. mlx-lm-as-shipped: without our BLAS, "
+                            "as its README sets it up), and ours-nocache (ours with "
                             "--prefix-cache-bytes 0); '' for none (default for suite "
                             f"{suite.name}: {suite.default_peers or 'none'}). Warm caches are compared with warm, "
                             "cold with cold")

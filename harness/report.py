@@ -113,7 +113,14 @@ def _meta(man: dict) -> list[tuple[str, str]]:
         ("engine mode", _t(man.get("engine_mode"))), ("git commit", _t(git.get("commit"))[:12]),
         ("host", ", ".join(host_bits)), ("started at", _t(man.get("started_at"))),
         ("finished at", _t(man.get("finished_at"))), ("harness", _t(man.get("harness_version"))),
-    ] + _cache_states(man)
+    ] + _cache_states(man) + _blas_setups(man)
+
+
+def _blas_setups(man: dict) -> list[tuple[str, str]]:
+    """Each server's BLAS as set up and as mapped (harness 0.7.0+)."""
+    parts = [f"{_t(s.get('label'))}: {s['blas'].get('setup')}, loaded {_t(s['blas'].get('loaded'))}"
+             for s in man.get("servers") or [] if s.get("blas")]
+    return [("BLAS per server", "; ".join(parts))] if parts else []
 
 
 def _cache_states(man: dict) -> list[tuple[str, str]]:
@@ -191,20 +198,22 @@ def _counts(g: dict) -> str:
 
 
 COMPARISON_HEAD = ("case", "a", "b", "metric", "ratio", "95% CI", "p-value", "test", "verdict", "n_pairs",
-                   "cache")
+                   "cache", "setup")
 COMPARISON_NOTE = ("ratio = a/b of the metric over paired repeats; 'faster' means a is better: a ratio above 1 "
                    "for throughput (…_per_s), below 1 for times (…_s, e.g. ttft_p50_s). From harness 0.6.0 a "
                    "repeat that failed or produced nothing counts against its server: the side with more failed repeats "
                    "loses. cache: warm = both "
                    "servers' prompt/prefix caches on, cold = both off, warm-vs-cold = a on and b off "
-                   "(n/a: not recorded, runs before harness 0.3.0).")
+                   "(n/a: not recorded, runs before harness 0.3.0). setup: engine-vs-engine = the peer computed "
+                   "with the BLAS our server loaded; as-shipped = the peer ran as its own README sets it up "
+                   "(mlx_lm.server from PyPI on Linux: MLX's bundled reference BLAS); n/a: before harness 0.7.0.")
 
 
 def _comparison_cells(c: dict) -> list[str]:
     return [_t(c.get(k)) for k in ("case", "a", "b", "metric")] + [
         fmt_num(c.get("ratio")), fmt_ci(c.get("ci_low"), c.get("ci_high"), c.get("n_pairs")),
         fmt_p(c.get("p_value")), _t(c.get("test")), _verdict(c), f"n={_t(c.get('n_pairs'))}",
-        _t(c.get("cache"))]
+        _t(c.get("cache")), _t(c.get("setup"))]
 
 
 def _verdict(c: dict) -> str:
