@@ -51,6 +51,7 @@ class Outcome:
     finished_at: str
     environment: dict  # git state and versions as they were when the run started
     design: Design | None = None  # the server order of each repeat (None: a suite with its own command)
+    roofline: dict | None = None  # the machine's measured roofline and the model's size (harness/roofline.py)
 
 
 def now() -> str:
@@ -120,6 +121,7 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
     records: list[dict] = []
     with contextlib.ExitStack() as stack:
         targets, entries, health = _start_all(plan, stack, model, log_dir, say)
+        roofline = _roofline(suite, health, model, say) if suite.name == "throughput" else None
         by_label = {t.spec.label: t for t in targets}
         design = balanced_orders(list(by_label), plan.repeats, seed=plan.order_seed)
         for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
@@ -140,4 +142,16 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
                         check_records(suite, ran)
                         records.extend(ran)
                         progress.advance(task)
-    return Outcome(records, entries, health, model, started, now(), env, design)
+    return Outcome(records, entries, health, model, started, now(), env, design, roofline)
+
+
+def _roofline(suite: Suite, health: dict, model: ModelFolder, say: Callable[[str], None]) -> dict:
+    """Measured once the servers are up and idle, with the BLAS our server preloaded."""
+    from .roofline import roofline
+
+    say("measuring the roofline (GEMM FLOP/s, memory bandwidth) with our server's BLAS")
+    try:
+        return roofline(preload=blas_preload(health), model_folder=Path(model.path), dtype=model.dtype)
+    except (RuntimeError, ValueError, OSError) as exc:  # recorded, never fatal: the bench still stands
+        say(f"roofline not measured: {exc}")
+        return {"error": str(exc)[-1000:]}

@@ -85,6 +85,7 @@ def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: s
                      "warmup_requests": plan.warmup_requests, "interleaving": interleaving,
                      **({"design": outcome.design.describe()} if outcome.design is not None else {})},
         "argv": list(sys.argv),
+        **({"roofline": outcome.roofline} if outcome.roofline is not None else {}),
     }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import report_contracts, report_divergence, report_tools
+from . import report_contracts, report_divergence, report_roofline, report_tools
 
 DEFAULT_TITLE = "mlx-proof evidence report"
 TABLE_METRICS = (
@@ -294,6 +294,7 @@ def _html_run(run: Any) -> str:
             v = c.get("verdict")
             out.append(_tr(_comparison_cells(c), cls={8: v} if v in ("faster", "slower") else None))
         out.append(f'</table><p class="note">{_e(COMPARISON_NOTE)}</p>')
+    out.append(report_roofline.html_section(man, s, conc, tr=_tr))
     if val := s.get("validation"):
         out.append("<h3>Validation of the comparison method</h3><ul>"
                    + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
@@ -334,7 +335,7 @@ def _md_metric(m: dict | None, n_repeats: Any) -> str:
 
 def _md_run(run: Any) -> str:
     man, s = run.manifest or {}, run.summary or {}
-    _, loads = _workloads(run.records or [])
+    conc, loads = _workloads(run.records or [])
     dirty = " (dirty)" if (man.get("git") or {}).get("dirty") else ""
     out = [f"## {_rid(run)}", ""]
     out += [f"- {label}: {value}{dirty if label == 'git commit' else ''}" for label, value in _meta(man)]
@@ -357,6 +358,7 @@ def _md_run(run: Any) -> str:
             cells[8] = f"**{cells[8]}**" if c.get("verdict") in ("faster", "slower") else cells[8]
             out.append(_md_row(cells))
         out += ["", COMPARISON_NOTE]
+    out += report_roofline.markdown(man, s, conc, row=_md_row)
     if val := s.get("validation"):
         out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
     if tools := s.get("tools"):
