@@ -135,6 +135,13 @@ def tools(session: nox.Session) -> None:
 
 
 @nox.session
+def profile(session: nox.Session) -> None:
+    """One decode step broken down on this machine, with our server's BLAS (`-- --model M --batch 1,10,32
+    --repeats 20 --context 64 --blas auto`); evidence and the report."""
+    _harness(session, "profile-step")
+
+
+@nox.session
 def report(session: nox.Session) -> None:
     """Render reports/ (HTML + markdown) from the evidence in evidence/."""
     _harness(session, "report")

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import report_contracts, report_divergence, report_roofline, report_tools
+from . import report_contracts, report_divergence, report_profile, report_roofline, report_tools
 
 DEFAULT_TITLE = "mlx-proof evidence report"
 TABLE_METRICS = (
@@ -145,7 +145,8 @@ def _one_liner(run: Any) -> str:
     summary = run.summary or {}
     line = (report_tools.TOOLS_RECOMPUTE if summary.get("tools") else
             report_contracts.CONTRACTS_RECOMPUTE if summary.get("contracts") else
-            report_divergence.DIVERGENCE_RECOMPUTE if summary.get("divergence") else RECOMPUTE_ONE_LINER)
+            report_divergence.DIVERGENCE_RECOMPUTE if summary.get("divergence") else
+            report_profile.PROFILE_RECOMPUTE if summary.get("profile") else RECOMPUTE_ONE_LINER)
     return line.replace("'raw.jsonl'", "'raw.jsonl.gz'") if gz else line
 
 
@@ -154,7 +155,9 @@ def _recomputed(run: Any) -> str:
     return ("accuracy per (category, mode)" if summary.get("tools") else
             "the client x capability matrix" if summary.get("contracts") else
             "the exact-match share and mean agreement over comparisons, per condition and batch size"
-            if summary.get("divergence") else "median output tok/s per (server, case)")
+            if summary.get("divergence") else
+            "the median ms of every part per batch size" if summary.get("profile") else
+            "median output tok/s per (server, case)")
 
 
 def _figures(run: Any, conc: dict) -> tuple[list[tuple[str, bytes]], str | None]:
@@ -304,6 +307,8 @@ def _html_run(run: Any) -> str:
         out.append(report_contracts.html_section(contracts, run_path=run.path))
     if divergence := s.get("divergence"):
         out.append(report_divergence.html_section(divergence))
+    if profile := s.get("profile"):
+        out.append(report_profile.html_section(profile, tr=_tr, roofline=man.get("roofline")))
     out.append(f"<h3>Recompute from raw</h3><p>In {_e(_shown_path(run))}, {_e(_recomputed(run))}:</p>"
                f"<pre>{_e(_one_liner(run))}</pre></section>")
     return "\n".join(out)
@@ -367,6 +372,8 @@ def _md_run(run: Any) -> str:
         out += report_contracts.markdown(contracts, run_path=run.path, row=_md_row)
     if divergence := s.get("divergence"):
         out += report_divergence.markdown(divergence, row=_md_row)
+    if profile := s.get("profile"):
+        out += report_profile.markdown(profile, row=_md_row, roofline=man.get("roofline"))
     out += ["", f"Recompute {_recomputed(run)} from raw, in `{_shown_path(run)}`:", "",
             "```sh", _one_liner(run), "```", ""]
     return "\n".join(out)

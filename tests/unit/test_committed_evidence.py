@@ -55,6 +55,12 @@ def test_summary_recomputes_from_raw(run):
         assert _rounded(summarize_divergence(records, min_exact=thresholds)) == _rounded(run.summary["divergence"])
         assert run.summary["groups"] == [] and run.summary["comparisons"] == []
         return
+    if run.manifest["suite"] == "profile":  # step_part / step_graph records: the step broken down
+        from harness.profile_summary import summarize_profile
+        assert _rounded(summarize_profile(records, confidence=run.summary["profile"]["confidence"])) == \
+            _rounded(run.summary["profile"])
+        assert run.summary["groups"] == [] and run.summary["comparisons"] == []
+        return
     recomputed = summarize(records, comparisons=_pairs(run.summary))
     assert _rounded(recomputed["groups"]) == _rounded(run.summary["groups"])
     assert _rounded(recomputed["comparisons"]) == _rounded(run.summary["comparisons"])
