@@ -22,6 +22,7 @@ VLLM_MLX_VENV = Path(".peers/vllm-mlx")
 def serve(session: nox.Session) -> None:
     """Serve the embedded default model (or `-- --model ID --port N ...`)."""
     session.install("-e", ".")
+    _build_blas_shim(session)
     session.run("mlx-proof", "serve", *session.posargs)
 
 
@@ -55,8 +56,16 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, env=env)
 
 
+def _build_blas_shim(session: nox.Session) -> None:
+    """Linux CPU: compile the cblas shim over scipy-openblas32 now, not at the first server start.
+    Exit 1 (no C compiler, say) is not an error: the server then falls back and reports why."""
+    if session.run("uname", silent=True, external=True).strip() == "Linux":
+        session.run("python", "-m", "serving.blas_shim", success_codes=[0, 1])
+
+
 def _harness(session: nox.Session, command: str) -> None:
     session.install("-e", ".[harness]")
+    _build_blas_shim(session)
     session.run("python", "-m", "harness", command, *session.posargs)
 
 
@@ -123,6 +132,13 @@ def tools(session: nox.Session) -> None:
     """Tool calling on BFCL data, ours on a model (`-- --model qwen2.5-coder-0.5b --categories simple,irrelevance
     --limit 20 --modes auto,required --server-arg=--tool-prompt=generic`); fetches the bfcl-eval wheel's data once."""
     _harness(session, "tools")
+
+
+@nox.session
+def profile(session: nox.Session) -> None:
+    """One decode step broken down on this machine, with our server's BLAS (`-- --model M --batch 1,10,32
+    --repeats 20 --context 64 --blas auto`); evidence and the report."""
+    _harness(session, "profile-step")
 
 
 @nox.session

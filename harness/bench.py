@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .evidence import environment
 from .orders import Design, balanced_orders
-from .servers import ModelFolder, PeerUnavailable, ServerSpec, Target, blas_preload, launch, prefix_cache_state
+from .servers import (ModelFolder, PeerUnavailable, ServerSpec, Target, blas_entry, blas_preload, launch,
+                      prefix_cache_state)
 from .suite import Suite, check_records
 from .sut import ServerDidNotStart
 
@@ -50,6 +51,7 @@ class Outcome:
     finished_at: str
     environment: dict  # git state and versions as they were when the run started
     design: Design | None = None  # the server order of each repeat (None: a suite with its own command)
+    roofline: dict | None = None  # the machine's measured roofline and the model's size (harness/roofline.py)
 
 
 def now() -> str:
@@ -66,10 +68,11 @@ def resolve_model_folder(name: str, *, dtype: str | None = None) -> ModelFolder:
     return ModelFolder(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _server_entry(spec: ServerSpec, *, status: str, argv=(), reason=None, health=None) -> dict:
+def _server_entry(spec: ServerSpec, *, status: str, argv=(), reason=None, health=None, blas=None) -> dict:
     return {"label": spec.label, "kind": spec.kind, "revision": spec.revision, "argv": list(argv),
             "status": status, "reason": reason, "health": health,
-            "prefix_cache": prefix_cache_state(spec, health=health)}
+            "prefix_cache": prefix_cache_state(spec, health=health),
+            "blas": blas or {"setup": spec.blas_setup, "ld_preload": None, "loaded": None}}
 
 
 def _start_all(plan: Plan, stack: contextlib.ExitStack, model: ModelFolder, log_dir: Path,
@@ -90,7 +93,7 @@ def _start_all(plan: Plan, stack: contextlib.ExitStack, model: ModelFolder, log_
         if spec.kind == "mlx-proof" and not ours_health:
             ours_health, preload = health, blas_preload(health)
         targets.append(target)
-        entries.append(_server_entry(spec, status="ran", argv=target.argv, health=health))
+        entries.append(_server_entry(spec, status="ran", argv=target.argv, health=health, blas=blas_entry(target)))
     return targets, entries, ours_health
 
 
@@ -118,6 +121,7 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
     records: list[dict] = []
     with contextlib.ExitStack() as stack:
         targets, entries, health = _start_all(plan, stack, model, log_dir, say)
+        roofline = _roofline(suite, health, model, say) if suite.name == "throughput" else None
         by_label = {t.spec.label: t for t in targets}
         design = balanced_orders(list(by_label), plan.repeats, seed=plan.order_seed)
         for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
@@ -138,4 +142,16 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
                         check_records(suite, ran)
                         records.extend(ran)
                         progress.advance(task)
-    return Outcome(records, entries, health, model, started, now(), env, design)
+    return Outcome(records, entries, health, model, started, now(), env, design, roofline)
+
+
+def _roofline(suite: Suite, health: dict, model: ModelFolder, say: Callable[[str], None]) -> dict:
+    """Measured once the servers are up and idle, with the BLAS our server preloaded."""
+    from .roofline import roofline
+
+    say("measuring the roofline (GEMM FLOP/s, memory bandwidth) with our server's BLAS")
+    try:
+        return roofline(preload=blas_preload(health), model_folder=Path(model.path), dtype=model.dtype)
+    except (RuntimeError, ValueError, OSError) as exc:  # recorded, never fatal: the bench still stands
+        say(f"roofline not measured: {exc}")
+        return {"error": str(exc)[-1000:]}

@@ -1,5 +1,6 @@
-"""`python -m harness suites | bench | compare | validate (calibrate) | tools | contracts | report` (what the nox
-sessions run). bench, compare and validate run over any registered suite (`--suite`, default throughput)."""
+"""`python -m harness suites | bench | compare | validate (calibrate) | tools | contracts | profile-step | report`
+(what the nox sessions run). bench, compare and validate run over any registered suite (`--suite`, default
+throughput)."""
 
 from __future__ import annotations
 
@@ -66,9 +67,10 @@ def parser(suite=None) -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="a suite against our server and peers, interleaved, with evidence")
     _common(bench, suite, cases=suite.default_cases, repeats=suite.default_repeats)
     bench.add_argument("--peers", default=None,
-                       help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx, and variants of ours: "
-                            "ours-nocache (--prefix-cache-bytes 0), ours-deterministic, ours-batch-invariant; "
-                            "'' for none (default for suite "
+                       help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx (each given our BLAS: engine "
+                            "against engine), the same with -as-shipped (e.g. mlx-lm-as-shipped: without our BLAS, "
+                            "as its README sets it up), and variants of ours: ours-nocache (--prefix-cache-bytes 0), "
+                            "ours-deterministic, ours-batch-invariant; '' for none (default for suite "
                             f"{suite.name}: {suite.default_peers or 'none'}). Warm caches are compared with warm, "
                             "cold with cold")
     compare = sub.add_parser("compare", help="two git revisions of our server, paired and interleaved")
@@ -114,6 +116,18 @@ def parser(suite=None) -> argparse.ArgumentParser:
     contracts.add_argument("--profile", default="text-default", help="serving profile (serving/profiles.toml)")
     contracts.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     contracts.add_argument("--reports-dir", type=Path, default=REPO / "reports")
+    step = sub.add_parser("profile-step", help="one decode step broken down (model parts, sampling, host work), "
+                                               "as evidence and a report section")
+    step.add_argument("--model", default="smollm2-135m", help="catalog id or model folder")
+    step.add_argument("--batch", default="1,10,32", help="comma-separated batch sizes")
+    step.add_argument("--repeats", type=int, default=20, help="timed repeats of every part (median + interval)")
+    step.add_argument("--context", type=int, default=64, help="tokens already in each sequence's KV cache")
+    step.add_argument("--dtype", default=None, help="weights dtype of the converted model (default: by backend)")
+    step.add_argument("--blas", default="auto", choices=["auto", "shim", "openblas", "reference"],
+                      help="the BLAS policy our server would apply (serve --blas)")
+    step.add_argument("--no-parts", action="store_true", help="skip the per-layer parts (whole step only)")
+    step.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
+    step.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     report = sub.add_parser("report", help="render reports/ from stored evidence only")
     report.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     report.add_argument("--reports-dir", type=Path, default=REPO / "reports")
@@ -171,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "contracts":
             from .contracts_suite import contracts
             return contracts(args, console=console)
+        if args.command == "profile-step":
+            from .profile_command import profile_step
+            return profile_step(args, console=console)
         suite.require_generic(args.command)
         if args.command == "bench":
             from .commands import bench

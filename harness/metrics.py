@@ -38,6 +38,7 @@ METRIC_NAMES = (
 STATUSES = ("ok", "error", "incomplete")
 COMPARED_METRIC = "output_tok_per_s"
 CACHE_LABELS = ("warm", "cold", "warm-vs-cold", "cold-vs-warm", "unknown")
+SETUP_LABELS = ("engine-vs-engine", "as-shipped")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -50,7 +51,8 @@ class Comparison:
     """Which ratios a/b to compute: `case` "*" means every case both servers ran.
 
     `cache` labels the pair in the evidence (warm/warm, cold/cold, ...); None
-    leaves the field out, as in runs written before it existed.
+    leaves the field out, as in runs written before it existed. `setup` says which figure a
+    comparison with a peer is: engine-vs-engine (the peer given our BLAS) or as-shipped.
     """
 
     case: str
@@ -58,6 +60,7 @@ class Comparison:
     b: str
     metrics: tuple[str, ...] = (COMPARED_METRIC,)
     cache: str | None = None
+    setup: str | None = None
 
     def __post_init__(self):
         unknown = [m for m in self.metrics if m not in METRIC_NAMES]
@@ -65,6 +68,8 @@ class Comparison:
             raise ValueError(f"comparison metrics {unknown or '()'} unknown; known: {', '.join(METRIC_NAMES)}")
         if self.cache is not None and self.cache not in CACHE_LABELS:
             raise ValueError(f"cache label {self.cache!r} unknown; known: {', '.join(CACHE_LABELS)}")
+        if self.setup is not None and self.setup not in SETUP_LABELS:
+            raise ValueError(f"setup label {self.setup!r} unknown; known: {', '.join(SETUP_LABELS)}")
 
 
 def _tokens(requests: Iterable[dict], key: str) -> int:
@@ -266,6 +271,8 @@ def _compare(case: str, req: Comparison, metric: str, by_key: dict, *, confidenc
     out = {"case": case, "a": a, "b": b, "metric": metric, **result, "verdict": verdict}
     if req.cache is not None:
         out["cache"] = req.cache
+    if req.setup is not None:
+        out["setup"] = req.setup
     return out
 
 

@@ -85,6 +85,7 @@ def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: s
                      "warmup_requests": plan.warmup_requests, "interleaving": interleaving,
                      **({"design": outcome.design.describe()} if outcome.design is not None else {})},
         "argv": list(sys.argv),
+        **({"roofline": outcome.roofline} if outcome.roofline is not None else {}),
     }
 
 
@@ -129,6 +130,8 @@ def _fmt(metric: dict | None, digits: int = 1) -> str:
 
 METRIC_LABELS = {"output_tok_per_s": "output tok/s", "ttft_p50_s": "TTFT p50"}
 CACHE_NOTE = ("cache: warm = both servers' prompt caches on, cold = both off, warm-vs-cold = a on and b off. "
+              "setup: engine-vs-engine = the peer computed with our BLAS; as-shipped = the peer as its README "
+              "sets it up (mlx_lm.server on Linux: MLX's reference BLAS). "
               "ratio = a/b; 'faster' means a is better (more tok/s, or a shorter TTFT: a TTFT ratio below 1).")
 
 
@@ -163,13 +166,13 @@ def print_summary(summary: dict, servers: list[dict], *, console: Console) -> No
     console.print(table)
     if comps := summary.get("comparisons", []):
         ctable = Table(title="paired ratios a/b over repeats [95% interval]", caption=CACHE_NOTE)
-        for col in ("case", "cache", "a / b", "metric", "ratio [95% CI]", "pairs", "p", "verdict"):
+        for col in ("case", "cache", "setup", "a / b", "metric", "ratio [95% CI]", "pairs", "p", "verdict"):
             ctable.add_column(col)
         for comp in comps:
             p_value = "n/a" if comp["p_value"] is None else f"{comp['p_value']:.4f}"
             ratio = ("n/a" if comp["ratio"] is None else
                      f"{comp['ratio']:.3f} [{comp['ci_low']:.3f}, {comp['ci_high']:.3f}]")
-            ctable.add_row(comp["case"], comp.get("cache", "n/a"), f"{comp['a']} / {comp['b']}",
+            ctable.add_row(comp["case"], comp.get("cache", "n/a"), comp.get("setup", ""), f"{comp['a']} / {comp['b']}",
                            METRIC_LABELS.get(comp["metric"], comp["metric"]), ratio,
                            str(comp["n_pairs"]), p_value, verdict_text(comp))
         console.print(ctable)

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import report_contracts, report_divergence, report_tools
+from . import report_contracts, report_divergence, report_profile, report_roofline, report_tools
 
 DEFAULT_TITLE = "mlx-proof evidence report"
 TABLE_METRICS = (
@@ -113,7 +113,14 @@ def _meta(man: dict) -> list[tuple[str, str]]:
         ("engine mode", _t(man.get("engine_mode"))), ("git commit", _t(git.get("commit"))[:12]),
         ("host", ", ".join(host_bits)), ("started at", _t(man.get("started_at"))),
         ("finished at", _t(man.get("finished_at"))), ("harness", _t(man.get("harness_version"))),
-    ] + _cache_states(man)
+    ] + _cache_states(man) + _blas_setups(man)
+
+
+def _blas_setups(man: dict) -> list[tuple[str, str]]:
+    """Each server's BLAS as set up and as mapped (harness 0.7.0+)."""
+    parts = [f"{_t(s.get('label'))}: {s['blas'].get('setup')}, loaded {_t(s['blas'].get('loaded'))}"
+             for s in man.get("servers") or [] if s.get("blas")]
+    return [("BLAS per server", "; ".join(parts))] if parts else []
 
 
 def _cache_states(man: dict) -> list[tuple[str, str]]:
@@ -138,7 +145,8 @@ def _one_liner(run: Any) -> str:
     summary = run.summary or {}
     line = (report_tools.TOOLS_RECOMPUTE if summary.get("tools") else
             report_contracts.CONTRACTS_RECOMPUTE if summary.get("contracts") else
-            report_divergence.DIVERGENCE_RECOMPUTE if summary.get("divergence") else RECOMPUTE_ONE_LINER)
+            report_divergence.DIVERGENCE_RECOMPUTE if summary.get("divergence") else
+            report_profile.PROFILE_RECOMPUTE if summary.get("profile") else RECOMPUTE_ONE_LINER)
     return line.replace("'raw.jsonl'", "'raw.jsonl.gz'") if gz else line
 
 
@@ -147,7 +155,9 @@ def _recomputed(run: Any) -> str:
     return ("accuracy per (category, mode)" if summary.get("tools") else
             "the client x capability matrix" if summary.get("contracts") else
             "the exact-match share and mean agreement over comparisons, per condition and batch size"
-            if summary.get("divergence") else "median output tok/s per (server, case)")
+            if summary.get("divergence") else
+            "the median ms of every part per batch size" if summary.get("profile") else
+            "median output tok/s per (server, case)")
 
 
 def _figures(run: Any, conc: dict) -> tuple[list[tuple[str, bytes]], str | None]:
@@ -191,20 +201,22 @@ def _counts(g: dict) -> str:
 
 
 COMPARISON_HEAD = ("case", "a", "b", "metric", "ratio", "95% CI", "p-value", "test", "verdict", "n_pairs",
-                   "cache")
+                   "cache", "setup")
 COMPARISON_NOTE = ("ratio = a/b of the metric over paired repeats; 'faster' means a is better: a ratio above 1 "
                    "for throughput (…_per_s), below 1 for times (…_s, e.g. ttft_p50_s). From harness 0.6.0 a "
                    "repeat that failed or produced nothing counts against its server: the side with more failed repeats "
                    "loses. cache: warm = both "
                    "servers' prompt/prefix caches on, cold = both off, warm-vs-cold = a on and b off "
-                   "(n/a: not recorded, runs before harness 0.3.0).")
+                   "(n/a: not recorded, runs before harness 0.3.0). setup: engine-vs-engine = the peer computed "
+                   "with the BLAS our server loaded; as-shipped = the peer ran as its own README sets it up "
+                   "(mlx_lm.server from PyPI on Linux: MLX's bundled reference BLAS); n/a: before harness 0.7.0.")
 
 
 def _comparison_cells(c: dict) -> list[str]:
     return [_t(c.get(k)) for k in ("case", "a", "b", "metric")] + [
         fmt_num(c.get("ratio")), fmt_ci(c.get("ci_low"), c.get("ci_high"), c.get("n_pairs")),
         fmt_p(c.get("p_value")), _t(c.get("test")), _verdict(c), f"n={_t(c.get('n_pairs'))}",
-        _t(c.get("cache"))]
+        _t(c.get("cache")), _t(c.get("setup"))]
 
 
 def _verdict(c: dict) -> str:
@@ -285,6 +297,7 @@ def _html_run(run: Any) -> str:
             v = c.get("verdict")
             out.append(_tr(_comparison_cells(c), cls={8: v} if v in ("faster", "slower") else None))
         out.append(f'</table><p class="note">{_e(COMPARISON_NOTE)}</p>')
+    out.append(report_roofline.html_section(man, s, conc, tr=_tr))
     if val := s.get("validation"):
         out.append("<h3>Validation of the comparison method</h3><ul>"
                    + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
@@ -294,6 +307,8 @@ def _html_run(run: Any) -> str:
         out.append(report_contracts.html_section(contracts, run_path=run.path))
     if divergence := s.get("divergence"):
         out.append(report_divergence.html_section(divergence))
+    if profile := s.get("profile"):
+        out.append(report_profile.html_section(profile, tr=_tr, roofline=man.get("roofline")))
     out.append(f"<h3>Recompute from raw</h3><p>In {_e(_shown_path(run))}, {_e(_recomputed(run))}:</p>"
                f"<pre>{_e(_one_liner(run))}</pre></section>")
     return "\n".join(out)
@@ -325,7 +340,7 @@ def _md_metric(m: dict | None, n_repeats: Any) -> str:
 
 def _md_run(run: Any) -> str:
     man, s = run.manifest or {}, run.summary or {}
-    _, loads = _workloads(run.records or [])
+    conc, loads = _workloads(run.records or [])
     dirty = " (dirty)" if (man.get("git") or {}).get("dirty") else ""
     out = [f"## {_rid(run)}", ""]
     out += [f"- {label}: {value}{dirty if label == 'git commit' else ''}" for label, value in _meta(man)]
@@ -348,6 +363,7 @@ def _md_run(run: Any) -> str:
             cells[8] = f"**{cells[8]}**" if c.get("verdict") in ("faster", "slower") else cells[8]
             out.append(_md_row(cells))
         out += ["", COMPARISON_NOTE]
+    out += report_roofline.markdown(man, s, conc, row=_md_row)
     if val := s.get("validation"):
         out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
     if tools := s.get("tools"):
@@ -356,6 +372,8 @@ def _md_run(run: Any) -> str:
         out += report_contracts.markdown(contracts, run_path=run.path, row=_md_row)
     if divergence := s.get("divergence"):
         out += report_divergence.markdown(divergence, row=_md_row)
+    if profile := s.get("profile"):
+        out += report_profile.markdown(profile, row=_md_row, roofline=man.get("roofline"))
     out += ["", f"Recompute {_recomputed(run)} from raw, in `{_shown_path(run)}`:", "",
             "```sh", _one_liner(run), "```", ""]
     return "\n".join(out)

@@ -1,7 +1,11 @@
 """What to launch for each kind of server: ours (any revision) and the peers.
 
-Every server gets the same model folder and the same BLAS, so a difference in
-numbers is a difference in servers.
+Every server gets the same model folder. A peer gets, by default, the BLAS our server
+loaded (LD_PRELOAD, as ours preloads it): "engine against engine", so a difference in
+numbers is a difference in servers. A peer labelled KIND-as-shipped gets no preload: it runs
+as its own README sets it up (mlx_lm.server from PyPI on Linux: MLX's bundled reference
+BLAS), the "as shipped" figure. What each server was given and what it really mapped
+(read from /proc/PID/maps) goes into the manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from .sut import RunningServer, free_port, launched
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PEER_KINDS = ("mlx-lm", "mlx-lm-nocache", "vllm-mlx")
+AS_SHIPPED = "-as-shipped"  # a peer label suffix: that peer without our BLAS
+# How a server's BLAS was set up: ours chooses its own; a peer gets ours, or none (as shipped).
+BLAS_SETUPS = ("own", "same-as-ours", "as-shipped")
 # Our server with other flags, run beside "ours" under its own label.
 OUR_VARIANTS = {
     "ours-nocache": ("--prefix-cache-bytes", "0"),
@@ -42,6 +49,11 @@ class ServerSpec:
     kind: str  # "mlx-proof" or a PEER_KINDS entry
     revision: str | None = None  # mlx-proof at this git revision; None = the working tree
     extra_args: tuple[str, ...] = ()
+    blas: str = "same-as-ours"  # a peer's BLAS_SETUPS entry (ours: "own", whatever this says)
+
+    @property
+    def blas_setup(self) -> str:
+        return "own" if self.kind == "mlx-proof" else self.blas
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class Target:
     server: RunningServer
     argv: tuple[str, ...]
     model_field: str | None  # what to send as "model" (None: omit it)
+    ld_preload: str | None = None  # what the harness put in the server's LD_PRELOAD
 
 
 @dataclass(frozen=True)
@@ -69,8 +82,11 @@ def parse_server_list(text: str) -> list[ServerSpec]:
             specs.append(ServerSpec(label=name, kind="mlx-proof", extra_args=OUR_VARIANTS[name]))
         elif name in PEER_KINDS:
             specs.append(ServerSpec(label=name, kind=name))
+        elif name.endswith(AS_SHIPPED) and name.removesuffix(AS_SHIPPED) in PEER_KINDS:
+            specs.append(ServerSpec(label=name, kind=name.removesuffix(AS_SHIPPED), blas="as-shipped"))
         else:
-            raise ValueError(f"unknown peer {name!r}; known: {', '.join([*OUR_VARIANTS, *PEER_KINDS])}")
+            known = [*OUR_VARIANTS, *PEER_KINDS, *(k + AS_SHIPPED for k in PEER_KINDS)]
+            raise ValueError(f"unknown peer {name!r}; known: {', '.join(known)}")
         if [s.label for s in specs].count(name) > 1:
             raise ValueError(f"peer {name!r} is listed twice")  # one label, one server: records would mix
     return specs
@@ -106,9 +122,33 @@ def prefix_cache_state(spec: ServerSpec, *, health: dict | None = None) -> str:
 
 
 def blas_preload(health: dict) -> str | None:
-    """The OpenBLAS our server loaded, so peers can be given the same one."""
-    match = re.search(r"openblas \((.+)\)", health.get("backend", {}).get("blas", ""))
+    """The BLAS our server preloaded (an LD_PRELOAD value), so peers can be given the same one.
+
+    Ours reports it as backend.blas_preload; a revision from before that names only a system
+    OpenBLAS inside backend.blas.
+    """
+    backend = health.get("backend", {})
+    if "blas_preload" in backend:
+        return backend["blas_preload"] or None
+    match = re.search(r"openblas \((.+)\)", backend.get("blas", ""))
     return match.group(1) if match else None
+
+
+def process_blas(pid: int) -> str:
+    """The BLAS a running process has mapped, named as our server names its own."""
+    from serving.backend import mapped_libraries, name_blas
+
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return "unknown"
+    return name_blas(mapped_libraries(maps))
+
+
+def blas_entry(target: Target) -> dict:
+    """The manifest's account of one server's BLAS: how it was set up, and what it mapped."""
+    return {"setup": target.spec.blas_setup, "ld_preload": target.ld_preload,
+            "loaded": process_blas(target.server.pid)}
 
 
 @contextlib.contextmanager
@@ -173,12 +213,12 @@ def launch(spec: ServerSpec, *, model: ModelFolder, profile: str, log_dir: Path,
         env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
         hub = Path(tempfile.mkdtemp(prefix="mlx-proof-hub-"))
         env.update(HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1")  # mlx_lm.server's /v1/models needs the folder
-        if preload and spec.kind != "mlx-proof":
+        if preload and spec.blas_setup == "same-as-ours":
             env["LD_PRELOAD"] = preload  # ours chooses its BLAS itself and reports it
         log_path = log_dir / f"{spec.label}.log"
         try:
             with launched(argv, port=port, log_path=log_path, env=env, cwd=tree,
                           ready_timeout_s=ready_timeout_s) as running:
-                yield Target(spec, running, tuple(argv), model_field)
+                yield Target(spec, running, tuple(argv), model_field, env.get("LD_PRELOAD"))
         finally:
             shutil.rmtree(hub, ignore_errors=True)

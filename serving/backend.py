@@ -5,6 +5,11 @@ slower than OpenBLAS for fp32 matmuls (see FACTS.md). The BLAS library must be
 preloaded before libmlx loads, so the choice is made by re-executing the server
 process with LD_PRELOAD set, and what was actually loaded is read back from
 /proc/self/maps rather than assumed.
+
+The order `--blas auto` tries: the cblas shim over PyPI's scipy-openblas32
+(serving/blas_shim: a current OpenBLAS, one-row products through GEMV), then the
+system's OpenBLAS, then MLX's bundled reference BLAS. Why an earlier choice was
+passed over travels to the re-executed process in BLAS_NOTE_ENV and is reported.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 REEXEC_MARKER = "MLX_PROOF_BLAS_CHOSEN"
 OPENBLAS_ENV = "MLX_PROOF_OPENBLAS"
+BLAS_NOTE_ENV = "MLX_PROOF_BLAS_NOTE"
+SHIM_LIB_MARK = "libmlxproof_cblas"
 OPENBLAS_GLOBS = (
     "/usr/lib/*-linux-gnu/libopenblas.so.0",
     "/usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0",
@@ -33,6 +41,11 @@ class BackendInfo:
     blas: str
     mlx_version: str
     platform: str
+    # The BLAS libraries LD_PRELOAD put into this process (a peer given the same string computes
+    # with the same BLAS); None when none is mapped.
+    blas_preload: str | None = None
+    # Why `--blas` settled on a later choice than its first (e.g. no C compiler for the shim).
+    blas_note: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,23 +79,74 @@ def wants_openblas_preload(policy: str, *, environ: dict[str, str]) -> Path | No
     return path
 
 
+@dataclass(frozen=True)
+class Preload:
+    kind: str  # shim | openblas
+    path: Path
+    note: str | None = None  # why an earlier choice was passed over
+
+
+def choose_preload(policy: str, *, environ: dict[str, str], cache_dir: Path | None = None,
+                   build_shim: Callable[[Path | None], Path] | None = None) -> tuple[Preload | None, str | None]:
+    """(what to preload, or None when no re-exec is needed; a note on what was passed over).
+
+    `build_shim(cache_dir)` returns the shim's path or raises ShimUnavailable (default:
+    serving.blas_shim.ensure_shim).
+    """
+    if sys.platform != "linux" or policy == "reference" or environ.get(REEXEC_MARKER):
+        return None, None
+    note = None
+    if policy in ("auto", "shim"):
+        from .blas_shim import ShimUnavailable, ensure_shim
+
+        build = build_shim or (lambda d: ensure_shim(d).path)
+        try:
+            path = build(cache_dir)
+        except ShimUnavailable as exc:
+            if policy == "shim":
+                raise RuntimeError(f"--blas shim was asked for but {exc}") from exc
+            note = f"cblas shim unavailable: {exc}"
+        else:
+            return _unless_preloaded(Preload("shim", path), environ), None
+    path = wants_openblas_preload("openblas" if policy == "openblas" else "auto", environ=environ)
+    if path is not None:
+        return Preload("openblas", path, note), note
+    if find_openblas() is None:  # else it is preloaded already
+        note = "; ".join(filter(None, [note, "no system OpenBLAS: MLX's bundled reference BLAS"]))
+    return None, note
+
+
+def _unless_preloaded(preload: Preload, environ: dict[str, str]) -> Preload | None:
+    return None if str(preload.path) in environ.get("LD_PRELOAD", "").split(":") else preload
+
+
+def reexec_with_preload(preload: Preload, argv: list[str], *, module: str = "serving") -> None:
+    """Replace this process with the same command (`python -m module argv`), the BLAS preloaded."""
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = ":".join(p for p in (str(preload.path), env.get("LD_PRELOAD", "")) if p)
+    env[REEXEC_MARKER] = preload.kind
+    if preload.note:
+        env[BLAS_NOTE_ENV] = preload.note
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
 def reexec_with_openblas(path: Path, argv: list[str]) -> None:
     """Replace this process with the same command, OpenBLAS preloaded."""
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(p for p in (str(path), env.get("LD_PRELOAD", "")) if p)
-    env[REEXEC_MARKER] = "openblas"
-    os.execve(sys.executable, [sys.executable, "-m", "serving", *argv], env)
+    reexec_with_preload(Preload("openblas", path), argv)
 
 
-def loaded_blas() -> str:
-    """Name the BLAS library mapped into this process."""
-    if sys.platform == "darwin":
-        return "accelerate"
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return "unknown"
-    libs = {line.split()[-1] for line in maps.splitlines() if ".so" in line}
+def mapped_libraries(maps_text: str) -> set[str]:
+    """The shared libraries named in a /proc/PID/maps text."""
+    return {line.split()[-1] for line in maps_text.splitlines() if ".so" in line and "/" in line}
+
+
+def name_blas(libs: set[str], *, openblas_config: Callable[[str], str | None] = lambda _: None) -> str:
+    """Name the BLAS among mapped libraries: the shim, a system OpenBLAS, or MLX's reference."""
+    shim = next((lib for lib in sorted(libs) if SHIM_LIB_MARK in lib), None)
+    if shim is not None:
+        wheel = next((lib for lib in sorted(libs) if "libscipy_openblas" in lib and "/scipy_openblas32/" in lib), None)
+        config = openblas_config(wheel) if wheel else None
+        return f"openblas-shim ({config or 'scipy-openblas32'}; {shim})"
     for lib in sorted(libs):
         if "libopenblas" in lib:
             return f"openblas ({lib})"
@@ -90,6 +154,46 @@ def loaded_blas() -> str:
         if "mlx_cpu.libs/libblas" in lib:
             return "reference-netlib (bundled with mlx-cpu)"
     return "none-loaded"
+
+
+def _openblas_config(path: str) -> str | None:
+    """OpenBLAS's own account of itself (version, kernel, threads), from the library already mapped."""
+    import ctypes
+
+    try:
+        get = ctypes.CDLL(path).scipy_openblas_get_config
+    except (OSError, AttributeError):
+        return None
+    get.restype = ctypes.c_char_p
+    return get().decode(errors="replace")
+
+
+def _maps() -> str | None:
+    try:
+        return Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+
+
+def loaded_blas() -> str:
+    """Name the BLAS library mapped into this process."""
+    if sys.platform == "darwin":
+        return "accelerate"
+    maps = _maps()
+    if maps is None:
+        return "unknown"
+    return name_blas(mapped_libraries(maps), openblas_config=_openblas_config)
+
+
+def preloaded_blas(environ: dict[str, str] | None = None) -> str | None:
+    """The LD_PRELOAD entries that are mapped into this process, as an LD_PRELOAD value."""
+    environ = os.environ if environ is None else environ
+    maps = _maps()
+    if maps is None:
+        return None
+    libs = {os.path.realpath(lib) for lib in mapped_libraries(maps)}
+    hits = [p for p in environ.get("LD_PRELOAD", "").split(":") if p and os.path.realpath(p) in libs]
+    return ":".join(hits) or None
 
 
 def detect_backend() -> BackendInfo:
@@ -107,6 +211,8 @@ def detect_backend() -> BackendInfo:
         blas=loaded_blas() if backend == "cpu" else "n/a",
         mlx_version=mx.__version__,
         platform=f"{platform.system()} {platform.machine()}",
+        blas_preload=preloaded_blas() if backend == "cpu" else None,
+        blas_note=os.environ.get(BLAS_NOTE_ENV) or None,
     )
 
 

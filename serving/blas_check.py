@@ -1,4 +1,4 @@
-"""Measure, rather than assume, what preloading OpenBLAS does for MLX here.
+"""Measure, rather than assume, what preloading OpenBLAS (system, or the shim) does for MLX here.
 
 Each BLAS runs in its own child process (the library is chosen at load time),
 interleaved A B A B so drift on a shared machine hits both alike.
@@ -22,7 +22,12 @@ mx.eval(a @ b)
 times = []
 for _ in range(5):
     t = time.perf_counter(); mx.eval(a @ b); times.append(time.perf_counter() - t)
-print(json.dumps({"gflops": 2 * n**3 / min(times) / 1e9}))
+# one row through a projection, as in every batch-1 decode step
+x = mx.random.normal((1, 576)); w = mx.random.normal((576, 1536)); mx.eval(x, w, x @ w)
+row = []
+for _ in range(50):
+    t = time.perf_counter(); mx.eval(x @ w); row.append(time.perf_counter() - t)
+print(json.dumps({"gflops": 2 * n**3 / min(times) / 1e9, "row_us": sorted(row)[len(row) // 2] * 1e6}))
 """
 
 
@@ -32,19 +37,27 @@ def _probe(preload: str | None) -> float:
     if preload:
         env["LD_PRELOAD"] = preload
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["gflops"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(*, rounds: int = 3) -> dict:
+    from .blas_shim import ShimUnavailable, ensure_shim
+
     openblas = find_openblas()
     variants = {"reference": None}
     if openblas is not None:
         variants["openblas"] = str(openblas)
-    results: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        variants["shim"] = str(ensure_shim().path)
+    except ShimUnavailable as exc:
+        print(f"cblas shim: {exc}")
+    results: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, preload in variants.items():
             results[name].append(_probe(preload))
-    return {name: {"median_gflops": statistics.median(v), "runs": v} for name, v in results.items()}
+    return {name: {"median_gflops": statistics.median(r["gflops"] for r in v),
+                   "median_row_us": statistics.median(r["row_us"] for r in v),
+                   "runs": [r["gflops"] for r in v]} for name, v in results.items()}
 
 
 def main() -> int:
@@ -53,10 +66,13 @@ def main() -> int:
         return 0
     results = measure()
     for name, r in results.items():
-        print(f"{name:10s} {r['median_gflops']:8.1f} GFLOP/s  (1024x1024 fp32 matmul, median of {len(r['runs'])})")
-    if "openblas" in results:
-        ratio = results["openblas"]["median_gflops"] / results["reference"]["median_gflops"]
-        print(f"openblas / reference = {ratio:.1f}x")
-    else:
-        print("no OpenBLAS found; on Debian/Ubuntu: apt-get install libopenblas0-pthread")
+        print(f"{name:10s} {r['median_gflops']:8.1f} GFLOP/s  (1024x1024 fp32 matmul, median of {len(r['runs'])}); "
+              f"1x576 . 576x1536 {r['median_row_us']:8.0f} us")
+    for name in ("openblas", "shim"):
+        if name in results:
+            ratio = results[name]["median_gflops"] / results["reference"]["median_gflops"]
+            print(f"{name} / reference = {ratio:.1f}x")
+    if "openblas" not in results and "shim" not in results:
+        print("no OpenBLAS found: pip install scipy-openblas32 (and a C compiler), or on Debian/Ubuntu: "
+              "apt-get install libopenblas0-pthread")
     return 0

@@ -67,8 +67,10 @@ def _serve_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="waitress threads (default max-concurrency + 8)")
     p.add_argument("--dtype", help="weights dtype for converted models (default: by backend)")
     p.add_argument("--cache-dir", help="where converted models are kept")
-    p.add_argument("--blas", choices=["auto", "openblas", "reference"],
-                   help="Linux CPU: preload OpenBLAS (auto if found) or keep mlx's reference BLAS")
+    p.add_argument("--blas", choices=["auto", "shim", "openblas", "reference"],
+                   help="Linux CPU: shim = the cblas shim over PyPI's scipy-openblas32 (built once with the C "
+                        "compiler), openblas = the system's OpenBLAS, reference = mlx's bundled BLAS; auto tries "
+                        "them in that order")
     p.add_argument("--log-level", help="debug, info, warning")
     p.add_argument("--access-log", help="one JSON line per request: off, stderr, or a file path (default stderr)")
     p.add_argument("--metrics-public", action="store_true", default=None,
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, argv: list[str]) -> int:
-    from .backend import reexec_with_openblas, wants_openblas_preload
+    from .backend import BLAS_NOTE_ENV, choose_preload, reexec_with_preload
 
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
@@ -153,12 +155,14 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        preload = wants_openblas_preload(config.blas, environ=dict(os.environ))
+        preload, note = choose_preload(config.blas, environ=dict(os.environ), cache_dir=config.cache_dir)
     except RuntimeError as exc:
         print(f"mlx-proof: {exc}", file=sys.stderr)
         return 2
     if preload is not None:
-        reexec_with_openblas(preload, argv)
+        reexec_with_preload(preload, argv)
+    if note:
+        os.environ[BLAS_NOTE_ENV] = note  # what /health reports beside the BLAS it names
     from .app import serve
     from .convert.wheels import FetchError
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 
-BlasPolicy = Literal["auto", "openblas", "reference"]
+BlasPolicy = Literal["auto", "shim", "openblas", "reference"]
 OverCeiling = Literal["clamp", "reject"]
 DivergenceAction = Literal["off", "warn", "serialize"]
 
@@ -137,8 +137,8 @@ class ServerConfig:
             problems.append("access_log must be off, stderr or a file path")
         if self.max_audio_bytes <= 0 or self.max_audio_seconds <= 0:
             problems.append("max_audio_bytes and max_audio_seconds must be positive")
-        if self.blas not in ("auto", "openblas", "reference"):
-            problems.append(f"blas must be auto, openblas or reference, not {self.blas!r}")
+        if self.blas not in ("auto", "shim", "openblas", "reference"):
+            problems.append(f"blas must be auto, shim, openblas or reference, not {self.blas!r}")
         if self.max_images_per_request < 0 or self.max_image_bytes <= 0 or self.max_image_pixels <= 0:
             problems.append("max_images_per_request must be >= 0, max_image_bytes and max_image_pixels > 0")
         if self.remote_media_timeout_s <= 0:

@@ -13,6 +13,13 @@ def cache_label(a: str, b: str) -> str:
     return _CACHE_LABEL.get((a, b), "unknown")
 
 
+def setup_label(peer: dict) -> str | None:
+    """Which figure a comparison with this peer is: engine-vs-engine when it computed with our BLAS,
+    as-shipped when it ran without it; None for a manifest entry from before harness 0.7.0."""
+    setup = (peer.get("blas") or {}).get("setup")
+    return {"same-as-ours": "engine-vs-engine", "as-shipped": "as-shipped"}.get(setup)
+
+
 def bench_comparisons(servers: list[dict], *, metrics: tuple[str, ...] = BENCH_METRICS) -> list[Comparison]:
     """Like against like, then the cache's own effect, among the servers that ran.
 
@@ -20,7 +27,8 @@ def bench_comparisons(servers: list[dict], *, metrics: tuple[str, ...] = BENCH_M
     is in the same state (warm with warm, cold with cold): a warm cache against
     a cold one would credit the cache to the server. Then ours with the cache on
     against ours with it off. An "unknown" state (a server that cannot say)
-    is compared with every peer, as before the state was recorded.
+    is compared with every peer, as before the state was recorded. Each comparison with a
+    peer is labelled engine-vs-engine or as-shipped (setup_label).
     """
     ran = [s for s in servers if s["status"] == "ran"]
     ours = [s for s in ran if s["kind"] == "mlx-proof"]
@@ -31,7 +39,7 @@ def bench_comparisons(servers: list[dict], *, metrics: tuple[str, ...] = BENCH_M
         for b in peers:
             sa, sb = state[a["label"]], state[b["label"]]
             if sa == sb or "unknown" in (sa, sb):
-                out.append(Comparison("*", a["label"], b["label"], metrics, cache_label(sa, sb)))
+                out.append(Comparison("*", a["label"], b["label"], metrics, cache_label(sa, sb), setup_label(b)))
     for a in ours:
         for b in ours:
             if (state[a["label"]], state[b["label"]]) == ("on", "off"):

@@ -46,7 +46,8 @@ SUITE = Suite(
     print_summary=_print,
     default_cases="seed",
     calibration_cases="validation",
-    default_peers="mlx-lm",
+    # Both figures the bench reports: engine against engine (mlx-lm given our BLAS) and as shipped.
+    default_peers="mlx-lm,mlx-lm-as-shipped",
     default_repeats=3,
     compared_metric=COMPARED_METRIC,
     per_repeat=per_repeat_outcome,

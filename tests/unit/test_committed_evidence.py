@@ -28,12 +28,12 @@ def _rounded(value, digits: int = 12):
 
 def _pairs(summary: dict) -> list[Comparison]:
     """The comparisons the run asked for, rebuilt from the stored ones in their stored order:
-    one per (a, b, cache label), with its metrics (older runs: output_tok_per_s, no label)."""
+    one per (a, b, cache label, setup label), with its metrics (older runs: output_tok_per_s, no label)."""
     asked: dict = {}
     for c in summary["comparisons"]:
-        metrics = asked.setdefault((c["a"], c["b"], c.get("cache")), [])
+        metrics = asked.setdefault((c["a"], c["b"], c.get("cache"), c.get("setup")), [])
         metrics += [c["metric"]] if c["metric"] not in metrics else []
-    return [Comparison("*", a, b, tuple(metrics), cache) for (a, b, cache), metrics in asked.items()]
+    return [Comparison("*", a, b, tuple(metrics), cache, setup) for (a, b, cache, setup), metrics in asked.items()]
 
 
 @pytest.mark.parametrize("run", RUNS, ids=[r.path.name for r in RUNS])
@@ -53,6 +53,12 @@ def test_summary_recomputes_from_raw(run):
         from suites.divergence.summary import summarize_divergence
         thresholds = {c["case"]: c["min_exact"] for c in run.summary["divergence"]["cells"]}
         assert _rounded(summarize_divergence(records, min_exact=thresholds)) == _rounded(run.summary["divergence"])
+        assert run.summary["groups"] == [] and run.summary["comparisons"] == []
+        return
+    if run.manifest["suite"] == "profile":  # step_part / step_graph records: the step broken down
+        from harness.profile_summary import summarize_profile
+        assert _rounded(summarize_profile(records, confidence=run.summary["profile"]["confidence"])) == \
+            _rounded(run.summary["profile"])
         assert run.summary["groups"] == [] and run.summary["comparisons"] == []
         return
     recomputed = summarize(records, comparisons=_pairs(run.summary))

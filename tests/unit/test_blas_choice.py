@@ -1,0 +1,117 @@
+"""Which BLAS `--blas` preloads, the fallbacks, and how the loaded one is named."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving import backend
+from serving.blas_shim import ShimUnavailable
+from serving.config import build_config
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux BLAS choice")
+
+
+def _shim_at(path: Path):
+    return lambda cache_dir: path
+
+
+def _no_shim(why: str = "no C compiler (cc, gcc or clang; or $CC) to build the cblas shim"):
+    def build(cache_dir):
+        raise ShimUnavailable(why)
+    return build
+
+
+@pytest.fixture
+def system_openblas(monkeypatch, tmp_path):
+    lib = tmp_path / "libopenblas.so.0"
+    lib.write_bytes(b"")
+    monkeypatch.setenv(backend.OPENBLAS_ENV, str(lib))
+    return lib
+
+
+@pytest.fixture
+def no_system_openblas(monkeypatch, tmp_path):
+    monkeypatch.setenv(backend.OPENBLAS_ENV, str(tmp_path / "missing.so"))
+
+
+def test_auto_prefers_the_shim(system_openblas, tmp_path):
+    shim = tmp_path / "libmlxproof_cblas.so"
+    preload, note = backend.choose_preload("auto", environ={}, build_shim=_shim_at(shim))
+    assert preload == backend.Preload("shim", shim) and note is None
+
+
+def test_auto_falls_back_to_system_openblas_and_says_why(system_openblas):
+    preload, note = backend.choose_preload("auto", environ={}, build_shim=_no_shim())
+    assert preload.kind == "openblas" and preload.path == system_openblas
+    assert "no C compiler" in note and preload.note == note
+
+
+def test_auto_falls_back_to_reference_and_says_why(no_system_openblas):
+    preload, note = backend.choose_preload("auto", environ={}, build_shim=_no_shim())
+    assert preload is None
+    assert "no C compiler" in note and "reference BLAS" in note
+
+
+def test_shim_policy_refuses_to_fall_back(system_openblas):
+    with pytest.raises(RuntimeError, match="--blas shim was asked for but no C compiler"):
+        backend.choose_preload("shim", environ={}, build_shim=_no_shim())
+
+
+def test_openblas_policy_never_builds_the_shim(system_openblas):
+    def build(cache_dir):
+        raise AssertionError("the shim was built for --blas openblas")
+    preload, _ = backend.choose_preload("openblas", environ={}, build_shim=build)
+    assert preload.kind == "openblas"
+
+
+def test_reference_and_reexecuted_processes_preload_nothing(tmp_path):
+    shim = _shim_at(tmp_path / "x.so")
+    assert backend.choose_preload("reference", environ={}, build_shim=shim) == (None, None)
+    assert backend.choose_preload("auto", environ={backend.REEXEC_MARKER: "shim"}, build_shim=shim) == (None, None)
+
+
+def test_an_already_preloaded_shim_is_not_preloaded_twice(tmp_path):
+    shim = tmp_path / "libmlxproof_cblas.so"
+    preload, _ = backend.choose_preload("auto", environ={"LD_PRELOAD": f"/x/other.so:{shim}"},
+                                        build_shim=_shim_at(shim))
+    assert preload is None
+
+
+def test_the_cache_dir_reaches_the_builder(tmp_path):
+    seen = []
+    backend.choose_preload("shim", environ={}, cache_dir=tmp_path, build_shim=lambda d: seen.append(d) or d)
+    assert seen == [tmp_path]
+
+
+def test_config_accepts_shim():
+    assert build_config({"blas": "shim"}).blas == "shim"
+    with pytest.raises(ValueError, match="shim"):
+        build_config({"blas": "mkl"})
+
+
+SHIM = "/home/u/.cache/mlx-proof/blas-shim/scipy-openblas32-0.3.34-abc/libmlxproof_cblas.so"
+WHEEL = "/venv/lib/python3.11/site-packages/scipy_openblas32/lib/libscipy_openblas.so"
+BUNDLED = "/venv/lib/python3.11/site-packages/mlx_cpu.libs/libblas-bd8a282c.so.3.10.0"
+DEBIAN = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so"
+
+
+def test_names_the_shim_with_openblas_own_account():
+    named = backend.name_blas({SHIM, WHEEL, BUNDLED}, openblas_config=lambda p: "OpenBLAS 0.3.34 Haswell"
+                              if p == WHEEL else None)
+    assert named == f"openblas-shim (OpenBLAS 0.3.34 Haswell; {SHIM})"
+
+
+def test_names_system_openblas_and_reference():
+    assert backend.name_blas({DEBIAN, BUNDLED}) == f"openblas ({DEBIAN})"
+    assert backend.name_blas({BUNDLED}) == "reference-netlib (bundled with mlx-cpu)"
+    assert backend.name_blas(set()) == "none-loaded"
+
+
+def test_mapped_libraries_reads_paths_only():
+    maps = (f"7f00-7f01 r-xp 00000000 08:01 1 {DEBIAN}\n"
+            "7f02-7f03 rw-p 00000000 00:00 0 \n"
+            "7f04-7f05 r--p 00000000 00:00 0 [vdso]\n")
+    assert backend.mapped_libraries(maps) == {DEBIAN}
