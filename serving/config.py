@@ -91,6 +91,9 @@ class ServerConfig:
     divergence_probe_interval_s: float = 60.0
     divergence_probe_prompt: str | None = None  # None: the monitor's built-in prompt
     divergence_probe_tokens: int = 32
+    # Batch-invariant decoding (issue 12; the profile text-batch-invariant names it).
+    batch_invariant: bool = False
+    batch_invariant_context: int = 2048
     # Speech-to-text model served beside the chat model (catalog id or folder; None: no
     # /v1/audio/transcriptions), and the limits of one upload: bytes as OpenAI's 25 MB, seconds.
     asr_model: str | None = None
@@ -169,7 +172,12 @@ def profile_flags(name: str, *, path: Path = PROFILES_FILE) -> dict[str, Any]:
     if name not in profiles:
         known = ", ".join(sorted(profiles)) or "none"
         raise ValueError(f"unknown profile {name!r}; known profiles: {known}")
-    return dict(profiles[name].get("serve", {}))
+    # A client launch profile lays its own flags over the serving profile it names.
+    parent = profiles[name].get("serving")
+    if parent == name:
+        raise ValueError(f"profile {name!r} names itself as its serving profile")
+    inherited = profile_flags(parent, path=path) if parent else {}
+    return {**inherited, **profiles[name].get("serve", {})}
 
 
 def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FILE) -> ServerConfig:
@@ -186,8 +194,11 @@ def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FI
     ceiling = merged.get("max_tokens_ceiling", ServerConfig.max_tokens_ceiling)
     if "max_tokens_default" not in merged and ceiling < ServerConfig.max_tokens_default:
         merged["max_tokens_default"] = ceiling  # a lower ceiling alone lowers the default with it
-    if merged.get("deterministic") and "prefix_cache_bytes" not in merged:
-        merged["prefix_cache_bytes"] = 0  # implied by deterministic serving; an explicit size is refused
+    # Implied by deterministic serving; a size given on the command line is refused, and so is one a
+    # profile sets beside deterministic = true, but --deterministic overrides a profile's cache size.
+    if merged.get("deterministic") and "prefix_cache_bytes" not in explicit and (
+            explicit.get("deterministic") or "prefix_cache_bytes" not in merged):
+        merged["prefix_cache_bytes"] = 0
     if merged.get("cache_dir") is not None:
         merged["cache_dir"] = Path(merged["cache_dir"])
     return ServerConfig(**merged).validate()
