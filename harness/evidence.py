@@ -25,7 +25,9 @@ from pathlib import Path
 
 import jsonschema
 
-HARNESS_VERSION = "0.6.0"  # 0.6.0: suites as plug-ins, the divergence suite, failed repeats count in
+HARNESS_VERSION = "0.7.0"  # 0.7.0: calibrate (was validate) proves its bounds; profile validate
+# bundles (manifest "bundle")
+# 0.6.0: suites as plug-ins, the divergence suite, failed repeats count in
 # comparisons, balanced server orders (workload.design)
 # 0.5.0: tools parse fidelity leaves cut-off calls out (counted as cut_off)
 # 0.4.0: the tools suite (tool_case records, summary "tools")
