@@ -38,6 +38,9 @@ def add_parsers(sub, *, compare_repeats: int, threshold: float) -> None:
     v.add_argument("--as-of", default=None,
                    help="ISO time evidence ages count back from (default: now)")
     v.add_argument("--dry-run", action="store_true", help="print the suite commands it would run, and stop")
+    v.add_argument("--suite-arg", action="append", default=[], metavar="SUITE=ARG",
+                   help="add ARG to SUITE's command after the profile's own arguments (the last value wins), e.g. "
+                        "--suite-arg=throughput=--repeats=2 for a small CI run; recorded in each run's manifest")
     v.add_argument("--profiles-file", type=Path, default=PROFILES_FILE, help=argparse.SUPPRESS)
     _evidence_options(v)
     v.add_argument("--log-dir", type=Path, default=REPO_ROOT / ".nox" / "server-logs")
@@ -50,6 +53,8 @@ def add_parsers(sub, *, compare_repeats: int, threshold: float) -> None:
                    help=f"base revision (default: the code behind the evidence that publishes {REGRESS_PROFILE} "
                         f"for {DEFAULT_MODEL}; else HEAD~1)")
     r.add_argument("--candidate", default="WORKTREE", help="candidate revision (default: the working tree)")
+    r.add_argument("--published-evidence", type=Path, default=REPO_ROOT / "evidence",
+                   help="the committed evidence the default base is read from (default: evidence/)")
     r.add_argument("--model", default=DEFAULT_MODEL)
     r.add_argument("--cases", default=None, help="throughput cases (default: the calibration case, `validation`)")
     r.add_argument("--repeats", type=int, default=compare_repeats,
@@ -80,6 +85,16 @@ def new_bundle_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
+def extra_suite_args(pairs: list[str], needed: list[str]) -> dict[str, tuple[str, ...]]:
+    extra: dict[str, list[str]] = {}
+    for pair in pairs:
+        suite, sep, arg = pair.partition("=")
+        if not sep or suite not in needed:
+            raise ValueError(f"--suite-arg {pair!r}: expected SUITE=ARG with SUITE one of {', '.join(needed)}")
+        extra.setdefault(suite, []).append(arg)
+    return {k: tuple(v) for k, v in extra.items()}
+
+
 def plan_suites(profile, model: str, args, bundle: str) -> list[list[str]]:
     from suites.contracts.session import MODELS
 
@@ -87,7 +102,9 @@ def plan_suites(profile, model: str, args, bundle: str) -> list[list[str]]:
         raise ValueError(f"profile {profile.name} reads the contracts suite, which serves its text cases on "
                          f"{MODELS['default']} (its tool cases on {MODELS['tools']}) and files its evidence under "
                          f"{MODELS['default']}: validate it with --model {MODELS['default']}")
-    return [suite_argv(s, profile.suites[s], model=model, profile=profile.name, args=args, bundle=bundle)
+    extra = extra_suite_args(getattr(args, "suite_arg", []), profile.needed_suites())
+    return [suite_argv(s, (*profile.suites[s], *extra.get(s, ())), model=model, profile=profile.name, args=args,
+                       bundle=bundle)
             for s in profile.needed_suites()]
 
 
@@ -196,7 +213,7 @@ def published_base(evidence_root: Path, *, console) -> str:
 def regress(args, *, console) -> int:
     from . import cli
 
-    base = args.base or published_base(args.evidence_dir, console=console)
+    base = args.base or published_base(args.published_evidence, console=console)
     argv = ["compare", base, args.candidate, "--model", args.model, "--repeats", str(args.repeats),
             "--threshold", str(args.threshold), "--evidence-dir", str(args.evidence_dir),
             "--reports-dir", str(args.reports_dir), *(["--cases", args.cases] if args.cases else [])]
