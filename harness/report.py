@@ -243,6 +243,11 @@ def _validation_lines(v: dict) -> list[str]:
             f"The plant really cost: planted/A = {fmt_num(real['ratio'])} "
             f"{fmt_ci(real['ci_low'], real['ci_high'], real['n_pairs'])} over n={real['n_pairs']} pairs",
         ]
+    if decided := v.get("verdict"):  # calibrate, harness 0.7.0+
+        lines.append(f"Verdict on the Wilson bounds (FPR upper <= {decided['max_fpr']}, power lower >= "
+                     f"{decided['min_power']}): {decided['status']}"
+                     + (" (--quick)" if decided["quick"] else "")
+                     + "".join(f"; {reason}" for reason in decided["reasons"]))
     return lines
 
 
@@ -287,7 +292,7 @@ def _html_run(run: Any) -> str:
             out.append(_tr(_comparison_cells(c), cls={8: v} if v in ("faster", "slower") else None))
         out.append(f'</table><p class="note">{_e(COMPARISON_NOTE)}</p>')
     if val := s.get("validation"):
-        out.append("<h3>Validation of the comparison method</h3><ul>"
+        out.append("<h3>Calibration of the comparison method</h3><ul>"
                    + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
     if tools := s.get("tools"):
         out.append(report_tools.html_section(tools))
@@ -350,7 +355,7 @@ def _md_run(run: Any) -> str:
             out.append(_md_row(cells))
         out += ["", COMPARISON_NOTE]
     if val := s.get("validation"):
-        out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
+        out += ["", "Calibration of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
     if tools := s.get("tools"):
         out += report_tools.markdown(tools, row=_md_row)
     if contracts := s.get("contracts"):
