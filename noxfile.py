@@ -124,9 +124,12 @@ def validate(session: nox.Session) -> None:
     env: dict[str, str] = {}
     profile = _posarg(session, "--profile")
     suites = tomllib.loads(Path("serving/profiles.toml").read_text()).get("profile", {}).get(profile, {}).get("suites", {})
-    if "contracts" in suites and "--from-evidence" not in session.posargs:
-        env = _install_agent_clients(session)
-        if "open-webui" in suites["contracts"].get("args", []):
+    contracts = suites.get("contracts", {}).get("args", [])
+    clients = set(contracts[contracts.index("--clients") + 1].split(",")) if "--clients" in contracts else set()
+    if contracts and "--from-evidence" not in session.posargs:
+        if clients & {"claude-code", "codex", "opencode"}:  # the npm agent CLIs
+            env = _install_agent_clients(session)
+        if "open-webui" in clients:
             env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
             session.run("python", "-m", "suites.contracts.install_open_webui", env=env)
     session.run("python", "-m", "harness", "validate", *session.posargs, env=env)
