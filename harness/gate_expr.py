@@ -46,10 +46,9 @@ class Gate:
         if self.op == "in":
             return actual in self.value
         if self.op in ("==", "!="):
-            if _number(actual) and _number(self.value):
-                equal = math.isclose(actual, self.value, rel_tol=0, abs_tol=0)
-            else:
-                equal = actual == self.value and type(actual) is type(self.value)
+            # 1 == 1.0 (a count against a rate), but never True == 1 nor "1" == 1
+            equal = actual == self.value and (type(actual) is type(self.value)
+                                               or (_number(actual) and _number(self.value)))
             return equal if self.op == "==" else not equal
         if not (_number(actual) and _number(self.value)):
             return None
