@@ -107,9 +107,55 @@ def compare(session: nox.Session) -> None:
 
 
 @nox.session
+def calibrate(session: nox.Session) -> None:
+    """Harness self-check: A/A false-positive rate and planted-slowdown power, decided on Wilson bounds
+    (73 trials by default, hours; `-- --quick` checks the machinery and reports 'not proven')."""
+    _harness(session, "calibrate")
+
+
+def _posarg(session: nox.Session, name: str) -> str | None:
+    args = list(session.posargs)
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+@nox.session
 def validate(session: nox.Session) -> None:
-    """Harness self-check: A/A false-positive rate and planted-slowdown detection power."""
-    _harness(session, "validate")
+    """A profile on a model: run exactly the suites its gates read, then promote, promote-with-warning or
+    hold (exit 0, 3, 1): `-- --profile text-default --model smollm2-135m`; `--from-evidence` runs nothing."""
+    import tomllib
+
+    session.install("-e", ".[test,browser]")
+    env: dict[str, str] = {}
+    profile = _posarg(session, "--profile")
+    suites = tomllib.loads(Path("serving/profiles.toml").read_text()).get("profile", {}).get(profile, {}).get("suites", {})
+    contracts = suites.get("contracts", {}).get("args", [])
+    clients = set(contracts[contracts.index("--clients") + 1].split(",")) if "--clients" in contracts else set()
+    if contracts and "--from-evidence" not in session.posargs:
+        if clients & {"claude-code", "codex", "opencode"}:  # the npm agent CLIs
+            env = _install_agent_clients(session)
+        if "open-webui" in clients:
+            env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+            session.run("python", "-m", "suites.contracts.install_open_webui", env=env)
+    session.run("python", "-m", "harness", "validate", *session.posargs, env=env)
+
+
+@nox.session
+def publish(session: nox.Session) -> None:
+    """reports/published.md, published.json and index.html from the committed evidence (`-- --check`: exit 1
+    when the committed matrix is stale)."""
+    _harness(session, "publish")
+
+
+@nox.session
+def regress(session: nox.Session) -> None:
+    """CI: the working tree against the code behind the evidence that publishes text-default (or
+    `-- --base REV`), the calibrated compare rule; exit 1 on a significant regression."""
+    _harness(session, "regress")
 
 
 @nox.session

@@ -39,6 +39,7 @@ class Plan:
     runner: Suite | None = None  # the suite that runs the cases (harness/suite.py); None: throughput
     dtype: str | None = None  # weights dtype asked of the catalog (None: the server's default)
     order_seed: int | None = None  # the server-order design's seed (None: drawn, then recorded)
+    bundle: dict | None = None  # manifest "bundle": set when `validate` runs the suite for a profile
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The measuring commands, over any suite (harness/suite.py): bench, compare and validate (calibrate)."""
+"""The measuring commands, over any suite (harness/suite.py): bench, compare and calibrate."""
 
 from __future__ import annotations
 
@@ -9,17 +9,11 @@ from suites.throughput.comparisons import BENCH_METRICS, bench_comparisons, cach
 
 from .bench import Plan, execute, suite_of
 from .metrics import is_regression, paired_comparison, per_repeat_outcome
+from . import calibrate as bounds
 from .publish import publish
 from .stats import wilson
 
-__all__ = ["BENCH_METRICS", "bench", "bench_comparisons", "cache_label", "compare", "validate", "validation_block"]
-
-
-def with_records(servers: list[dict], records: list[dict]) -> list[dict]:
-    """The servers that measured something: a peer that ran only cases it cannot serve
-    (embeddings) has nothing to compare."""
-    recorded = {rec["server"] for rec in records}
-    return [s for s in servers if s["label"] in recorded]
+__all__ = ["BENCH_METRICS", "bench", "bench_comparisons", "cache_label", "calibrate", "compare", "validation_block"]
 
 
 def _report(args, console) -> None:
@@ -112,28 +106,36 @@ def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: flo
             | {"n_pairs": realised.get("n_pairs", 0)}}
 
 
-def validate(plan: Plan, args, *, console) -> int:
+def calibrate(plan: Plan, args, *, console) -> int:
     suite = suite_of(plan)
-    suite.require_comparable("validate")
+    suite.require_comparable("calibrate")
     outcome = execute(plan, log_dir=args.log_dir, console=console)
     block = validation_block(outcome.records, pairs_per_trial=args.repeats, slowdown=args.slowdown,
                              threshold=args.threshold, per_repeat=suite.per_repeat)
+    block["verdict"] = bounds.verdict(block, quick=args.quick)
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, validation=block,
                                  comparisons=[("*", "A2", "A"), ("*", "planted", "A")])
-    ok = block["false_positive_rate"] <= 0.05 and block["power"] >= 0.95
-    real = block["planted_ratio"]["ratio"]
-    cost = "n/a" if real is None else f"{1 - real:.1%}"
+    real = block["planted_ratio"]
+    cost = "n/a" if real["ratio"] is None else (f"{1 - real['ratio']:.1%} (planted/A {real['ratio']:.3f} "
+                                                f"[{real['ci_low']:.3f}, {real['ci_high']:.3f}], "
+                                                f"n={real['n_pairs']} pairs)")
     console.print(
         f"A/A: {block['aa_flagged']}/{block['aa_trials']} trials flagged a regression "
-        f"(rate {block['false_positive_rate']:.2f}, Wilson 95% [{block['fpr_ci'][0]:.2f}, {block['fpr_ci'][1]:.2f}]); "
-        f"planted {args.slowdown:.0%} slowdown: {block['planted_flagged']}/{block['planted_trials']} caught "
-        f"(power {block['power']:.2f}, Wilson 95% [{block['power_ci'][0]:.2f}, {block['power_ci'][1]:.2f}]; "
-        f"it cost {cost}) → "
-        f"{'[green]within bounds[/green]' if ok else '[red]outside bounds[/red]'} (FPR ≤ 0.05, power ≥ 0.95)")
-    console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.0%} below 1, "
+        f"(rate {block['false_positive_rate']:.3f}, Wilson 95% [{block['fpr_ci'][0]:.3f}, {block['fpr_ci'][1]:.3f}]); "
+        f"planted sleep of {args.slowdown:.0%} of each step: {block['planted_flagged']}/{block['planted_trials']} "
+        f"caught (power {block['power']:.3f}, Wilson 95% [{block['power_ci'][0]:.3f}, {block['power_ci'][1]:.3f}]); "
+        f"it really cost {cost}")
+    console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.1%} below 1, "
                   f"or more failed repeats than A; {block['pairs_per_trial']} pairs per trial; at threshold 0 "
                   f"A/A flags {block['aa_significant']}/{block['aa_trials']}, planted "
                   f"{block['planted_significant']}/{block['planted_trials']}")
+    decided = block["verdict"]
+    colour = {bounds.PROVEN: "green", bounds.NOT_PROVEN: "yellow", bounds.DISPROVEN: "red"}[decided["status"]]
+    console.print(f"[{colour}]{decided['status']}[/{colour}]: FPR Wilson upper bound <= {bounds.MAX_FPR} and power "
+                  f"Wilson lower bound >= {bounds.MIN_POWER}, against a plant costing "
+                  f"{bounds.PLANT_COST_BAND[0]:.0%}-{bounds.PLANT_COST_BAND[1]:.0%}")
+    for reason in decided["reasons"]:
+        console.print(f"  - {reason}")
     console.print(f"evidence: {directory}")
     _report(args, console)
-    return 0 if ok else 1
+    return bounds.EXIT_CODES[decided["status"]]

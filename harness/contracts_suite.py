@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .bench import Outcome, Plan, now
 from .evidence import environment
-from .publish import Described, path_replacements, portable, publish_block, split_list
+from .publish import Described, bundle_of, path_replacements, portable, publish_block, split_list
 
 SUITE = "contracts"
 INTERLEAVING = "none: one case at a time, client files in name order, cases in file order"
@@ -85,7 +85,8 @@ def contracts(args, *, console: Console) -> int:
             outcome = Outcome(records, [_server_entry(s) for s in served.values()], default.health, default.folder,
                               started, now(), env)
         plan = Plan(suite=SUITE, model=outcome.model.model_id, profile=args.profile,
-                    cases=[Described(c.describe()) for c in clients], servers=[], repeats=1, warmup_requests=0)
+                    cases=[Described(c.describe()) for c in clients], servers=[], repeats=1, warmup_requests=0,
+                    bundle=bundle_of(args))
         directory, summary = publish_contracts(plan, outcome, evidence_root=args.evidence_dir,
                                                artifacts=root / "artifacts")
     finally:

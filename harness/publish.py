@@ -26,6 +26,12 @@ class Described:
         return self.entry
 
 
+def bundle_of(args) -> dict | None:
+    """The manifest's "bundle" when `validate` ran this command (its hidden --bundle option)."""
+    bundle = getattr(args, "bundle", None)
+    return {"id": bundle, "command": "validate", "profile": args.profile} if bundle else None
+
+
 def split_list(text: str | None) -> list[str]:
     """A comma-separated command-line value, blanks dropped."""
     return [p.strip() for p in (text or "").split(",") if p.strip()]
@@ -86,6 +92,7 @@ def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: s
                      **({"design": outcome.design.describe()} if outcome.design is not None else {})},
         "argv": list(sys.argv),
         **({"roofline": outcome.roofline} if outcome.roofline is not None else {}),
+        **({"bundle": plan.bundle} if plan.bundle else {}),
     }
 
 

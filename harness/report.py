@@ -178,7 +178,8 @@ gap:.1em 1em}dl.meta dt{color:#57606a}dl.meta dd{margin:0}code,pre{font:13px ui-
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}.note{color:#57606a}
 .badge{display:inline-block;padding:0 .5em;border-radius:1em;font-size:.8em;font-weight:600;color:#fff}
 .dirty{background:#bf8700}.faster{background:#dafbe1;font-weight:600}.slower{background:#ffebe9;font-weight:600}
-figure img{max-width:100%}figcaption{color:#57606a;font-size:.9em}.groups{display:flex;flex-wrap:wrap;gap:0 2em}"""
+figure img{max-width:100%}figcaption{color:#57606a;font-size:.9em}.groups{display:flex;flex-wrap:wrap;gap:0 2em}
+td.promote{background:#dafbe1}td.promote-with-warning{background:#fff8c5}td.hold{background:#ffebe9}"""
 
 
 def _e(x: Any) -> str:
@@ -254,6 +255,11 @@ def _validation_lines(v: dict) -> list[str]:
             f"The plant really cost: planted/A = {fmt_num(real['ratio'])} "
             f"{fmt_ci(real['ci_low'], real['ci_high'], real['n_pairs'])} over n={real['n_pairs']} pairs",
         ]
+    if decided := v.get("verdict"):  # calibrate, harness 0.7.0+
+        lines.append(f"Verdict on the Wilson bounds (FPR upper <= {decided['max_fpr']}, power lower >= "
+                     f"{decided['min_power']}): {decided['status']}"
+                     + (" (--quick)" if decided["quick"] else "")
+                     + "".join(f"; {reason}" for reason in decided["reasons"]))
     return lines
 
 
@@ -299,7 +305,7 @@ def _html_run(run: Any) -> str:
         out.append(f'</table><p class="note">{_e(COMPARISON_NOTE)}</p>')
     out.append(report_roofline.html_section(man, s, conc, tr=_tr))
     if val := s.get("validation"):
-        out.append("<h3>Validation of the comparison method</h3><ul>"
+        out.append("<h3>Calibration of the comparison method</h3><ul>"
                    + "".join(f"<li>{_e(line)}</li>" for line in _validation_lines(val)) + "</ul>")
     if tools := s.get("tools"):
         out.append(report_tools.html_section(tools))
@@ -318,11 +324,11 @@ _INTRO = ("Rendered from {n} stored run(s); nothing here was measured live. Medi
           "95% CIs stored in summary.json; n is the number of repeats (or pairs, or trials) behind each number.")
 
 
-def _html(runs: list, title: str) -> str:
+def _html(runs: list, title: str, preface_html: str = "") -> str:
     nav = "".join(f'<li><a href="#{_e(_rid(r))}">{_e(_rid(r))}</a></li>' for r in runs)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<style>{_CSS}</style></head><body><h1>{_e(title)}</h1><p class="note">'
-            f"{_e(_INTRO.format(n=len(runs)))}</p><ul>{nav}</ul>\n"
+            f"{_e(_INTRO.format(n=len(runs)))}</p>{preface_html}<ul>{nav}</ul>\n"
             + "\n".join(_html_run(r) for r in runs) + "\n</body></html>\n")
 
 
@@ -365,7 +371,7 @@ def _md_run(run: Any) -> str:
         out += ["", COMPARISON_NOTE]
     out += report_roofline.markdown(man, s, conc, row=_md_row)
     if val := s.get("validation"):
-        out += ["", "Validation of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
+        out += ["", "Calibration of the comparison method:"] + [f"- {line}" for line in _validation_lines(val)]
     if tools := s.get("tools"):
         out += report_tools.markdown(tools, row=_md_row)
     if contracts := s.get("contracts"):
@@ -383,12 +389,13 @@ def _markdown(runs: list, title: str) -> str:
     return f"# {title}\n\n{_INTRO.format(n=len(runs))}\n\n" + "\n".join(_md_run(r) for r in runs)
 
 
-def render(runs: list, out_dir: Path, *, title: str = DEFAULT_TITLE) -> tuple[Path, Path]:
-    """Write out_dir/index.html and out_dir/summary.md from stored runs; return both paths."""
+def render(runs: list, out_dir: Path, *, title: str = DEFAULT_TITLE, preface_html: str = "") -> tuple[Path, Path]:
+    """Write out_dir/index.html and out_dir/summary.md from stored runs; return both paths.
+    `preface_html` (the published matrix) goes above the runs."""
     loaded = [_as_run(r) for r in runs]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out_dir / "index.html", out_dir / "summary.md"
-    html_path.write_text(_html(loaded, title), encoding="utf-8")
+    html_path.write_text(_html(loaded, title, preface_html), encoding="utf-8")
     md_path.write_text(_markdown(loaded, title), encoding="utf-8")
     return html_path, md_path

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .bench import Outcome, Plan, now, resolve_model_folder
 from .evidence import environment
-from .publish import Described, publish_block, split_list
+from .publish import Described, bundle_of, publish_block, split_list
 from .report_tools import mode_label
 from .servers import ServerSpec, launch, prefix_cache_state
 
@@ -165,7 +165,8 @@ def tools(args, *, console: Console) -> int:
                 f"({', '.join(f'{c.name} {sum(k.category == c.name for k in work.cases)}' for c in categories)})")
     outcome = _run(args, work, console=console)
     plan = Plan(suite=SUITE, model=args.model, profile=args.profile,
-                cases=[Described(e) for e in work.describe()], servers=[], repeats=1, warmup_requests=0)
+                cases=[Described(e) for e in work.describe()], servers=[], repeats=1, warmup_requests=0,
+                bundle=bundle_of(args))
     directory, summary = publish_tools(plan, outcome, evidence_root=args.evidence_dir)
     print_tools(summary["tools"], console=console)
     console.print(f"evidence: {directory}")

@@ -24,6 +24,13 @@ def print_catalog() -> int:
     return 0
 
 
+def print_catalog_json() -> int:
+    """The pins the harness checks evidence against: each catalog id's sha256 (no fetching)."""
+    print(json.dumps({spec.id: {"sha256": spec.sha256, "source": spec.source, "kind": spec.kind}
+                      for spec in CATALOG.values()}, indent=1, sort_keys=True))
+    return 0
+
+
 def print_resolved(name: str, *, dtype: str, cache_dir: str | None) -> int:
     """Print where a model's MLX folder is, so peers and tools can load the same weights."""
     from .backend import default_dtype, detect_backend

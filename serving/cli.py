@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .config import ServerConfig, build_config
 
@@ -20,6 +22,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--host", help=f"bind address (default {d.host})")
     p.add_argument("--port", type=int, help=f"port (default {d.port})")
     p.add_argument("--profile", help=f"serving profile from serving/profiles.toml (default {d.profile})")
+    p.add_argument("--list-profiles", action="store_true",
+                   help="list the profiles, their flags, and per model whether evidence publishes them; then exit")
     p.add_argument("--served-model-name", dest="served_model_names", action="append",
                    help="id(s) the model answers to; repeat for aliases; the first is reported")
     p.add_argument("--api-key", default=os.environ.get("MLX_PROOF_API_KEY"),
@@ -122,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a model with SOURCE's architecture and tokenizer but random weights into "
                              "TARGET (numerical evidence where real weights cannot travel); --dtype, --seed")
     models.add_argument("--seed", type=int, default=0)
+    models.add_argument("--json", action="store_true", help="the catalog as JSON: id -> sha256, source, kind")
+    profiles = sub.add_parser("profiles", help="the profiles in serving/profiles.toml, fully resolved")
+    profiles.add_argument("--json", action="store_true", help="as JSON (what the harness matches evidence to)")
+    profiles.add_argument("--file", help="another profiles file (tests); default serving/profiles.toml")
     sub.add_parser("blas-check", help="measure matmul speed with each BLAS this machine has")
     args = parser.parse_args(argv)
     if args.command == "models" and args.random_weights:
@@ -132,8 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models" and args.build_tiny_vlm:
         from .vision.tiny_model import main as build_tiny_vlm
         return build_tiny_vlm(args.build_tiny_vlm)
+    if args.command == "profiles":
+        from .config import PROFILES_FILE
+        from .profile_status import list_profiles, profiles_document
+        path = Path(args.file) if args.file else PROFILES_FILE
+        if args.json:
+            print(json.dumps(profiles_document(path), indent=1, sort_keys=True))
+            return 0
+        return list_profiles(path=path)
     if args.command == "models":
-        from .catalog_listing import print_catalog, print_resolved
+        from .catalog_listing import print_catalog, print_catalog_json, print_resolved
+        if args.json:
+            return print_catalog_json()
         if args.resolve:
             return print_resolved(args.resolve, dtype=args.dtype, cache_dir=args.cache_dir)
         return print_catalog()
@@ -146,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from .backend import BLAS_NOTE_ENV, choose_preload, reexec_with_preload
 
-    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    if args.list_profiles:
+        from .profile_status import list_profiles
+        return list_profiles()
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "list_profiles")}
     try:
         config = build_config(overrides)
     except ValueError as exc:
@@ -163,6 +184,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         reexec_with_preload(preload, argv)
     if note:
         os.environ[BLAS_NOTE_ENV] = note  # what /health reports beside the BLAS it names
+    config = _announce_profile(config)
     from .app import serve
     from .convert.wheels import FetchError
 
@@ -174,3 +196,22 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _announce_profile(config):
+    """Whether evidence publishes this profile for this model (a warning, never a refusal), and for a
+    client launch profile its key and how to point the client at us."""
+    from .profile_status import launch_hint, publication_notice, with_profile_auth
+
+    log = logging.getLogger("mlx_proof.profile")
+    notice = publication_notice(config)
+    if notice is not None:
+        level, message = notice
+        (log.warning if level == "warning" else log.info)(message)
+    config, made_key = with_profile_auth(config)
+    if made_key:
+        log.warning("profile %s needs an API key and none was given (--api-key or MLX_PROOF_API_KEY): "
+                    "using %s for this run", config.profile, config.api_key)
+    for line in launch_hint(config):
+        log.info(line)
+    return config

@@ -182,7 +182,12 @@ def profile_flags(name: str, *, path: Path = PROFILES_FILE) -> dict[str, Any]:
     if name not in profiles:
         known = ", ".join(sorted(profiles)) or "none"
         raise ValueError(f"unknown profile {name!r}; known profiles: {known}")
-    return dict(profiles[name].get("serve", {}))
+    # A client launch profile lays its own flags over the serving profile it names.
+    parent = profiles[name].get("serving")
+    if parent == name:
+        raise ValueError(f"profile {name!r} names itself as its serving profile")
+    inherited = profile_flags(parent, path=path) if parent else {}
+    return {**inherited, **profiles[name].get("serve", {})}
 
 
 def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FILE) -> ServerConfig:
@@ -199,8 +204,11 @@ def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FI
     ceiling = merged.get("max_tokens_ceiling", ServerConfig.max_tokens_ceiling)
     if "max_tokens_default" not in merged and ceiling < ServerConfig.max_tokens_default:
         merged["max_tokens_default"] = ceiling  # a lower ceiling alone lowers the default with it
-    if (merged.get("deterministic") or merged.get("batch_invariant")) and "prefix_cache_bytes" not in merged:
-        merged["prefix_cache_bytes"] = 0  # implied by either mode; an explicit size is refused
+    # Implied by either mode; a size given on the command line is refused, and so is one a profile
+    # sets beside the mode, but --deterministic / --batch-invariant override a profile's cache size.
+    mode = "deterministic" if merged.get("deterministic") else "batch_invariant" if merged.get("batch_invariant") else None
+    if mode and "prefix_cache_bytes" not in explicit and (explicit.get(mode) or "prefix_cache_bytes" not in merged):
+        merged["prefix_cache_bytes"] = 0
     if merged.get("cache_dir") is not None:
         merged["cache_dir"] = Path(merged["cache_dir"])
     return ServerConfig(**merged).validate()

@@ -50,9 +50,9 @@ def test_threshold_only_removes_flags():
     assert block["planted_significant"] > block["planted_flagged"]
 
 
-def test_validate_rejects_trials_that_cannot_balance_server_order(capsys):
+def test_calibrate_rejects_trials_that_cannot_balance_server_order(capsys):
     from harness.cli import main
-    assert main(["validate", "--repeats", "5", "--trials", "1"]) == 2
+    assert main(["calibrate", "--repeats", "5", "--trials", "1"]) == 2
     assert "multiple of 6" in capsys.readouterr().out
 
 
