@@ -167,7 +167,10 @@ def serve(config: ServerConfig) -> None:
         return mlx_load(str(resolved.path))
 
     engine = vision_engine_for(resolved.path, engine_settings(config)) or Engine(load, engine_settings(config))
-    engine.start()
+    try:
+        engine.start()
+    except RuntimeError as exc:  # the model did not load (e.g. a mode it cannot run): a clean exit 2
+        raise ValueError(str(exc)) from exc
     served = served_model(config, resolved, engine.tokenizer)
     app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype}, embeddings=embeddings,
                      speech=speech)
