@@ -30,9 +30,10 @@ BLAS_SETUPS = ("own", "same-as-ours", "as-shipped")
 # Our server with other flags, run beside "ours" under its own label.
 OUR_VARIANTS = {
     "ours-nocache": ("--prefix-cache-bytes", "0"),
-    # The price of each determinism mode, measured beside default batching in one run.
-    "ours-deterministic": ("--deterministic", "--prefix-cache-bytes", "0"),
-    "ours-batch-invariant": ("--batch-invariant", "--prefix-cache-bytes", "0"),
+    # The price of each determinism mode, measured beside default batching in one run (either
+    # mode turns the profile's prefix cache off itself).
+    "ours-deterministic": ("--deterministic",),
+    "ours-batch-invariant": ("--batch-invariant",),
 }
 # What each peer's prompt/prefix cache is configured to do as we launch it (not whether it hits).
 PEER_PREFIX_CACHE = {"mlx-lm": "on", "mlx-lm-nocache": "off", "vllm-mlx": "on"}

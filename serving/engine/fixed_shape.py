@@ -205,11 +205,12 @@ class FixedShapeGenerator:
         host = [0] * self.rows
         from_host = [True] * self.rows
         positions = [0] * self.rows
+        on_device = set() if previous is None else {id(p) for _, p in previous.rows}
         for i, s in rows:
             positions[i] = s.position
             if s.enqueued == 0:
                 host[i] = s.prompt[-1]
-            elif previous is not None and any(s is p for _, p in previous.rows):
+            elif id(s) in on_device:
                 from_host[i] = False  # last step's greedy token, still on the device
             else:
                 host[i] = s.generated[-1]
@@ -237,16 +238,13 @@ class FixedShapeGenerator:
         return (slot.sampler or _greedy)(lp), lp[0]
 
     def _read(self, step: _Step) -> list[Response]:
-        picks = step.greedy.tolist() if step.picks is None else [int(p.item()) for p in step.picks]
-        out = []
-        for k, (i, slot) in enumerate(step.rows):
-            if self._slots[i] is not slot:
-                continue  # removed, or finished in the step before: its row here is dropped
-            if step.picks is None:
-                out.append(self._advance(i, slot, picks[i], step.logprobs[i]))
-            else:
-                out.append(self._advance(i, slot, picks[k], step.row_logprobs[k]))
-        return out
+        if step.picks is None:  # every row greedy: one read of the step's argmax, by slot index
+            greedy = step.greedy.tolist()
+            picks = [(greedy[i], step.logprobs[i]) for i, _ in step.rows]
+        else:
+            picks = [(int(p.item()), lp) for p, lp in zip(step.picks, step.row_logprobs)]
+        return [self._advance(i, slot, token, row) for (i, slot), (token, row) in zip(step.rows, picks)
+                if self._slots[i] is slot]  # else removed, or finished a step earlier: the row is dropped
 
     def _admit(self) -> None:
         admitted = 0
