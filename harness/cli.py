@@ -107,6 +107,9 @@ def parser(suite=None) -> argparse.ArgumentParser:
                                 f"{bounds.PLANT_COST_BAND[0]:.0%}-{bounds.PLANT_COST_BAND[1]:.0%})".replace("%", "%%"))
     calibrate.add_argument("--threshold", type=float, default=REGRESSION_THRESHOLD,
                            help="the regression rule's threshold (compare's default)")
+    calibrate.add_argument("--pool", type=Path, nargs="+", default=None, metavar="RUN_DIR",
+                           help="run nothing: pool the trials of these calibrate runs (same tree, machine and "
+                                "settings; e.g. three runs of --trials 25) into one decision and one evidence run")
     from .profile_commands import add_parsers
     add_parsers(sub, compare_repeats=PAIRS_PER_DECISION, threshold=REGRESSION_THRESHOLD)
     tools = sub.add_parser("tools", help="tool calling on BFCL data (suites/tools/cases.toml), with evidence")
@@ -231,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
             servers = [ServerSpec("A", "mlx-proof", revision=revs[0]), ServerSpec("B", "mlx-proof", revision=revs[1])]
             return compare(_plan(args, suite, evidence_suite="compare", servers=servers,
                                  default_cases=suite.calibration_cases), args, console=console)
+        if args.command == "calibrate" and args.pool:
+            from .calibrate_pool import pool
+            from .reporting import render_all
+            code, _ = pool(args.pool, evidence_root=args.evidence_dir, console=console)
+            render_all(args.evidence_dir, args.reports_dir, console=console)
+            return code
         if args.command == "calibrate":
             from .commands import calibrate
             suite.require_comparable("calibrate")
