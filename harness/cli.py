@@ -81,7 +81,7 @@ def parser(suite=None) -> argparse.ArgumentParser:
                        help="comma-separated: mlx-lm, mlx-lm-nocache, vllm-mlx (each given our BLAS: engine "
                             "against engine), the same with -as-shipped (e.g. mlx-lm-as-shipped: without our BLAS, "
                             "as its README sets it up), and variants of ours: ours-nocache (--prefix-cache-bytes 0), "
-                            "ours-deterministic, ours-batch-invariant; '' for none (default for suite "
+                            "ours-deterministic, ours-batch-invariant, ours-compiled; '' for none (default for suite "
                             f"{suite.name}: {suite.default_peers or 'none'}). Warm caches are compared with warm, "
                             "cold with cold")
     compare = sub.add_parser("compare", help="two git revisions of our server, paired and interleaved")

@@ -34,6 +34,7 @@ OUR_VARIANTS = {
     # mode turns the profile's prefix cache off itself).
     "ours-deterministic": ("--deterministic",),
     "ours-batch-invariant": ("--batch-invariant",),
+    "ours-compiled": ("--decode-step", "compiled"),
 }
 # What each peer's prompt/prefix cache is configured to do as we launch it (not whether it hits).
 PEER_PREFIX_CACHE = {"mlx-lm": "on", "mlx-lm-nocache": "off", "vllm-mlx": "on"}

@@ -116,6 +116,7 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         planted_slowdown=config.planted_slowdown,
         deterministic=config.deterministic,
         batch_invariant_context=config.batch_invariant_context if config.batch_invariant else None,
+        compiled_step_context=config.compiled_step_context if config.decode_step == "compiled" else None,
         monitor=monitor_settings(config),
     )
 
@@ -127,6 +128,8 @@ def served_model(config: ServerConfig, resolved, tokenizer) -> ServedModel:
                   or model_config.get("text_config", {}).get("max_position_embeddings") or 4096)
     if config.batch_invariant:  # the fixed KV buffer holds prompt and completion together
         context = min(context, config.batch_invariant_context)
+    elif config.decode_step == "compiled":  # so does the compiled step's, at its largest bucket
+        context = min(context, config.compiled_step_context)
     aliases = tuple(dict.fromkeys(n for n in (*config.served_model_names, resolved.model_id) if n != public))
     return ServedModel(
         model_id=public,

@@ -96,6 +96,13 @@ def _serve_parser(sub) -> None:
     p.add_argument("--batch-invariant-context", type=int,
                    help=f"KV positions per sequence under --batch-invariant, prompt + completion "
                         f"(default {d.batch_invariant_context})")
+    p.add_argument("--decode-step", choices=["batch", "compiled"],
+                   help="batch: mlx-lm's BatchGenerator, eager, with the prefix cache (default); compiled: our "
+                        "decode step compiled per rows x KV-length bucket, faster where op launches dominate "
+                        "(a small model on a GPU), prefix cache off")
+    p.add_argument("--compiled-step-context", type=int,
+                   help=f"KV positions per sequence under --decode-step compiled, prompt + completion "
+                        f"(default {d.compiled_step_context})")
     p.add_argument("--divergence-monitor", choices=["off", "warn", "serialize"],
                    help="probe batched against serial greedy decoding while traffic runs: warn, or "
                         "serialize decoding after a divergence until restart (default off)")

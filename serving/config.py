@@ -18,6 +18,7 @@ PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 BlasPolicy = Literal["auto", "shim", "openblas", "reference"]
 OverCeiling = Literal["clamp", "reject"]
 DivergenceAction = Literal["off", "warn", "serialize"]
+DecodeStep = Literal["batch", "compiled"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,13 @@ class ServerConfig:
     # also caps prompt + completion (README: "Batch-invariant decoding").
     batch_invariant: bool = False
     batch_invariant_context: int = 2048
+    # How a decode step runs: "batch", mlx-lm's BatchGenerator (eager, with the prefix cache), or
+    # "compiled", our fixed-shape step compiled per (rows, KV length) bucket, which saves the
+    # per-op launch cost that dominates a small model on a GPU. The compiled step prefills
+    # prompts alone and keeps the prefix cache off; its KV buffer holds at most
+    # compiled_step_context positions per sequence (README: "Compiled decode step").
+    decode_step: DecodeStep = "batch"
+    compiled_step_context: int = 8192
     # Batch-divergence monitor: off, warn (status + log), or serialize (decode one sequence at
     # a time from the first divergence until restart). Probes run only while requests decode.
     divergence_monitor: DivergenceAction = "off"
@@ -163,6 +171,16 @@ def _determinism_problems(c: ServerConfig) -> list[str]:
                         "off; drop prefix_cache_bytes")
     if c.batch_invariant_context < 16:
         problems.append("batch_invariant_context must be at least 16 tokens")
+    if c.decode_step not in ("batch", "compiled"):
+        problems.append(f"decode_step must be batch or compiled, not {c.decode_step!r}")
+    if c.decode_step == "compiled" and (c.deterministic or c.batch_invariant):
+        problems.append("--decode-step compiled is the fast batched step; --deterministic and --batch-invariant "
+                        "choose their own: drop one")
+    if c.decode_step == "compiled" and c.prefix_cache_bytes:
+        problems.append("the compiled decode step prefills every prompt afresh, so the prefix cache stays off; "
+                        "drop prefix_cache_bytes")
+    if c.compiled_step_context < 16:
+        problems.append("compiled_step_context must be at least 16 tokens")
     if c.divergence_monitor not in ("off", "warn", "serialize"):
         problems.append(f"divergence_monitor must be off, warn or serialize, not {c.divergence_monitor!r}")
     if c.divergence_probe_interval_s <= 0 or c.divergence_probe_tokens <= 0:
@@ -206,7 +224,8 @@ def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FI
         merged["max_tokens_default"] = ceiling  # a lower ceiling alone lowers the default with it
     # Implied by either mode; a size given on the command line is refused, and so is one a profile
     # sets beside the mode, but --deterministic / --batch-invariant override a profile's cache size.
-    mode = "deterministic" if merged.get("deterministic") else "batch_invariant" if merged.get("batch_invariant") else None
+    mode = ("deterministic" if merged.get("deterministic") else "batch_invariant" if merged.get("batch_invariant")
+            else "decode_step" if merged.get("decode_step") == "compiled" else None)
     if mode and "prefix_cache_bytes" not in explicit and (explicit.get(mode) or "prefix_cache_bytes" not in merged):
         merged["prefix_cache_bytes"] = 0
     if merged.get("cache_dir") is not None:

@@ -33,6 +33,7 @@ from .text_stream import TextStream
 log = logging.getLogger("mlx_proof.engine")
 
 ENGINE_MODE = "continuous-batching"
+COMPILED_MODE = "continuous-batching-compiled"
 DETERMINISTIC_MODE = "serial-greedy"
 BATCH_INVARIANT_MODE = "batch-invariant"
 
@@ -50,6 +51,8 @@ class EngineSettings:
     deterministic: bool = False
     # Fixed-shape batch-invariant decoding with this many KV positions per slot (None: off).
     batch_invariant_context: int | None = None
+    # The compiled, bucketed decode step, with at most this many KV positions per sequence (None: off).
+    compiled_step_context: int | None = None
     monitor: MonitorSettings = MonitorSettings()
 
 
@@ -70,7 +73,7 @@ GeneratorFactory = Callable[[Any, Any, EngineSettings], Any]
 
 def _default_factory(model, tokenizer, settings):
     from .generator import make_batch_generator, make_fixed_shape_generator
-    if settings.batch_invariant_context is not None:
+    if settings.batch_invariant_context is not None or settings.compiled_step_context is not None:
         return make_fixed_shape_generator(model, tokenizer, settings)
     return make_batch_generator(model, tokenizer, settings)
 
@@ -87,6 +90,8 @@ class Engine(QueuedEngine):
         if settings.deterministic or settings.batch_invariant_context is not None:
             # A cached prefix carries KV computed in another request's batch and prefill
             # chunking, so a hit could change this request's numerics: always prefill afresh.
+            prefix_cache = PrefixCache(0)
+        elif settings.compiled_step_context is not None:  # its generator takes no cached prefix
             prefix_cache = PrefixCache(0)
         self._cache = prefix_cache or PrefixCache(settings.prefix_cache_bytes)
         self._cancels: "queue.Queue[RequestHandle]" = queue.Queue()
@@ -122,7 +127,9 @@ class Engine(QueuedEngine):
     def _mode(self) -> str:
         if self.settings.deterministic:
             return DETERMINISTIC_MODE
-        return BATCH_INVARIANT_MODE if self.settings.batch_invariant_context is not None else ENGINE_MODE
+        if self.settings.batch_invariant_context is not None:
+            return BATCH_INVARIANT_MODE
+        return COMPILED_MODE if self.settings.compiled_step_context is not None else ENGINE_MODE
 
     # ---- engine-thread side -----------------------------------------------
     def _load(self) -> tuple[Any, Any]:

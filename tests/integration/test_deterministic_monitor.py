@@ -105,6 +105,30 @@ def test_batch_invariant_gives_identical_tokens_and_logprobs_alone_and_batched(t
         assert refused.value.body["code"] == "context_length_exceeded"
 
 
+def test_compiled_decode_step_serves_a_crowd_with_the_tokens_it_gives_alone(tmp_path_factory):
+    """--decode-step compiled: rows and KV length change with the crowd (1 → 4 rows here). On this
+    CPU every shape sums alike (FACTS.md), so alone and crowded tokens must agree; on a GPU they
+    may not, which the divergence suite measures."""
+    with serve(tmp_path_factory, "compiled", "--decode-step", "compiled", "--compiled-step-context", "256") as server:
+        client = sdk(server)
+        alone = token_ids(client)
+        with concurrent.futures.ThreadPoolExecutor(len(DISTRACTORS) + 1) as pool:
+            others = [pool.submit(token_ids, client, d, 24) for d in DISTRACTORS]
+            time.sleep(0.5)
+            crowded = pool.submit(token_ids, client)
+            assert all(len(f.result()) > 0 for f in others)
+            assert crowded.result() == alone
+        stream = client.chat.completions.create(model=DEFAULT_MODEL, messages=QUESTION, max_tokens=6, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        engine = server.health()["engine"]
+        assert engine["mode"] == "continuous-batching-compiled" and engine["peak_decoding"] >= 2
+        assert engine["prefix_cache"]["enabled"] is False
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=DEFAULT_MODEL, max_tokens=4,
+                                           messages=[{"role": "user", "content": "word " * 400}])
+        assert refused.value.body["code"] == "context_length_exceeded"
+
+
 def test_divergence_monitor_reports_a_probe_in_health_and_metrics(tmp_path_factory):
     with serve(tmp_path_factory, "monitor", "--divergence-monitor", "warn", "--divergence-probe-interval", "1",
                "--divergence-probe-tokens", "8") as server:

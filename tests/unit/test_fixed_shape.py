@@ -127,3 +127,54 @@ def test_models_with_other_caches_are_refused(model):
     with pytest.raises(FixedShapeUnsupported, match="RotatingKVCache"):
         FixedShapeGenerator(Windowed(), stop_tokens=set(), rows=2, capacity=16, prefill_step_size=4,
                             prefill_per_step=1)
+
+
+def bucketed(model, *, rows=8, capacity=64, min_capacity=8, stop=()):
+    return FixedShapeGenerator(model, stop_tokens=set(stop), rows=rows, capacity=capacity, prefill_step_size=4,
+                               prefill_per_step=2, bucketed=True, min_capacity=min_capacity)
+
+
+def test_bucketed_step_gives_mlx_lms_greedy_tokens_across_bucket_changes(model):
+    """--decode-step compiled: rows grow 1 → 2 → 4 as sequences arrive and shrink as they
+    finish, the KV buffer doubles 8 → 16 → 32; the tokens stay mlx-lm's own."""
+    lengths = [3, 20, 11, 1]
+    reference = BatchGenerator(model, stop_tokens=[], completion_batch_size=4, prefill_batch_size=4,
+                               prefill_step_size=4)
+    want = {u: [] for u in reference.insert(PROMPTS, max_tokens=lengths)}
+    order = list(want)
+    while any(len(want[u]) < n for u, n in zip(order, lengths)):
+        for r in reference.next()[1]:
+            want[r.uid].append(r.token)
+    gen = bucketed(model)
+    uids = gen.insert(PROMPTS, max_tokens=lengths)
+    got = drain(gen, uids)
+    assert [tokens for tokens, _, _ in got] == [want[u] for u in order]
+    assert gen.capacity >= 8 and gen.rows <= 4
+
+
+def steps(gen, n):
+    for _ in range(n):
+        gen.next()
+
+
+def test_bucketed_rows_and_buffer_follow_the_load(model):
+    gen = bucketed(model)
+    assert (gen.rows, gen.capacity) == (1, 8)
+    gen.insert([PROMPTS[1]], max_tokens=[16])  # 21 prompt tokens + 16: the buffer grows to 64
+    gen.next()
+    assert (gen.rows, gen.capacity) == (1, 32)
+    steps(gen, 13)  # position 20 + 13 passes 32
+    assert gen.capacity == 64
+    steps(gen, 5)  # finished: the buffer falls back at the next step
+    gen.insert(PROMPTS[:3], max_tokens=[2, 2, 2])
+    steps(gen, 2)
+    assert gen.rows == 4  # three more at once: doubled 1 → 2 → 4
+    steps(gen, 10)
+    assert (gen.rows, gen.capacity) == (1, 8)  # idle again: a quarter of the bucket, so it shrank
+
+
+def test_bucketed_alone_equals_fixed_shape_alone(model):
+    """With one sequence, bucketing changes only the shapes: tokens equal the fixed-shape step's."""
+    for prompt in PROMPTS:
+        fixed = decode(generator(model), [prompt])[0][0]
+        assert decode(bucketed(model), [prompt])[0][0] == fixed
