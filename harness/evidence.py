@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import json
 import os
 import platform
@@ -90,14 +91,31 @@ def _command(argv: list[str], *, cwd: Path | None = None) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+# The code a run executes: the server, the harness and the suites' runners and case files.
+SOURCE_DIRS = ("serving", "harness", "suites")
+SOURCE_SUFFIXES = {".py", ".toml", ".json", ".jsonl", ".txt", ".c"}
+
+
+def source_sha256(repo: Path) -> str:
+    """A digest of the files that run, read from disk rather than from git: a copied tree (a
+    borrowed GPU machine whose .git is older than its files) still names the code it ran."""
+    digest = hashlib.sha256()
+    for top in SOURCE_DIRS:
+        for path in sorted((repo / top).rglob("*")):
+            if path.is_file() and path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _git(repo: Path) -> dict:
+    source = {"source_sha256": source_sha256(repo)}
     commit = _command(["git", "rev-parse", "HEAD"], cwd=repo)
     if commit is None:
         # Outside git nothing can be dirty relative to a commit; "unknown" is the signal.
-        return {"commit": "unknown", "dirty": False}
+        return {"commit": "unknown", "dirty": False, **source}
     # Evidence and reports are outputs, not code: writing them must not make later runs "dirty".
     status = _command(["git", "status", "--porcelain", "--", ".", ":!evidence", ":!reports"], cwd=repo)
-    return {"commit": commit, "dirty": status != ""}  # a failed status cannot vouch for a clean tree
+    return {"commit": commit, "dirty": status != "", **source}  # a failed status cannot vouch for a clean tree
 
 
 def _cpu() -> str:

@@ -53,7 +53,20 @@ def test_environment_shape():
 
 
 def test_environment_outside_git(tmp_path):
-    assert evidence.environment(repo=tmp_path)["git"] == {"commit": "unknown", "dirty": False}
+    git = evidence.environment(repo=tmp_path)["git"]
+    assert (git["commit"], git["dirty"]) == ("unknown", False)
+    assert git["source_sha256"] == evidence.source_sha256(tmp_path)  # still names the code
+
+
+def test_source_digest_follows_the_files_not_git(tmp_path):
+    (tmp_path / "serving").mkdir()
+    code = tmp_path / "serving" / "a.py"
+    code.write_text("x = 1\n")
+    before = evidence.source_sha256(tmp_path)
+    (tmp_path / "serving" / "notes.md").write_text("docs are not code")
+    assert evidence.source_sha256(tmp_path) == before
+    code.write_text("x = 2\n")
+    assert evidence.source_sha256(tmp_path) != before
 
 
 def test_run_id_and_safe_paths(tmp_path):
