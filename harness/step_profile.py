@@ -11,7 +11,8 @@ For each batch size b, on a KV cache prefilled with `context` tokens per sequenc
 - the host's per-token work in our engine and API: streaming detokenisation, the stop-string
   search and hold-back (serving/engine/text_stream.py), event delivery (a RequestHandle's
   queue), and SSE encoding of an OpenAI chat chunk;
-- the real engine step: mlx-lm's BatchGenerator.next() with b sequences decoding;
+- the real engine step: mlx-lm's BatchGenerator.next() with b sequences decoding, and our
+  compiled bucketed step's (`--decode-step compiled`) next() beside it;
 - the ops in one decode step's graph (mx.export_to_dot), by primitive.
 
 Each timing is one record per repeat; harness/profile_summary.py turns them into medians with
@@ -237,14 +238,27 @@ def host_parts(tokenizer, *, batch: int, repeats: int) -> list[dict]:
     return records
 
 
-def engine_steps(model, *, batch: int, context: int, repeats: int) -> list[dict]:
-    """mlx-lm's BatchGenerator.next() with b sequences decoding (what our engine thread calls)."""
-    import mlx.core as mx
-    from mlx_lm.generate import BatchGenerator
+ENGINE_STEPS = {"batch": "engine step (mlx-lm BatchGenerator.next)",
+                "compiled": "engine step (compiled, --decode-step compiled)"}
 
-    gen = BatchGenerator(model, stop_tokens=[], completion_batch_size=max(batch, 1),
-                         prefill_batch_size=min(batch, 8), prefill_step_size=512,
-                         stream=mx.default_stream(mx.default_device()))
+
+def _generator(model, *, batch: int, context: int, kind: str):
+    import mlx.core as mx
+
+    if kind == "compiled":
+        from serving.engine.fixed_shape import FixedShapeGenerator
+        return FixedShapeGenerator(model, stop_tokens=set(), rows=max(batch, 1), capacity=max(4096, 2 * context),
+                                   prefill_step_size=512, prefill_per_step=min(batch, 8), bucketed=True)
+    from mlx_lm.generate import BatchGenerator
+    return BatchGenerator(model, stop_tokens=[], completion_batch_size=max(batch, 1),
+                          prefill_batch_size=min(batch, 8), prefill_step_size=512,
+                          stream=mx.default_stream(mx.default_device()))
+
+
+def engine_steps(model, *, batch: int, context: int, repeats: int, kind: str = "batch") -> list[dict]:
+    """The generator's next() with b sequences decoding (what our engine thread calls): mlx-lm's
+    BatchGenerator, or the compiled step."""
+    gen = _generator(model, batch=batch, context=context, kind=kind)
     prompts = [[(7 * s + i) % 1000 + 10 for i in range(context)] for s in range(batch)]
     gen.insert(prompts, max_tokens=[10 ** 6] * batch)
     decoding = 0
@@ -257,9 +271,9 @@ def engine_steps(model, *, batch: int, context: int, repeats: int) -> list[dict]
     for r in range(repeats):
         t = time.perf_counter()
         gen.next()
-        records.append(_record(batch, "engine step (mlx-lm BatchGenerator.next)", ENGINE, r,
-                               time.perf_counter() - t, 1))
-    gen.close()
+        records.append(_record(batch, ENGINE_STEPS[kind], ENGINE, r, time.perf_counter() - t, 1))
+    if hasattr(gen, "close"):
+        gen.close()
     return records
 
 
@@ -309,6 +323,7 @@ def profile(model_path: str, *, batches: list[int], repeats: int, context: int, 
         del cache
         say(f"batch {b}: engine steps")
         records += engine_steps(model, batch=b, context=context, repeats=repeats)
+        records += engine_steps(model, batch=b, context=context, repeats=repeats, kind="compiled")
     info = detect_backend().as_dict()
     args = getattr(model, "args", None)
     return {"records": records, "backend": info,

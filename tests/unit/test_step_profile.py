@@ -98,7 +98,7 @@ def test_the_real_profile_on_a_tiny_llama(tiny_llama):
     assert result["model"] == {"type": "llama", "layers": 2, "parts_broken_down": True}
     parts = {(r["batch"], r["part"]) for r in result["records"] if r["type"] == "step_part"}
     for b in (1, 3):
-        for name in (ENGINE_PART, WHOLE_PART, SAMPLE_PART, "q_proj", "attention core (rope, KV append, sdpa)",
+        for name in (ENGINE_PART, "engine step (compiled, --decode-step compiled)", WHOLE_PART, SAMPLE_PART, "q_proj", "attention core (rope, KV append, sdpa)",
                      "input_layernorm", "down_proj", "lm_head", "detokenise (streaming)",
                      "stop-string search and hold-back", "event delivery (handle queue)",
                      "SSE encoding (OpenAI chat chunk)"):
