@@ -239,16 +239,18 @@ def host_parts(tokenizer, *, batch: int, repeats: int) -> list[dict]:
 
 
 ENGINE_STEPS = {"batch": "engine step (mlx-lm BatchGenerator.next)",
-                "compiled": "engine step (compiled, --decode-step compiled)"}
+                "compiled": "engine step (compiled, --decode-step compiled)",
+                "compiled-unfused": "engine step (compiled, projections not fused)"}
 
 
 def _generator(model, *, batch: int, context: int, kind: str):
     import mlx.core as mx
 
-    if kind == "compiled":
+    if kind.startswith("compiled"):
         from serving.engine.fixed_shape import FixedShapeGenerator
         return FixedShapeGenerator(model, stop_tokens=set(), rows=max(batch, 1), capacity=max(4096, 2 * context),
-                                   prefill_step_size=512, prefill_per_step=min(batch, 8), bucketed=True)
+                                   prefill_step_size=512, prefill_per_step=min(batch, 8), bucketed=True,
+                                   fused=kind == "compiled")
     from mlx_lm.generate import BatchGenerator
     return BatchGenerator(model, stop_tokens=[], completion_batch_size=max(batch, 1),
                           prefill_batch_size=min(batch, 8), prefill_step_size=512,
@@ -323,7 +325,8 @@ def profile(model_path: str, *, batches: list[int], repeats: int, context: int, 
         del cache
         say(f"batch {b}: engine steps")
         records += engine_steps(model, batch=b, context=context, repeats=repeats)
-        records += engine_steps(model, batch=b, context=context, repeats=repeats, kind="compiled")
+        for kind in ("compiled", "compiled-unfused"):
+            records += engine_steps(model, batch=b, context=context, repeats=repeats, kind=kind)
     info = detect_backend().as_dict()
     args = getattr(model, "args", None)
     return {"records": records, "backend": info,

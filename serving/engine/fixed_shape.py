@@ -122,7 +122,7 @@ def _bucket(n: int, *, floor: int, ceiling: int) -> int:
 class FixedShapeGenerator:
     def __init__(self, model: Any, *, stop_tokens: set[int], rows: int, capacity: int,
                  prefill_step_size: int, prefill_per_step: int, bucketed: bool = False,
-                 min_capacity: int = MIN_BUCKET_CAPACITY) -> None:
+                 min_capacity: int = MIN_BUCKET_CAPACITY, fused: bool = True) -> None:
         from mlx_lm.models.cache import KVCache, make_prompt_cache
 
         caches = make_prompt_cache(model)
@@ -149,6 +149,11 @@ class FixedShapeGenerator:
             shape = (self.rows, heads, self.capacity, head_dim)
             self._kv += [mx.zeros(shape, dtype=self._dtype), mx.zeros(shape, dtype=self._dtype)]
         mx.eval(self._kv)
+        # Bucketed (speed) mode only: the invariant mode's numbers stay the model's own forward's.
+        self._fused = None
+        if bucketed and fused:
+            from .fused_decode import FusedDecoder
+            self._fused = FusedDecoder.build(model)
         self._step = mx.compile(self._forward)
         self._slots: list[_Slot | None] = [None] * self.rows
         self._pending: collections.deque[_Slot] = collections.deque()
@@ -220,7 +225,10 @@ class FixedShapeGenerator:
         keep = mx.arange(kv[0].shape[2])[None, :] <= positions[:, None]
         mask = keep[:, None, None, :]
         caches = [SlotCache(kv[j], kv[j + 1], positions, mask) for j in range(0, len(kv), 2)]
-        logits = self._model(tokens[:, None], cache=caches)[:, -1, :].astype(mx.float32)
+        if self._fused is not None:
+            logits = self._fused(tokens, caches, mask).astype(mx.float32)
+        else:
+            logits = self._model(tokens[:, None], cache=caches)[:, -1, :].astype(mx.float32)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         out = [logits, logprobs, mx.argmax(logprobs, axis=-1).astype(mx.int32)]
         for c in caches:

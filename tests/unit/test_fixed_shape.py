@@ -178,3 +178,25 @@ def test_bucketed_alone_equals_fixed_shape_alone(model):
     for prompt in PROMPTS:
         fixed = decode(generator(model), [prompt])[0][0]
         assert decode(bucketed(model), [prompt])[0][0] == fixed
+
+
+def test_fused_projections_give_the_models_own_logits(model):
+    """The bucketed step's fused q|k|v and gate|up forward against the model's own forward, same
+    shapes and caches: the same numbers (on this CPU, to the bit)."""
+    fused, plain = bucketed(model), FixedShapeGenerator(model, stop_tokens=set(), rows=8, capacity=64,
+                                                         prefill_step_size=4, prefill_per_step=2, bucketed=True,
+                                                         min_capacity=8, fused=False)
+    assert fused._fused is not None and plain._fused is None
+    got = [decode(g, PROMPTS, max_tokens=10) for g in (fused, plain)]
+    assert got[0] == got[1]  # tokens and log-probabilities
+
+
+def test_models_of_unknown_structure_decode_through_their_own_forward(model):
+    from serving.engine.fused_decode import FusedDecoder
+
+    class Renamed:
+        args = type("Args", (), {"model_type": "mystery"})()
+
+    renamed = Renamed()
+    renamed.model = model.model
+    assert FusedDecoder.build(renamed) is None
