@@ -50,6 +50,10 @@ class Arrival:
     concurrency: int = 1
     rate_rps: float | None = None
     seed: int = 0
+    # Closed loop only: the first `concurrency` clients start spread evenly over this many seconds
+    # instead of at once (0: at once). A burst of connects overflows a listen backlog as small as
+    # the standard library's 5 (mlx_lm.server's), so a small ramp measures serving, not accept().
+    ramp_s: float = 0.0
 
     def offsets(self, n: int) -> list[float] | None:
         """Send times for open-loop arrivals, None for the closed loop."""
@@ -199,6 +203,9 @@ async def _run(url: str, conversations: list[Conversation], arrival: Arrival, *,
             if offsets is not None:
                 await asyncio.sleep(max(0.0, t0 + offsets[i] - time.perf_counter()))
             async with gate:
+                # Inside the gate, so a later client cannot take a ramping client's place early.
+                if offsets is None and arrival.ramp_s > 0 and i < arrival.concurrency:
+                    await asyncio.sleep(max(0.0, t0 + i * arrival.ramp_s / arrival.concurrency - time.perf_counter()))
                 return await run_conversation(client, url, conv, first_index=first[i],
                                               number=i if multi_turn else None, t0=t0,
                                               timeout_s=timeout_s, on_done=on_done, send=send)

@@ -50,6 +50,8 @@ class Case:
                "arrival": self.arrival.kind, "concurrency": self.concurrency,
                "rate_rps": self.arrival.rate_rps, "tags": list(self.tags),
                "prompts": list(self.prompts)}
+        if self.arrival.ramp_s:
+            out["ramp_s"] = self.arrival.ramp_s
         if self.system is not None:
             out["system"] = self.system
         if self.turns > 1:
@@ -120,7 +122,9 @@ def _case(raw: dict, sets: dict[str, PromptSet]) -> Case:
         raise ValueError(f"case {raw['name']!r} wants {turns} turns but prompt set {raw['prompts']!r} "
                          f"has {len(chosen.followups)} followups")
     arrival = Arrival(kind=raw.get("arrival", "concurrency"), concurrency=raw.get("concurrency", 1),
-                      rate_rps=raw.get("rate_rps"), seed=raw.get("seed", 0))
+                      rate_rps=raw.get("rate_rps"), seed=raw.get("seed", 0), ramp_s=raw.get("ramp_s", 0.0))
+    if arrival.ramp_s < 0 or (arrival.ramp_s and arrival.kind != "concurrency"):
+        raise ValueError(f"case {raw['name']!r}: ramp_s must be >= 0, and only closed-loop (concurrency) cases ramp")
     endpoint = raw.get("endpoint", "chat")
     if endpoint not in ENDPOINTS:
         raise ValueError(f"case {raw['name']!r}: unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")

@@ -111,3 +111,24 @@ def test_single_requests_are_not_conversations_and_unreported_cache_is_null():
     assert all(r["conversation"] is None and r["turn"] is None and r["cached_tokens"] is None for r in records)
     assert sorted(len(b["messages"]) for b in server.bodies) == [1, 1, 1]
     _validate(records)
+
+
+def test_a_ramp_spreads_the_first_clients_and_the_rest_follow_as_slots_free():
+    server = FakeChatServer(report_cached=False)
+    bodies = [{"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 3} for i in range(6)]
+    records, _ = run_load("http://fake/", bodies, Arrival(concurrency=3, ramp_s=0.3),
+                          transport=httpx.MockTransport(server))
+    start = {r["index"]: r["start_s"] for r in records}
+    assert start[0] < 0.1 <= start[1] < 0.2 <= start[2]  # the first three, 0.1 s apart
+    assert start[3] < 0.1  # the fake answers at once, so client 0's slot frees at once
+    assert all(r["status"] == "ok" for r in records) and len(records) == 6
+    burst, _ = run_load("http://fake/", bodies, Arrival(concurrency=3), transport=httpx.MockTransport(server))
+    assert sorted(r["start_s"] for r in burst)[2] < 0.1  # no ramp: all three at once
+
+
+def test_only_closed_loop_cases_ramp():
+    from suites.throughput.cases import PromptSet, _case
+
+    with pytest.raises(ValueError, match="ramp_s"):
+        _case({"name": "x", "prompts": "p", "requests": 2, "max_tokens": 4, "arrival": "poisson", "rate_rps": 1.0,
+               "ramp_s": 0.5}, {"p": PromptSet(("hello",))})
