@@ -88,7 +88,7 @@ def contracts(args, *, console: Console) -> int:
                     cases=[Described(c.describe()) for c in clients], servers=[], repeats=1, warmup_requests=0,
                     bundle=bundle_of(args))
         directory, summary = publish_contracts(plan, outcome, evidence_root=args.evidence_dir,
-                                               artifacts=root / "artifacts")
+                                               artifacts=root / "artifacts", workdir=root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     summary_block = summary["contracts"]
@@ -99,13 +99,17 @@ def contracts(args, *, console: Console) -> int:
     return 1 if summary_block["totals"]["fail"] else 0
 
 
-def publish_contracts(plan: Plan, outcome: Outcome, *, evidence_root: Path, artifacts: Path) -> tuple[Path, dict]:
+def publish_contracts(plan: Plan, outcome: Outcome, *, evidence_root: Path, artifacts: Path,
+                      workdir: Path | None = None) -> tuple[Path, dict]:
     from suites.contracts.summary import summarize_contracts
 
-    replacements = path_replacements()
+    # The run's scratch folder (the clients' projects) is as machine-specific as the checkout.
+    pairs = {**path_replacements(), **({str(workdir): "<workdir>"} if workdir is not None else {})}
+    replacements = dict(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
+    records = portable(outcome.records, replacements=replacements)
     directory, summary = publish_block(plan, outcome, evidence_root=evidence_root, block_name="contracts",
-                                       block=summarize_contracts(outcome.records), interleaving=INTERLEAVING,
-                                       records=portable(outcome.records, replacements=replacements))
+                                       block=summarize_contracts(records), interleaving=INTERLEAVING,
+                                       records=records)
     if artifacts.is_dir() and any(artifacts.rglob("*")):
         shutil.copytree(artifacts, directory / "artifacts")
         scrub_paths(directory / "artifacts", replacements)

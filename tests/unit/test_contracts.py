@@ -294,7 +294,7 @@ def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
     from harness.servers import ModelFolder
     from suites.contracts.session import Served
 
-    verdict, seconds = run_case(CASE, target(tmp_path), lambda c, t: passed("answered"))
+    verdict, seconds = run_case(CASE, target(tmp_path), lambda c, t: passed(f"read {tmp_path}/work/notes.txt"))
     records = [record(CASE, verdict, seconds, server="ours-default", conformance={"checked": 1, "failures": []},
                       requests=[{"method": "POST", "path": "/v1/chat/completions", "query_keys": [], "headers": {},
                                  "body": {"bytes": 2}, "status": 200, "response_type": "application/json",
@@ -311,10 +311,11 @@ def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
     (artifacts / "shot.png").write_bytes(b"png")
     (artifacts / "run.txt").write_text(f"PATH={Path.home()}/bin")
     directory, summary = publish_contracts(plan, outcome, evidence_root=tmp_path / "evidence",
-                                           artifacts=tmp_path / "artifacts")
+                                           artifacts=tmp_path / "artifacts", workdir=tmp_path)
     run = read_run(directory)
     assert run.summary == summary
     assert run.summary["contracts"]["cells"][0]["status"] == "pass"
+    assert "read <workdir>/work/notes.txt" in str(run.summary["contracts"]) and str(tmp_path) not in str(run.records)
     assert run.manifest["servers"][0]["prefix_cache"] == "off"
     assert (directory / "artifacts" / "x" / "shot.png").read_bytes() == b"png"
     assert (directory / "artifacts" / "x" / "run.txt").read_text() == "PATH=~/bin"  # no machine's home kept
