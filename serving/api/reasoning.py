@@ -6,7 +6,8 @@ What a client may ask, by dialect:
   (an extension: at most this many tokens inside reasoning); chat's `reasoning_effort` and
   Responses' `reasoning.effort`;
 - Anthropic Messages: `thinking` {type: enabled, budget_tokens} | {type: disabled} (adaptive and
-  between_tools mean enabled with no budget).
+  between_tools mean enabled with no budget), and `output_config.effort`, which gives thinking
+  without a budget_tokens the effort's share of max_tokens (max: none beyond max_tokens).
 
 An effort maps to the template switch and a budget that is a share of the request's output
 limit, so the answer always keeps room: none turns thinking off; minimal 1/8, low 1/4,
@@ -106,7 +107,7 @@ def anthropic_template_kwargs(thinking) -> dict[str, Any]:
     return {} if thinking is None else {"enable_thinking": thinking.type != "disabled"}
 
 
-def anthropic_request(thinking, *, max_tokens: int) -> ReasoningRequest:
+def anthropic_request(thinking, *, max_tokens: int, effort: str | None = None) -> ReasoningRequest:
     """`thinking` is the typed Anthropic config (schemas.ThinkingConfig) or None. Anthropic wants a
     budget of at least 1024; this server takes any budget below max_tokens, as small local
     models answer in a few hundred tokens."""
@@ -114,7 +115,9 @@ def anthropic_request(thinking, *, max_tokens: int) -> ReasoningRequest:
     if budget is not None and budget >= max_tokens:
         raise InvalidRequest(f"max_tokens must be greater than thinking.budget_tokens ({max_tokens} <= {budget})",
                              param="thinking.budget_tokens")
-    return ReasoningRequest(anthropic_template_kwargs(thinking), budget)
+    disabled = thinking is not None and thinking.type == "disabled"
+    share = EFFORT_SHARE.get(effort) if effort and budget is None and not disabled else None
+    return ReasoningRequest(anthropic_template_kwargs(thinking), budget, share)
 
 
 def plan(request: ReasoningRequest, ctx, prompt_tokens: list[int], *, max_tokens: int,

@@ -281,6 +281,9 @@ def test_chat_controls_reach_the_template(extra, rendered):
     (RESPONSES, {"input": "hi", "reasoning_budget": 7}, 7),
     (MESSAGES, {"model": "m", "max_tokens": 100, "messages": HI,
                 "thinking": {"type": "enabled", "budget_tokens": 9}}, 9),
+    (MESSAGES, {"model": "m", "max_tokens": 100, "messages": HI, "output_config": {"effort": "low"}}, 25),
+    (MESSAGES, {"model": "m", "max_tokens": 100, "messages": HI, "thinking": {"type": "adaptive"},
+                "output_config": {"effort": "medium"}}, 50),
 ])
 def test_a_budget_reaches_the_engine_as_a_logits_processor(url, body, budget):
     c, engine = client()
@@ -366,3 +369,15 @@ def test_anthropic_bad_thinking_is_a_400(thinking, words):
     result = c.simulate_post(MESSAGES, json={"model": "m", "max_tokens": 100, "messages": HI, "thinking": thinking})
     assert result.status_code == 400 and words in result.json["error"]["message"], result.json
     conforms(result, MESSAGES, anthropic=True)
+
+
+def test_anthropic_effort_leaves_an_explicit_budget_and_disabled_thinking_alone_and_refuses_unknowns():
+    c, engine = client()
+    base = {"model": "m", "max_tokens": 100, "messages": HI}
+    c.simulate_post(MESSAGES, json={**base, "thinking": {"type": "enabled", "budget_tokens": 9},
+                                    "output_config": {"effort": "high"}})
+    assert engine.requests[-1].logits_processor.budget == 9
+    c.simulate_post(MESSAGES, json={**base, "output_config": {"effort": "max"}})
+    assert engine.requests[-1].logits_processor is None  # max: no budget beyond max_tokens
+    refused = c.simulate_post(MESSAGES, json={**base, "output_config": {"effort": "extreme"}})
+    assert refused.status_code == 400 and refused.json["type"] == "error"

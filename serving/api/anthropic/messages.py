@@ -52,7 +52,8 @@ def format_constraint(body: MessagesRequest, ctx: ServeContext):
 def adapt(raw: dict, ctx: ServeContext) -> Prepared:
     body = validate(raw, MessagesRequest)
     check_model(body.model, ctx.served, ctx.config)
-    thinking = reasoning.anthropic_request(body.thinking, max_tokens=body.max_tokens)
+    thinking = reasoning.anthropic_request(body.thinking, max_tokens=body.max_tokens,
+                                           effort=body.output_config.effort if body.output_config else None)
     tools = tools_of(body)
     constraint = one_constraint(tool_constraint(tools, ctx), format_constraint(body, ctx), param="output_config")
     media = ImageInputs(ctx)

@@ -92,7 +92,8 @@ class OutputFormat(_Body):
 
 class OutputConfig(_Body):
     format: OutputFormat | None = None  # structured output, by constrained decoding
-    effort: str | None = None  # no meaning for this model
+    # How much the model may spend; here, the thinking budget's share of max_tokens (api.reasoning).
+    effort: Literal["low", "medium", "high", "max"] | None = None
 
 
 class ThinkingEnabled(_Body):
