@@ -7,7 +7,7 @@ What a client may ask, by dialect:
   Responses' `reasoning.effort`;
 - Anthropic Messages: `thinking` {type: enabled, budget_tokens} | {type: disabled} (adaptive and
   between_tools mean enabled with no budget), and `output_config.effort`, which gives thinking
-  without a budget_tokens the effort's share of max_tokens (max: none beyond max_tokens).
+  without a budget_tokens the effort's share of max_tokens (xhigh and max: none beyond max_tokens).
 
 An effort maps to the template switch and a budget that is a share of the request's output
 limit, so the answer always keeps room: none turns thinking off; minimal 1/8, low 1/4,

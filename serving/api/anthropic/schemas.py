@@ -93,7 +93,7 @@ class OutputFormat(_Body):
 class OutputConfig(_Body):
     format: OutputFormat | None = None  # structured output, by constrained decoding
     # How much the model may spend; here, the thinking budget's share of max_tokens (api.reasoning).
-    effort: Literal["low", "medium", "high", "max"] | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
 
 
 class ThinkingEnabled(_Body):
