@@ -200,3 +200,24 @@ def test_models_of_unknown_structure_decode_through_their_own_forward(model):
     renamed = Renamed()
     renamed.model = model.model
     assert FusedDecoder.build(renamed) is None
+
+
+def test_bucketed_with_processors_removal_waiting_and_the_context(model):
+    procs = lambda: [make_logits_processors(repetition_penalty=1.5, repetition_context_size=32)]  # noqa: E731
+    alone = [decode(bucketed(model), [p], logits_processors=procs())[0] for p in PROMPTS]
+    assert decode(bucketed(model), PROMPTS, logits_processors=[procs()[0] for _ in PROMPTS]) == alone
+
+    two_rows = bucketed(model, rows=2)  # four sequences, at most two rows: the rest wait
+    assert decode(two_rows, PROMPTS, max_tokens=6) == [decode(bucketed(model), [p], max_tokens=6)[0] for p in PROMPTS]
+
+    gen = bucketed(model)
+    uids = gen.insert(PROMPTS, max_tokens=[12] * 4)
+    steps(gen, 3)
+    gen.remove(uids[1:])  # three leave mid-flight: the rows shrink under the one left
+    rest = drain(gen, uids)
+    assert rest[0][2] == "length" and gen.rows == 1
+    whole = decode(bucketed(model), [PROMPTS[0]])[0][0]
+    assert rest[0][0] and whole[-len(rest[0][0]):] == rest[0][0]  # its tokens after the removal
+
+    with pytest.raises(ValueError, match="no room in the model's context of 64"):
+        bucketed(model).insert([list(range(1, 65))])
