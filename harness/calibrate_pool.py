@@ -22,6 +22,8 @@ from .publish import path_replacements, portable
 SAME_MANIFEST = (("git",), ("host",), ("model",), ("backend",), ("versions",), ("profile", "flags"),
                  ("workload", "cases"), ("engine_mode",))
 SAME_SETTINGS = ("pairs_per_trial", "planted_slowdown", "threshold", "alpha")
+# Chosen afresh at every launch, so they say nothing about the experiment.
+PER_LAUNCH_FLAGS = ("port",)
 
 
 class PoolError(ValueError):
@@ -31,6 +33,8 @@ class PoolError(ValueError):
 def _at(doc: dict, path: tuple[str, ...]):
     for key in path:
         doc = (doc or {}).get(key)
+    if path == ("profile", "flags") and isinstance(doc, dict):
+        doc = {k: v for k, v in doc.items() if k not in PER_LAUNCH_FLAGS}
     return doc
 
 

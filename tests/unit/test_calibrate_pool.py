@@ -75,6 +75,7 @@ def _edit(path, value):
     (_edit(("manifest", "host", "cores"), 999), False, "manifest host"),
     (_edit(("manifest", "workload", "cases"), [{"name": "other"}]), False, "manifest workload.cases"),
     (_edit(("summary", "planted_slowdown"), 0.2), False, "planted_slowdown"),
+    (_edit(("manifest", "profile", "flags", "max_batch"), 4), False, "manifest profile.flags"),
 ])
 def test_runs_of_different_experiments_are_refused(tmp_path, mutate, quick, needle):
     records = synthetic(4, PAIRS, slowdown=0.055, noise=0.02)
@@ -90,3 +91,13 @@ def test_one_run_is_not_a_pool(tmp_path):
                               started_at="2026-01-02T03:04:05+00:00")
     with pytest.raises(PoolError, match="at least two"):
         pool([one], evidence_root=tmp_path, console=quiet())
+
+
+def test_a_port_chosen_at_launch_does_not_split_an_experiment(tmp_path):
+    records = synthetic(4, PAIRS, slowdown=0.055, noise=0.02)
+    first = write_calibrate_run(tmp_path, records, trials=4, started_at="2026-01-02T03:04:05+00:00",
+                                mutate=_edit(("manifest", "profile", "flags", "port"), 40001))
+    second = write_calibrate_run(tmp_path, records, trials=4, started_at="2026-01-02T04:04:05+00:00",
+                                 mutate=_edit(("manifest", "profile", "flags", "port"), 40002))
+    code, directory = pool([first, second], evidence_root=tmp_path, console=quiet())
+    assert evidence.read_run(directory).summary["validation"]["aa_trials"] == 8 and code == 3
