@@ -154,7 +154,7 @@ def publish(session: nox.Session) -> None:
 @nox.session
 def regress(session: nox.Session) -> None:
     """CI: the working tree against the code behind the evidence that publishes text-default (or
-    `-- --base REV`), the calibrated compare rule; exit 1 on a significant regression."""
+    `-- --base REV`), compare's rule (the one `calibrate` checks); exit 1 on a significant regression."""
     _harness(session, "regress")
 
 

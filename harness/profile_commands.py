@@ -58,9 +58,9 @@ def add_parsers(sub, *, compare_repeats: int, threshold: float) -> None:
     r.add_argument("--model", default=DEFAULT_MODEL)
     r.add_argument("--cases", default=None, help="throughput cases (default: the calibration case, `validation`)")
     r.add_argument("--repeats", type=int, default=compare_repeats,
-                   help=f"interleaved pairs (default {compare_repeats}: the calibrated rule's)")
+                   help=f"interleaved pairs (default {compare_repeats}: the rule calibrate checks)")
     r.add_argument("--threshold", type=float, default=threshold,
-                   help=f"the regression rule's materiality threshold (default {threshold}: the calibrated rule's)")
+                   help=f"the regression rule's materiality threshold (default {threshold}: the rule calibrate checks)")
     _evidence_options(r)
 
 
