@@ -29,7 +29,7 @@ def test_ours_nocache_is_our_server_with_the_cache_off():
     assert [(s.label, s.kind) for s in specs] == [("ours-nocache", "mlx-proof"), ("mlx-lm", "mlx-lm"),
                                                   ("mlx-lm-nocache", "mlx-lm-nocache"), ("vllm-mlx", "vllm-mlx")]
     assert specs[0].extra_args == ("--prefix-cache-bytes", "0")
-    with pytest.raises(ValueError, match="known: ours-nocache, ours-deterministic, ours-batch-invariant, mlx-lm"):
+    with pytest.raises(ValueError, match="known: ours-nocache, ours-deterministic, ours-batch-invariant, ours-compiled, mlx-lm"):
         parse_server_list("ours-cold")
     with pytest.raises(ValueError, match="twice"):
         parse_server_list("mlx-lm,mlx-lm")
