@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import calibrate as bounds
 from .evidence import Run, new_run_id, read_run, run_dir, write_run
+from .metrics import summarize
 from .publish import path_replacements, portable
 
 # What must be equal for two runs' trials to be one experiment (manifest paths, then validation keys).
@@ -100,7 +101,9 @@ def pool(directories: list[Path], *, evidence_root: Path, console, per_repeat=No
                     argv=portable(list(sys.argv), replacements=path_replacements()))
     manifest["workload"] = dict(manifest["workload"], repeats=sum(r.manifest["workload"]["repeats"] for r in runs))
     manifest["workload"].pop("design", None)  # each part drew its own server orders; they stay in the parts
-    summary = {"schema_version": 1, "run_id": run_id, "groups": [], "comparisons": [], "validation": block}
+    # The same groups and comparisons a single calibrate run stores, recomputed over every pair.
+    body = summarize(records, comparisons=[("*", "A2", "A"), ("*", "planted", "A")])
+    summary = {"schema_version": 1, "run_id": run_id, **body, "validation": block}
     directory = run_dir(evidence_root, model_id=manifest["model"]["id"], profile=manifest["profile"]["name"],
                         run_id=run_id)
     write_run(directory, manifest=manifest, records=records, summary=summary)

@@ -71,6 +71,8 @@ def test_summary_recomputes_from_raw(run):
                                  slowdown=validation["planted_slowdown"], threshold=validation["threshold"])
         if "verdict" in validation:  # calibrate (harness 0.7.0+) decides on the bounds
             block["verdict"] = calibration_verdict(block, quick=validation["verdict"]["quick"])
+        if "pooled_from" in validation:  # calibrate --pool: which runs' records these are (provenance)
+            block["pooled_from"] = validation["pooled_from"]
         assert _rounded(block) == _rounded(validation)
 
 
