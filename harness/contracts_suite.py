@@ -104,8 +104,7 @@ def publish_contracts(plan: Plan, outcome: Outcome, *, evidence_root: Path, arti
     from suites.contracts.summary import summarize_contracts
 
     # The run's scratch folder (the clients' projects) is as machine-specific as the checkout.
-    pairs = {**path_replacements(), **({str(workdir): "<workdir>"} if workdir is not None else {})}
-    replacements = dict(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
+    replacements = path_replacements({str(workdir): "<workdir>"} if workdir is not None else None)
     records = portable(outcome.records, replacements=replacements)
     directory, summary = publish_block(plan, outcome, evidence_root=evidence_root, block_name="contracts",
                                        block=summarize_contracts(records), interleaving=INTERLEAVING,

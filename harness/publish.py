@@ -49,20 +49,21 @@ def portable(obj, *, replacements: dict[str, str]):
     return obj
 
 
-def path_replacements() -> dict[str, str]:
+def path_replacements(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Machine-specific path prefixes and their portable names, plus `extra` ones."""
+    pairs = {str(Path(sys.prefix)): "<venv>", str(REPO_ROOT): ".", str(Path.home()): "~", **(extra or {})}
     # Longest first, so the checkout inside home becomes "." rather than "~/...".
-    pairs = {str(Path(sys.prefix)): "<venv>", str(REPO_ROOT): ".", str(Path.home()): "~"}
     return dict(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
 
 
 def run_replacements(outcome: Outcome, evidence_root: Path) -> dict[str, str]:
     """path_replacements, plus a local model folder and the evidence folder a run was given,
     which are as machine-specific as the checkout (a catalog model is named by its id)."""
-    pairs = {**path_replacements(), str(Path(evidence_root).resolve()): "<evidence>"}
+    pairs = {str(Path(evidence_root).resolve()): "<evidence>"}
     if outcome.model.source == "local folder":
         pairs[str(Path(outcome.model.path).resolve())] = f"<model-folder:{outcome.model.model_id}>"
         pairs[str(outcome.model.path)] = f"<model-folder:{outcome.model.model_id}>"
-    return dict(sorted(pairs.items(), key=lambda kv: -len(kv[0])))
+    return path_replacements(pairs)
 
 
 def build_manifest(plan: Plan, outcome: Outcome, *, run_id: str, interleaving: str) -> dict:

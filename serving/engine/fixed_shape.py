@@ -318,8 +318,7 @@ class FixedShapeGenerator:
     # ---- buckets (bucketed=True) --------------------------------------------------------
     def _resize(self, rows: int, capacity: int, keep: list[int]) -> None:
         """New buffers of rows x capacity; row r of the new ones is row keep[r] of the old."""
-        old_capacity = self.capacity
-        span = min(old_capacity, capacity)
+        span = min(self.capacity, capacity)
         index = mx.array(keep, dtype=mx.int32)
         resized = []
         for (heads, head_dim), j in zip(self._geometry, range(0, len(self._kv), 2)):
@@ -350,21 +349,23 @@ class FixedShapeGenerator:
         reach = max([s.position + 1 for s in busy], default=1)
         return rows, _bucket(reach, floor=self._min_capacity, ceiling=self.max_capacity)
 
-    def _wants_shrink(self) -> bool:
-        # Only at a quarter of the bucket (hysteresis): load hovering at a boundary should not
-        # copy the cache back and forth.
+    def _shrunk(self) -> tuple[int, int]:
+        """The shape to shrink to: each dimension falls to its target only at a quarter of the
+        current bucket (hysteresis), so load hovering at a boundary does not copy the cache back
+        and forth."""
         rows, capacity = self._targets()
-        return rows * 4 <= self.rows or capacity * 4 <= self.capacity
+        return (rows if rows * 4 <= self.rows else self.rows,
+                capacity if capacity * 4 <= self.capacity else self.capacity)
+
+    def _wants_shrink(self) -> bool:
+        return self._shrunk() != (self.rows, self.capacity)
 
     def _shrink(self) -> None:
         """Compact the busy slots into fewer rows and a shorter buffer; only between steps, since
         a step in flight addresses its rows by index."""
-        if not self._wants_shrink():
-            return
-        rows, capacity = self._targets()
-        self._resize(rows if rows * 4 <= self.rows else self.rows,
-                     capacity if capacity * 4 <= self.capacity else self.capacity,
-                     keep=[i for i, s in enumerate(self._slots) if s is not None])
+        rows, capacity = self._shrunk()
+        if (rows, capacity) != (self.rows, self.capacity):
+            self._resize(rows, capacity, keep=[i for i, s in enumerate(self._slots) if s is not None])
 
     def _advance(self, index: int, slot: _Slot, token: int, row: mx.array) -> Response:
         slot.generated.append(token)

@@ -87,11 +87,11 @@ class Engine(QueuedEngine):
                  prefix_cache: PrefixCache | None = None) -> None:
         super().__init__(loader, settings, name="mlx-engine", log=log)
         self._factory = generator_factory
-        if settings.deterministic or settings.batch_invariant_context is not None:
+        if (settings.deterministic or settings.batch_invariant_context is not None
+                or settings.compiled_step_context is not None):
             # A cached prefix carries KV computed in another request's batch and prefill
             # chunking, so a hit could change this request's numerics: always prefill afresh.
-            prefix_cache = PrefixCache(0)
-        elif settings.compiled_step_context is not None:  # its generator takes no cached prefix
+            # (The compiled step's generator takes no cached prefix at all.)
             prefix_cache = PrefixCache(0)
         self._cache = prefix_cache or PrefixCache(settings.prefix_cache_bytes)
         self._cancels: "queue.Queue[RequestHandle]" = queue.Queue()
