@@ -37,7 +37,8 @@ def _common(p: argparse.ArgumentParser, suite, *, cases: str, repeats: int) -> N
     p.add_argument("--repeats", type=int, default=None,
                    help=f"measured repeats per server and case (default {repeats})")
     p.add_argument("--warmup", type=int, default=1,
-                   help="warm-up requests (conversations, in multi-turn cases) per server and case (not recorded)")
+                   help="warm-up requests (conversations, in multi-turn cases) per server and case, not recorded; "
+                        "throughput cases warm up with at least one wave at their own concurrency")
     p.add_argument("--dtype", default=None,
                    help="weights dtype of the converted model, e.g. float32 or bfloat16: passed to the catalog "
                         "and to our server's --dtype (default: the server's choice for the backend)")

@@ -247,10 +247,9 @@ def _generator(model, *, batch: int, context: int, kind: str):
     import mlx.core as mx
 
     if kind.startswith("compiled"):
-        from serving.engine.fixed_shape import FixedShapeGenerator
-        return FixedShapeGenerator(model, stop_tokens=set(), rows=max(batch, 1), capacity=max(4096, 2 * context),
-                                   prefill_step_size=512, prefill_per_step=min(batch, 8), bucketed=True,
-                                   fused=kind == "compiled")
+        from serving.engine.bucketed_step import BucketedGenerator
+        return BucketedGenerator(model, stop_tokens=set(), rows=max(batch, 1), capacity=max(4096, 2 * context),
+                                 prefill_step_size=512, prefill_per_step=min(batch, 8), fused=kind == "compiled")
     from mlx_lm.generate import BatchGenerator
     return BatchGenerator(model, stop_tokens=[], completion_batch_size=max(batch, 1),
                           prefill_batch_size=min(batch, 8), prefill_step_size=512,

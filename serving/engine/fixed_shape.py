@@ -22,12 +22,8 @@ serial reference is the same code with one slot busy, so "alone" and "batched" a
 computation. The generator speaks BatchGenerator's interface (insert / next / remove), so the
 engine drives it unchanged.
 
-`bucketed=True` (`--decode-step compiled`) trades invariance for speed: the rows and the KV
-length follow the load in powers of two (1, 2, 4, … rows; 256, 512, … positions), so one busy
-sequence does not pay for idle rows or an empty buffer. Each shape compiles once and is
-reused. Shapes now change with the batch, so a sequence's numbers may move with its
-neighbours, as under BatchGenerator; what the compiled step saves is the per-op launch and
-graph-building cost that dominates a small model's decode step on a GPU.
+`BucketedGenerator` (serving/engine/bucketed_step.py, `--decode-step compiled`) is this
+generator with the shapes following the load: it gives up invariance for speed.
 """
 
 from __future__ import annotations
@@ -108,21 +104,13 @@ class _Step:
     row_logprobs: list[mx.array] | None = None  # what each of those picks was drawn from
 
 
-MIN_BUCKET_CAPACITY = 256
-
-
-def _bucket(n: int, *, floor: int, ceiling: int) -> int:
-    """The smallest power of two >= n (at least floor), capped at ceiling."""
-    size = floor
-    while size < n:
-        size *= 2
-    return min(size, ceiling)
-
-
 class FixedShapeGenerator:
+    # What a prompt that does not fit is told it overflowed.
+    context_name = "batch-invariant context"
+    context_flag = " (--batch-invariant-context)"
+
     def __init__(self, model: Any, *, stop_tokens: set[int], rows: int, capacity: int,
-                 prefill_step_size: int, prefill_per_step: int, bucketed: bool = False,
-                 min_capacity: int = MIN_BUCKET_CAPACITY, fused: bool = True) -> None:
+                 prefill_step_size: int, prefill_per_step: int) -> None:
         from mlx_lm.models.cache import KVCache, make_prompt_cache
 
         caches = make_prompt_cache(model)
@@ -133,12 +121,9 @@ class FixedShapeGenerator:
                 f"layers use {', '.join(kinds)}, which it cannot")
         self._model = model
         self._make_cache = lambda: make_prompt_cache(model)
-        # Under bucketing these are the largest shapes; rows and capacity are the current ones.
+        # The largest shapes; rows and capacity are the current ones (equal here; see the subclass).
         self.max_rows, self.max_capacity = rows, capacity
-        self._bucketed = bucketed
-        self._min_capacity = min(min_capacity, capacity)
-        self.rows = 1 if bucketed else rows
-        self.capacity = self._min_capacity if bucketed else capacity
+        self.rows, self.capacity = self._initial_shape()
         self._stop = set(stop_tokens)
         self._prefill_step = prefill_step_size
         self._prefill_per_step = prefill_per_step
@@ -149,11 +134,6 @@ class FixedShapeGenerator:
             shape = (self.rows, heads, self.capacity, head_dim)
             self._kv += [mx.zeros(shape, dtype=self._dtype), mx.zeros(shape, dtype=self._dtype)]
         mx.eval(self._kv)
-        # Bucketed (speed) mode only: the invariant mode's numbers stay the model's own forward's.
-        self._fused = None
-        if bucketed and fused:
-            from .fused_decode import FusedDecoder
-            self._fused = FusedDecoder.build(model)
         self._step = mx.compile(self._forward)
         self._slots: list[_Slot | None] = [None] * self.rows
         self._pending: collections.deque[_Slot] = collections.deque()
@@ -175,10 +155,8 @@ class FixedShapeGenerator:
             if not prompt:
                 raise ValueError("an empty prompt has no token to decode from")
             if len(prompt) >= self.max_capacity:
-                raise ValueError(f"the prompt's {len(prompt)} tokens leave no room in the "
-                                 + ("model's context" if self._bucketed else "batch-invariant context")
-                                 + f" of {self.max_capacity} tokens"
-                                 + ("" if self._bucketed else " (--batch-invariant-context)"))
+                raise ValueError(f"the prompt's {len(prompt)} tokens leave no room in the {self.context_name} "
+                                 f"of {self.max_capacity} tokens{self.context_flag}")
             room = self.max_capacity - len(prompt)
             sampler = None if _is_greedy(samplers[i]) else samplers[i]
             slot = _Slot(self._uid, prompt, min(max_tokens[i] or room, room), sampler,
@@ -206,8 +184,8 @@ class FixedShapeGenerator:
         step too far in t+1; that row's result is dropped. A sampler or processor needs the
         host, so a batch holding one runs step by step.
         """
-        if self._inflight is None and self._bucketed:
-            self._shrink()
+        if self._inflight is None:
+            self._between_steps()
         self._admit()
         if self._inflight is None:
             self._inflight = self._launch(previous=None)
@@ -215,9 +193,30 @@ class FixedShapeGenerator:
                 return [], []
         step = self._inflight
         pipelined = (all(s.plain for _, s in step.rows) and all(s is None or s.plain for s in self._slots)
-                     and not (self._bucketed and self._wants_shrink()))
+                     and self._may_pipeline())
         self._inflight = self._launch(previous=step) if pipelined else None
         return [], self._read(step)
+
+    # ---- hooks the bucketed generator overrides ---------------------------------------
+    def _initial_shape(self) -> tuple[int, int]:
+        return self.max_rows, self.max_capacity
+
+    def _between_steps(self) -> None:
+        """Called with no step in flight, before admitting new sequences."""
+
+    def _may_pipeline(self) -> bool:
+        return True
+
+    def _fit_capacity(self, needed: int) -> None:
+        """The buffer never changes here; insert() refuses a prompt that cannot fit."""
+
+    def _grow_rows(self) -> bool:
+        """More rows when every slot is busy: never, here."""
+        return False
+
+    def _logits(self, tokens: mx.array, caches: list[SlotCache], mask: mx.array) -> mx.array:
+        # The model's own forward, so the invariant numbers are the model's numbers.
+        return self._model(tokens[:, None], cache=caches)[:, -1, :]
 
     # ---- inside ----------------------------------------------------------------------
     def _forward(self, tokens: mx.array, positions: mx.array, *kv: mx.array):
@@ -225,10 +224,7 @@ class FixedShapeGenerator:
         keep = mx.arange(kv[0].shape[2])[None, :] <= positions[:, None]
         mask = keep[:, None, None, :]
         caches = [SlotCache(kv[j], kv[j + 1], positions, mask) for j in range(0, len(kv), 2)]
-        if self._fused is not None:
-            logits = self._fused(tokens, caches, mask).astype(mx.float32)
-        else:
-            logits = self._model(tokens[:, None], cache=caches)[:, -1, :].astype(mx.float32)
+        logits = self._logits(tokens, caches, mask).astype(mx.float32)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         out = [logits, logprobs, mx.argmax(logprobs, axis=-1).astype(mx.int32)]
         for c in caches:
@@ -240,8 +236,7 @@ class FixedShapeGenerator:
         rows = [(i, s) for i, s in enumerate(self._slots) if s is not None and s.enqueued < s.max_tokens]
         if not rows:
             return None
-        if self._bucketed:
-            self._fit_capacity(max(s.position for _, s in rows) + 1)
+        self._fit_capacity(max(s.position for _, s in rows) + 1)
         host = [0] * self.rows
         from_host = [True] * self.rows
         positions = [0] * self.rows
@@ -303,8 +298,7 @@ class FixedShapeGenerator:
         head = slot.prompt[:-1]
         if not head:
             return
-        if self._bucketed:
-            self._fit_capacity(len(head) + 1)
+        self._fit_capacity(len(head) + 1)
         cache = self._make_cache()
         for start in range(0, len(head), self._prefill_step):
             self._model(mx.array([head[start:start + self._prefill_step]], dtype=mx.int32), cache=cache)
@@ -314,58 +308,6 @@ class FixedShapeGenerator:
             self._kv[2 * layer][index, :, :n, :] = c.keys[0, :, :n, :]
             self._kv[2 * layer + 1][index, :, :n, :] = c.values[0, :, :n, :]
         mx.eval(self._kv)
-
-    # ---- buckets (bucketed=True) --------------------------------------------------------
-    def _resize(self, rows: int, capacity: int, keep: list[int]) -> None:
-        """New buffers of rows x capacity; row r of the new ones is row keep[r] of the old."""
-        span = min(self.capacity, capacity)
-        index = mx.array(keep, dtype=mx.int32)
-        resized = []
-        for (heads, head_dim), j in zip(self._geometry, range(0, len(self._kv), 2)):
-            for kv in self._kv[j:j + 2]:
-                fresh = mx.zeros((rows, heads, capacity, head_dim), dtype=self._dtype)
-                if keep:
-                    fresh[:len(keep), :, :span, :] = kv[index, :, :span, :]
-                resized.append(fresh)
-        self._kv = resized
-        self._slots = [self._slots[i] for i in keep] + [None] * (rows - len(keep))
-        self.rows, self.capacity = rows, capacity
-
-    def _grow_rows(self) -> bool:
-        """Double the rows (keeping every slot where it is) when all are busy; False at the limit."""
-        if not self._bucketed or self.rows >= self.max_rows:
-            return False
-        self._resize(min(self.max_rows, self.rows * 2), self.capacity, keep=list(range(self.rows)))
-        return True
-
-    def _fit_capacity(self, needed: int) -> None:
-        if needed > self.capacity:
-            capacity = _bucket(needed, floor=self.capacity, ceiling=self.max_capacity)
-            self._resize(self.rows, capacity, keep=list(range(self.rows)))
-
-    def _targets(self) -> tuple[int, int]:
-        busy = [s for s in self._slots if s is not None]
-        rows = _bucket(max(1, len(busy) + len(self._pending)), floor=1, ceiling=self.max_rows)
-        reach = max([s.position + 1 for s in busy], default=1)
-        return rows, _bucket(reach, floor=self._min_capacity, ceiling=self.max_capacity)
-
-    def _shrunk(self) -> tuple[int, int]:
-        """The shape to shrink to: each dimension falls to its target only at a quarter of the
-        current bucket (hysteresis), so load hovering at a boundary does not copy the cache back
-        and forth."""
-        rows, capacity = self._targets()
-        return (rows if rows * 4 <= self.rows else self.rows,
-                capacity if capacity * 4 <= self.capacity else self.capacity)
-
-    def _wants_shrink(self) -> bool:
-        return self._shrunk() != (self.rows, self.capacity)
-
-    def _shrink(self) -> None:
-        """Compact the busy slots into fewer rows and a shorter buffer; only between steps, since
-        a step in flight addresses its rows by index."""
-        rows, capacity = self._shrunk()
-        if (rows, capacity) != (self.rows, self.capacity):
-            self._resize(rows, capacity, keep=[i for i, s in enumerate(self._slots) if s is not None])
 
     def _advance(self, index: int, slot: _Slot, token: int, row: mx.array) -> Response:
         slot.generated.append(token)

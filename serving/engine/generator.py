@@ -27,17 +27,17 @@ def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
 def make_fixed_shape_generator(model: Any, tokenizer: Any, settings) -> Any:
     """--batch-invariant: one shape for the server's life; --decode-step compiled: shapes bucketed
     to the load."""
+    from .bucketed_step import BucketedGenerator
     from .fixed_shape import FixedShapeGenerator
 
     bucketed = settings.batch_invariant_context is None
-    return FixedShapeGenerator(
+    return (BucketedGenerator if bucketed else FixedShapeGenerator)(
         model,
         stop_tokens=set(tokenizer.eos_token_ids),
         rows=settings.max_concurrency,
         capacity=settings.compiled_step_context if bucketed else settings.batch_invariant_context,
         prefill_step_size=settings.prefill_step_size,
         prefill_per_step=min(settings.prefill_batch_size, settings.max_concurrency),
-        bucketed=bucketed,
     )
 
 

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     from mlx_lm import load
     from mlx_lm.generate import BatchGenerator
 
-    from serving.engine.fixed_shape import FixedShapeGenerator
+    from serving.engine.bucketed_step import BucketedGenerator
 
     if not argv:
         print(__doc__)
@@ -46,8 +46,8 @@ def main(argv: list[str]) -> int:
                                      prefill_step_size=512, stream=mx.default_stream(mx.default_device())), ps)
 
     def compiled(ps):
-        return _drain(FixedShapeGenerator(model, stop_tokens=set(), rows=32, capacity=4096, prefill_step_size=512,
-                                          prefill_per_step=8, bucketed=True), ps)
+        return _drain(BucketedGenerator(model, stop_tokens=set(), rows=32, capacity=4096, prefill_step_size=512,
+                                        prefill_per_step=8), ps)
 
     reference = [eager([p])[0] for p in prompts]
     same = lambda got: sum(a == b for a, b in zip(got, reference))  # noqa: E731

@@ -24,8 +24,10 @@ def embedding_model_args(cases) -> tuple[str, ...]:
 
 
 def warm_up(target, case, requests: int) -> None:
-    # A conversation warms up whole: its later turns are requests too.
-    warm = case.conversations(model=target.model_field, repeat=-1)[: max(requests, 1)]
+    # At least one wave at the case's concurrency: a server that builds (or compiles) something
+    # per batch shape meets every shape the case reaches before the first measured repeat, not
+    # inside it. A conversation warms up whole: its later turns are requests too.
+    warm = case.conversations(model=target.model_field, repeat=-1)[: max(requests, case.concurrency or 1, 1)]
     run_conversations(target.server.base_url, warm, case.arrival, endpoint=case.endpoint)
 
 

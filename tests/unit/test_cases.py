@@ -105,3 +105,19 @@ def test_a_case_can_add_request_fields():
     assert body["response_format"]["json_schema"]["schema"]["required"] == ["name", "age", "job"]
     assert "response_format" not in free.bodies(model=None, repeat=0)[0]
     assert constrained.describe()["body"] == {"response_format": body["response_format"]}
+
+
+@pytest.mark.parametrize("asked, want", [(1, 8), (0, 8), (12, 12)])
+def test_warm_up_is_at_least_one_wave_at_the_cases_concurrency(monkeypatch, asked, want):
+    """A server that builds something per batch shape must meet the case's shapes before the
+    first measured repeat: c=8 warms up with 8 conversations however few are asked for."""
+    from types import SimpleNamespace
+
+    from suites.throughput import runner
+
+    case = next(c for c in load_cases() if c.concurrency == 8 and c.endpoint == "chat")
+    sent = []
+    monkeypatch.setattr(runner, "run_conversations", lambda url, convs, arrival, endpoint: sent.append(len(convs)))
+    target = SimpleNamespace(model_field="m", server=SimpleNamespace(base_url="http://127.0.0.1:9"))
+    runner.warm_up(target, case, asked)
+    assert sent == [want]

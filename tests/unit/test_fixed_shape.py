@@ -14,6 +14,7 @@ from mlx_lm.models import llama
 from mlx_lm.models.cache import RotatingKVCache
 from mlx_lm.sample_utils import make_logits_processors
 
+from serving.engine.bucketed_step import BucketedGenerator
 from serving.engine.fixed_shape import FixedShapeGenerator, FixedShapeUnsupported
 from serving.engine.request import SamplingParams
 from serving.engine.sampling import build_sampler
@@ -130,8 +131,8 @@ def test_models_with_other_caches_are_refused(model):
 
 
 def bucketed(model, *, rows=8, capacity=64, min_capacity=8, stop=()):
-    return FixedShapeGenerator(model, stop_tokens=set(stop), rows=rows, capacity=capacity, prefill_step_size=4,
-                               prefill_per_step=2, bucketed=True, min_capacity=min_capacity)
+    return BucketedGenerator(model, stop_tokens=set(stop), rows=rows, capacity=capacity, prefill_step_size=4,
+                             prefill_per_step=2, min_capacity=min_capacity)
 
 
 def test_bucketed_step_gives_mlx_lms_greedy_tokens_across_bucket_changes(model):
@@ -183,9 +184,9 @@ def test_bucketed_alone_equals_fixed_shape_alone(model):
 def test_fused_projections_give_the_models_own_logits(model):
     """The bucketed step's fused q|k|v and gate|up forward against the model's own forward, same
     shapes and caches: the same numbers (on this CPU, to the bit)."""
-    fused, plain = bucketed(model), FixedShapeGenerator(model, stop_tokens=set(), rows=8, capacity=64,
-                                                         prefill_step_size=4, prefill_per_step=2, bucketed=True,
-                                                         min_capacity=8, fused=False)
+    fused, plain = bucketed(model), BucketedGenerator(model, stop_tokens=set(), rows=8, capacity=64,
+                                                       prefill_step_size=4, prefill_per_step=2, min_capacity=8,
+                                                       fused=False)
     assert fused._fused is not None and plain._fused is None
     got = [decode(g, PROMPTS, max_tokens=10) for g in (fused, plain)]
     assert got[0] == got[1]  # tokens and log-probabilities

@@ -1,0 +1,106 @@
+"""The compiled decode step with shapes that follow the load (`--decode-step compiled`).
+
+It is the fixed-shape generator (fixed_shape.py) with two dimensions let go: the rows and the
+KV length grow in powers of two (1, 2, 4, … rows; 256, 512, … positions), so one busy sequence
+pays for neither idle rows nor an empty buffer. Each shape compiles once and is reused. Shapes
+now change with the batch, so a sequence's numbers may move with its neighbours, as under
+mlx-lm's BatchGenerator: what the compiled step saves is the per-op launch and graph-building
+cost that dominates a small model's decode step on a GPU. Here, unlike the invariant mode, the
+forward may also fuse the q|k|v and gate|up projections (fused_decode.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+
+from .fixed_shape import FixedShapeGenerator, SlotCache
+
+MIN_BUCKET_CAPACITY = 256
+
+
+def _bucket(n: int, *, floor: int, ceiling: int) -> int:
+    """The smallest power of two >= n (at least floor), capped at ceiling."""
+    size = floor
+    while size < n:
+        size *= 2
+    return min(size, ceiling)
+
+
+class BucketedGenerator(FixedShapeGenerator):
+    context_name = "model's context"
+    context_flag = ""
+
+    def __init__(self, model: Any, *, stop_tokens: set[int], rows: int, capacity: int,
+                 prefill_step_size: int, prefill_per_step: int, min_capacity: int = MIN_BUCKET_CAPACITY,
+                 fused: bool = True) -> None:
+        self._min_capacity = min(min_capacity, capacity)
+        self._fused = None
+        super().__init__(model, stop_tokens=stop_tokens, rows=rows, capacity=capacity,
+                         prefill_step_size=prefill_step_size, prefill_per_step=prefill_per_step)
+        if fused:
+            from .fused_decode import FusedDecoder
+            self._fused = FusedDecoder.build(model)
+
+    # ---- the hooks ------------------------------------------------------------------------
+    def _initial_shape(self) -> tuple[int, int]:
+        return 1, self._min_capacity
+
+    def _between_steps(self) -> None:
+        """Compact the busy slots into fewer rows and a shorter buffer; only between steps, since
+        a step in flight addresses its rows by index."""
+        rows, capacity = self._shrunk()
+        if (rows, capacity) != (self.rows, self.capacity):
+            self._resize(rows, capacity, keep=[i for i, s in enumerate(self._slots) if s is not None])
+
+    def _may_pipeline(self) -> bool:
+        # A shrink waits for a step boundary with nothing in flight.
+        return self._shrunk() == (self.rows, self.capacity)
+
+    def _fit_capacity(self, needed: int) -> None:
+        if needed > self.capacity:
+            capacity = _bucket(needed, floor=self.capacity, ceiling=self.max_capacity)
+            self._resize(self.rows, capacity, keep=list(range(self.rows)))
+
+    def _grow_rows(self) -> bool:
+        """Double the rows (keeping every slot where it is) when all are busy; False at the limit."""
+        if self.rows >= self.max_rows:
+            return False
+        self._resize(min(self.max_rows, self.rows * 2), self.capacity, keep=list(range(self.rows)))
+        return True
+
+    def _logits(self, tokens: mx.array, caches: list[SlotCache], mask: mx.array) -> mx.array:
+        if self._fused is None:
+            return super()._logits(tokens, caches, mask)
+        return self._fused(tokens, caches, mask)
+
+    # ---- inside ---------------------------------------------------------------------------
+    def _resize(self, rows: int, capacity: int, keep: list[int]) -> None:
+        """New buffers of rows x capacity; row r of the new ones is row keep[r] of the old."""
+        span = min(self.capacity, capacity)
+        index = mx.array(keep, dtype=mx.int32)
+        resized = []
+        for (heads, head_dim), j in zip(self._geometry, range(0, len(self._kv), 2)):
+            for kv in self._kv[j:j + 2]:
+                fresh = mx.zeros((rows, heads, capacity, head_dim), dtype=self._dtype)
+                if keep:
+                    fresh[:len(keep), :, :span, :] = kv[index, :, :span, :]
+                resized.append(fresh)
+        self._kv = resized
+        self._slots = [self._slots[i] for i in keep] + [None] * (rows - len(keep))
+        self.rows, self.capacity = rows, capacity
+
+    def _targets(self) -> tuple[int, int]:
+        busy = [s for s in self._slots if s is not None]
+        rows = _bucket(max(1, len(busy) + len(self._pending)), floor=1, ceiling=self.max_rows)
+        reach = max([s.position + 1 for s in busy], default=1)
+        return rows, _bucket(reach, floor=self._min_capacity, ceiling=self.max_capacity)
+
+    def _shrunk(self) -> tuple[int, int]:
+        """The shape to shrink to: each dimension falls to its target only at a quarter of the
+        current bucket (hysteresis), so load hovering at a boundary does not copy the cache back
+        and forth."""
+        rows, capacity = self._targets()
+        return (rows if rows * 4 <= self.rows else self.rows,
+                capacity if capacity * 4 <= self.capacity else self.capacity)
