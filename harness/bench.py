@@ -1,9 +1,11 @@
 """profile → launched servers → a suite's cases → raw records → statistics → evidence.
 
 One function drives bench, compare and validate over any suite (harness/suite.py): it
-launches every server once, warms each up, then runs the repeats interleaved, each repeat
+cuts the repeats into launch blocks, and for each block starts every server afresh (in the
+block's start order), warms each up, then runs the block's repeats interleaved, each repeat
 running every server once in the order of a balanced design (harness/orders.py), so slow
-drift on a shared machine hits all alike and no server holds one place more than another.
+drift on a shared machine hits all alike and no server holds one place, in a repeat or in
+the start order, more than another.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Plan:
     runner: Suite | None = None  # the suite that runs the cases (harness/suite.py); None: throughput
     dtype: str | None = None  # weights dtype asked of the catalog (None: the server's default)
     order_seed: int | None = None  # the server-order design's seed (None: drawn, then recorded)
+    launches: int | None = None  # launch blocks (None: one per server; harness/orders.py)
     bundle: dict | None = None  # manifest "bundle": set when `validate` runs the suite for a profile
 
 
@@ -76,10 +79,13 @@ def _server_entry(spec: ServerSpec, *, status: str, argv=(), reason=None, health
             "blas": blas or {"setup": spec.blas_setup, "ld_preload": None, "loaded": None}}
 
 
-def _start_all(plan: Plan, stack: contextlib.ExitStack, model: ModelFolder, log_dir: Path,
-               say: Callable[[str], None]) -> tuple[list[Target], list[dict], dict]:
-    targets, entries, preload, ours_health = [], [], None, {}
-    for spec in plan.servers:  # ours first: its /health tells the peers which BLAS to use
+def _start_all(specs: list[ServerSpec], plan: Plan, stack: contextlib.ExitStack, model: ModelFolder,
+               log_dir: Path, say: Callable[[str], None], preload: str | None
+               ) -> tuple[list[Target], list[dict], dict, str | None]:
+    """Start `specs` in their order; peers that set up their BLAS like ours get `preload`, or the
+    BLAS our first server started here reports."""
+    targets, entries, ours_health = [], [], {}
+    for spec in specs:
         say(f"starting {spec.label} ({spec.kind}{' @ ' + spec.revision if spec.revision else ''})")
         try:
             target = stack.enter_context(launch(spec, model=model, profile=plan.profile,
@@ -92,10 +98,22 @@ def _start_all(plan: Plan, stack: contextlib.ExitStack, model: ModelFolder, log_
             continue
         health = _health(target)
         if spec.kind == "mlx-proof" and not ours_health:
-            ours_health, preload = health, blas_preload(health)
+            ours_health = health
+            preload = preload or blas_preload(health)
         targets.append(target)
         entries.append(_server_entry(spec, status="ran", argv=target.argv, health=health, blas=blas_entry(target)))
-    return targets, entries, ours_health
+    return targets, entries, ours_health, preload
+
+
+def _ours_preload(plan: Plan, model: ModelFolder, log_dir: Path, say: Callable[[str], None]) -> str | None:
+    """The BLAS our server preloads, read from one started alone: a launch block may start a peer
+    that needs it before ours."""
+    if not any(s.kind != "mlx-proof" and s.blas_setup == "same-as-ours" for s in plan.servers):
+        return None
+    ours = next(s for s in plan.servers if s.kind == "mlx-proof")
+    with contextlib.ExitStack() as stack:
+        _, _, _, preload = _start_all([ours], plan, stack, model, log_dir, say, None)
+    return preload
 
 
 def _health(target: Target) -> dict | None:
@@ -119,31 +137,54 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
     suite.require_generic("bench")
     model = resolve_model_folder(plan.model, dtype=plan.dtype)
     started, env = now(), environment()
+    specs = {s.label: s for s in plan.servers}
+    design = balanced_orders(list(specs), plan.repeats, seed=plan.order_seed,
+                             launches=launch_blocks(plan.launches, servers=len(specs), repeats=plan.repeats))
+    blocks = design.blocks()
+    preload = _ours_preload(plan, model, log_dir, say) if len(blocks) > 1 else None
     records: list[dict] = []
-    with contextlib.ExitStack() as stack:
-        targets, entries, health = _start_all(plan, stack, model, log_dir, say)
-        roofline = _roofline(suite, health, model, say) if suite.name == "throughput" else None
-        by_label = {t.spec.label: t for t in targets}
-        design = balanced_orders(list(by_label), plan.repeats, seed=plan.order_seed)
-        for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
-            say(f"{case.name}: skipped on {target.spec.label} ({target.spec.kind} cannot serve it)")
-        total = sum(suite.serves(t, c) for t in targets for c in plan.cases) * (plan.repeats + 1)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("warm-up", total=total)
-            for target in targets:
-                for case in (c for c in plan.cases if suite.serves(target, c)):
-                    suite.warm_up(target, case, plan.warmup_requests)
-                    progress.advance(task)
-            for repeat, order in enumerate(design.orders):
-                for case in plan.cases:
-                    for label in (x for x in order if suite.serves(by_label[x], case)):
-                        progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {label}")
-                        ran = suite.run(by_label[label], case, repeat)
-                        check_records(suite, ran)
-                        records.extend(ran)
+    entries, health, roofline, ran = [], {}, None, set()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=None)
+        for b, (launch_order, repeats) in enumerate(blocks):
+            with contextlib.ExitStack() as stack:
+                # A peer that could not start in the first block is not tried again.
+                order = [specs[x] for x in launch_order if b == 0 or x in ran]
+                targets, started_entries, ours_health, preload = _start_all(order, plan, stack, model, log_dir,
+                                                                            say, preload)
+                if b == 0:
+                    entries = sorted(started_entries, key=lambda e: list(specs).index(e["label"]))
+                    health, ran = ours_health, {t.spec.label for t in targets}
+                    roofline = _roofline(suite, health, model, say) if suite.name == "throughput" else None
+                    for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
+                        say(f"{case.name}: skipped on {target.spec.label} ({target.spec.kind} cannot serve it)")
+                    served = sum(suite.serves(t, c) for t in targets for c in plan.cases)
+                    progress.update(task, total=served * (plan.repeats + len(blocks)))
+                by_label = {t.spec.label: t for t in targets}
+                for target in targets:
+                    for case in (c for c in plan.cases if suite.serves(target, c)):
+                        progress.update(task, description=f"warm-up {target.spec.label} {case.name}")
+                        suite.warm_up(target, case, plan.warmup_requests)
                         progress.advance(task)
+                for repeat in repeats:
+                    for case in plan.cases:
+                        for label in (x for x in design.orders[repeat] if x in by_label
+                                      and suite.serves(by_label[x], case)):
+                            progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {label}")
+                            ran_now = suite.run(by_label[label], case, repeat)
+                            check_records(suite, ran_now)
+                            records.extend(ran_now)
+                            progress.advance(task)
     return Outcome(records, entries, health, model, started, now(), env, design, roofline)
+
+
+def launch_blocks(asked: int | None, *, servers: int, repeats: int) -> int:
+    """How many times the servers are started afresh (harness/orders.py says why): as asked, or by
+    default one block per server (each starts first once), never more blocks than repeats."""
+    if servers < 2:
+        return 1
+    return max(1, min(asked or servers, repeats))
 
 
 def _roofline(suite: Suite, health: dict, model: ModelFolder, say: Callable[[str], None]) -> dict:

@@ -47,6 +47,10 @@ def _common(p: argparse.ArgumentParser, suite, *, cases: str, repeats: int) -> N
                         "ARG that starts with '-'); recorded in the manifest")
     p.add_argument("--order-seed", type=int, default=None,
                    help="seed of the balanced server-order design (default: drawn; recorded in the manifest)")
+    p.add_argument("--launches", type=int, default=None, metavar="N",
+                   help="start the servers afresh N times, in balanced start orders, splitting the repeats "
+                        "between them (default: once per server, so each starts first once; calibrate: that "
+                        "many per trial). The server started first can run a few percent slower all run long")
     p.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     p.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     p.add_argument("--log-dir", type=Path, default=REPO / ".nox" / "server-logs")
@@ -173,7 +177,7 @@ def _with(spec: ServerSpec, extra: tuple[str, ...]) -> ServerSpec:
 
 
 def _plan(args, suite, *, evidence_suite: str, servers: list[ServerSpec], default_cases: str,
-          repeats: int | None = None):
+          repeats: int | None = None, launches: int | None = None):
     from .bench import Plan
     from .publish import bundle_of
     from .suite import select
@@ -183,7 +187,7 @@ def _plan(args, suite, *, evidence_suite: str, servers: list[ServerSpec], defaul
     return Plan(suite=evidence_suite, model=args.model, profile=args.profile, cases=cases,
                 servers=[_with(s, extra) for s in servers], repeats=repeats or args.repeats,
                 warmup_requests=args.warmup, runner=suite, dtype=args.dtype, order_seed=args.order_seed,
-                bundle=bundle_of(args))
+                launches=launches or getattr(args, "launches", None), bundle=bundle_of(args))
 
 
 def list_suites(console) -> int:
@@ -254,8 +258,14 @@ def main(argv: list[str] | None = None) -> int:
                 # Server order shifts speed by a few percent; an unbalanced trial would carry that bias.
                 raise ValueError(f"--repeats (pairs per trial) must be a multiple of {math.factorial(len(servers))} "
                                  "so every trial runs each server order equally often")
+            # Every trial is one compare decision, so it gets compare's launch balance: its servers
+            # are started afresh once per server, each first once (harness/orders.py).
+            per_trial = args.launches or len(servers)
+            if args.repeats % per_trial:
+                raise ValueError(f"--repeats (pairs per trial) must be a multiple of --launches ({per_trial})")
             plan = _plan(args, suite, evidence_suite="calibrate", servers=servers,
-                         default_cases=suite.calibration_cases, repeats=args.trials * args.repeats)
+                         default_cases=suite.calibration_cases, repeats=args.trials * args.repeats,
+                         launches=args.trials * per_trial)
             return calibrate(plan, args, console=console)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")

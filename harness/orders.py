@@ -10,7 +10,16 @@ one place more often than another:
   random cyclic Latin squares: every server holds every position equally often
   over each square, and within one of the others over a partial one.
 
-The design (method, seed, each repeat's order) is recorded in the manifest.
+Launch order matters too, and it is not undone by interleaving: on the 2-core CI machine the
+server started first ran 2–5% slower than identical servers started after it, for the whole
+run (A/A runs with three identical servers; reversing the start order moved the penalty with
+it). So the repeats are cut into launch blocks: the servers are stopped and started afresh
+for each block, in launch orders taken from random cyclic Latin squares, so over each k
+blocks every server is started first, second, … once, and a launch penalty falls on every
+server alike instead of on one.
+
+The design (method, seed, each repeat's order, each block's launch order) is recorded in the
+manifest.
 """
 
 from __future__ import annotations
@@ -28,19 +37,38 @@ BALANCED = "balanced randomised"
 
 
 @dataclass(frozen=True)
+class Launch:
+    first_repeat: int  # the block runs repeats first_repeat .. the next block's first_repeat - 1
+    order: tuple[str, ...]  # the order its servers are started in
+
+
+@dataclass(frozen=True)
 class Design:
     method: str
     seed: int
     orders: tuple[tuple[str, ...], ...]  # one per repeat, in repeat order
+    launches: tuple[Launch, ...]  # the launch blocks, in repeat order
 
     def describe(self) -> dict:
         """The manifest's workload.design."""
-        return {"method": self.method, "seed": self.seed, "orders": [list(o) for o in self.orders]}
+        return {"method": self.method, "seed": self.seed, "orders": [list(o) for o in self.orders],
+                "launches": [{"first_repeat": b.first_repeat, "order": list(b.order)} for b in self.launches]}
+
+    def blocks(self) -> list[tuple[tuple[str, ...], range]]:
+        """(launch order, repeats) per launch block."""
+        ends = [b.first_repeat for b in self.launches[1:]] + [len(self.orders)]
+        return [(b.order, range(b.first_repeat, end)) for b, end in zip(self.launches, ends)]
 
     def interleaving(self) -> str:
         """The manifest's workload.interleaving, in words."""
         if len({len(o) for o in self.orders}) == 1 and len(self.orders[0]) == 1:
             return "one server: its repeats one after another"
+        if len(self.launches) > 1:
+            return (f"{self._interleaving()}; the servers are started afresh for each of {len(self.launches)} "
+                    f"launch blocks, in start orders from random cyclic Latin squares (workload.design.launches)")
+        return self._interleaving()
+
+    def _interleaving(self) -> str:
         k = len(self.orders[0])
         if self.method == EVERY_ORDER:
             return (f"each repeat runs every server once; every one of the {math.factorial(k)} server orders runs "
@@ -66,8 +94,10 @@ def _latin_rows(labels: Sequence[str], n: int, rng: random.Random) -> list[tuple
     return rows
 
 
-def balanced_orders(labels: Sequence[str], repeats: int, *, seed: int | None = None) -> Design:
-    """Each repeat's server order; `seed` None draws one (it is recorded either way)."""
+def balanced_orders(labels: Sequence[str], repeats: int, *, seed: int | None = None,
+                    launches: int = 1) -> Design:
+    """Each repeat's server order, and `launches` launch blocks of (nearly) equal length, each
+    with its own start order; `seed` None draws one (it is recorded either way)."""
     labels = list(labels)
     if len(set(labels)) != len(labels):
         raise ValueError(f"server labels must be distinct: {labels}")
@@ -83,7 +113,12 @@ def balanced_orders(labels: Sequence[str], repeats: int, *, seed: int | None = N
         rng.shuffle(block)
         orders += block
     orders += _latin_rows(labels, rest, rng)
-    return Design(EVERY_ORDER if rest == 0 else BALANCED, seed, tuple(orders))
+    if not 1 <= launches <= repeats:
+        raise ValueError(f"launch blocks must be between 1 and the {repeats} repeats, not {launches}")
+    # One launch keeps the servers' own order (ours first: peers take our BLAS from its /health).
+    starts = [tuple(labels)] if launches == 1 else _latin_rows(labels, launches, rng)
+    blocks = tuple(Launch(b * repeats // launches, order) for b, order in enumerate(starts))
+    return Design(EVERY_ORDER if rest == 0 else BALANCED, seed, tuple(orders), blocks)
 
 
 def position_counts(orders: Sequence[Sequence[str]]) -> Counter:

@@ -124,6 +124,33 @@ def test_the_design_is_seeded_recorded_and_valid_for_the_manifest():
     assert "balanced randomised" in a.interleaving() and "seed 7" in a.interleaving()
 
 
+@pytest.mark.parametrize("k, trials", [(2, 1), (3, 1), (3, 4)])
+def test_each_trials_launch_blocks_start_every_server_in_every_place_once(k, trials):
+    """The server started first ran 2-5% slower all run long (harness/orders.py): over each k
+    consecutive launch blocks every server is started first, second, ... once."""
+    labels = [f"s{i}" for i in range(k)]
+    per_trial = 6 * k
+    design = balanced_orders(labels, trials * per_trial, seed=k + trials, launches=trials * k)
+    blocks = design.blocks()
+    assert [len(r) for _, r in blocks] == [6] * (trials * k)
+    assert [r.start for _, r in blocks] == [b.first_repeat for b in design.launches]
+    for t in range(trials):
+        square = [order for order, _ in blocks[t * k:(t + 1) * k]]
+        counts = position_counts(square)
+        assert {counts[(s, i)] for s in labels for i in range(k)} == {1}
+    assert "launch blocks" in design.interleaving()
+
+
+def test_one_launch_keeps_the_servers_own_order_and_blocks_never_outnumber_repeats():
+    design = balanced_orders(["ours", "mlx-lm"], 4, seed=1)
+    assert design.blocks() == [(("ours", "mlx-lm"), range(0, 4))]  # ours first: peers read its BLAS
+    assert bench.launch_blocks(None, servers=3, repeats=2) == 2
+    assert bench.launch_blocks(None, servers=3, repeats=9) == 3
+    assert bench.launch_blocks(5, servers=1, repeats=9) == 1
+    with pytest.raises(ValueError, match="launch blocks"):
+        balanced_orders(["a", "b"], 2, launches=3)
+
+
 @dataclass(frozen=True)
 class FakeCase:
     name: str = "c"
@@ -158,13 +185,20 @@ def fake_servers(monkeypatch):
     """bench.execute with no process: launch yields fake targets; records come from _fake_run."""
     broken: dict[str, set[int]] = {}
     sent: list[tuple[int, str]] = []
+    events: list[tuple[str, str]] = []  # ("start" | "stop", label), in the order they happened
 
     @contextlib.contextmanager
     def launch(spec, **_):
-        yield bench.Target(spec, FakeServer(spec.label, broken.get(spec.label, set())), ("serve", spec.label), None)
+        events.append(("start", spec.label))
+        try:
+            yield bench.Target(spec, FakeServer(spec.label, broken.get(spec.label, set())), ("serve", spec.label),
+                               None)
+        finally:
+            events.append(("stop", spec.label))
 
     def run(target, case, repeat):
         sent.append((repeat, target.spec.label))
+        events.append(("run", repeat))
         return _fake_run(target, case, repeat)
 
     throughput = get_suite("throughput")
@@ -174,7 +208,7 @@ def fake_servers(monkeypatch):
                   compared_metric=throughput.compared_metric, per_repeat=throughput.per_repeat)
     monkeypatch.setattr(bench, "launch", launch)
     monkeypatch.setattr(bench, "resolve_model_folder", lambda name, dtype=None: MODEL)
-    return Namespace(suite=suite, broken=broken, sent=sent)
+    return Namespace(suite=suite, broken=broken, sent=sent, events=events)
 
 
 def _plan(suite, labels, repeats, **kw) -> bench.Plan:
@@ -191,6 +225,20 @@ def test_bench_with_three_servers_and_three_repeats_puts_each_first_once(fake_se
     assert [list(o) for o in outcome.design.orders] == sequence  # the recorded design is what ran
     counts = position_counts(sequence)
     assert {counts[(s, i)] for s in labels for i in range(3)} == {1}
+
+
+def test_each_launch_block_starts_its_servers_afresh_in_its_order(fake_servers, tmp_path):
+    outcome = bench.execute(_plan(fake_servers.suite, ["A", "B"], 6, order_seed=5, launches=2), log_dir=tmp_path)
+    events = fake_servers.events
+    # Each block: its servers start, its 3 repeats run on both, and all stop before the next starts.
+    assert [kind for kind, _ in events] == (["start"] * 2 + ["run"] * 6 + ["stop"] * 2) * 2
+    assert [rep for kind, rep in events if kind == "run"] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    starts = [label for kind, label in events if kind == "start"]
+    assert [starts[:2], starts[2:]] == [list(b.order) for b in outcome.design.launches]
+    assert sorted([tuple(starts[:2]), tuple(starts[2:])]) == [("A", "B"), ("B", "A")]
+    assert [r for _, r in outcome.design.blocks()] == [range(0, 3), range(3, 6)]
+    assert sorted(rep for rep, _ in fake_servers.sent) == sorted(list(range(6)) * 2)
+    assert [e["label"] for e in outcome.servers] == ["A", "B"]  # the manifest lists servers in plan order
 
 
 def test_six_repeats_of_three_servers_run_every_order_once(fake_servers, tmp_path):
