@@ -155,7 +155,11 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
                                                                             say, preload)
                 if b == 0:
                     entries = sorted(started_entries, key=lambda e: list(specs).index(e["label"]))
-                    health, ran = ours_health, {t.spec.label for t in targets}
+                    # The run's profile flags are those of the first of ours in the plan (A, not
+                    # the planted one), whichever this block started first.
+                    health = next((e["health"] for e in entries if e["kind"] == "mlx-proof" and e["health"]),
+                                  ours_health)
+                    ran = {t.spec.label for t in targets}
                     roofline = _roofline(suite, health, model, say) if suite.name == "throughput" else None
                     for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
                         say(f"{case.name}: skipped on {target.spec.label} ({target.spec.kind} cannot serve it)")

@@ -20,7 +20,9 @@ from .metrics import summarize
 from .publish import path_replacements, portable
 
 # What must be equal for two runs' trials to be one experiment (manifest paths, then validation keys).
-SAME_MANIFEST = (("git",), ("host",), ("model",), ("backend",), ("versions",), ("profile", "flags"),
+# Serve flags are compared server by server: profile.flags is the first of ours started, which
+# under launch blocks may be any of them (the planted one too).
+SAME_MANIFEST = (("git",), ("host",), ("model",), ("backend",), ("versions",), ("servers",),
                  ("workload", "cases"), ("engine_mode",))
 SAME_SETTINGS = ("pairs_per_trial", "planted_slowdown", "threshold", "alpha")
 # Chosen afresh at every launch, so they say nothing about the experiment.
@@ -34,8 +36,9 @@ class PoolError(ValueError):
 def _at(doc: dict, path: tuple[str, ...]):
     for key in path:
         doc = (doc or {}).get(key)
-    if path == ("profile", "flags") and isinstance(doc, dict):
-        doc = {k: v for k, v in doc.items() if k not in PER_LAUNCH_FLAGS}
+    if path == ("servers",) and isinstance(doc, list):
+        doc = {s["label"]: {k: v for k, v in ((s.get("health") or {}).get("config") or {}).items()
+                            if k not in PER_LAUNCH_FLAGS} for s in doc}
     return doc
 
 

@@ -202,6 +202,18 @@ def list_suites(console) -> int:
     return 0
 
 
+def unwind_on_sigterm() -> None:
+    """SIGTERM (timeout, a cancelled CI job, `kill`) would end Python without unwinding, and the
+    servers a run launched would outlive it, still holding the CPU the next run measures on. As
+    SystemExit it unwinds the launch context managers, which stop them."""
+    import signal
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def main(argv: list[str] | None = None) -> int:
     from suites import get_suite
 

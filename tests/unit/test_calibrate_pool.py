@@ -23,6 +23,10 @@ def write_calibrate_run(root, records, *, trials, started_at, quick=False, mutat
     directory, manifest, _, _ = make_run(root, suite="calibrate", started_at=started_at)
     manifest["git"] = {"commit": "ab" * 20, "dirty": False}
     manifest["workload"]["repeats"] = trials * PAIRS
+    manifest["servers"] = [{"label": label, "kind": "mlx-proof", "revision": None, "argv": [], "status": "ran",
+                            "reason": None, "prefix_cache": "on",
+                            "health": {"config": {"port": 40000 + i, "max_batch": 8, "planted_slowdown": plant}}}
+                           for i, (label, plant) in enumerate([("A", 0.0), ("A2", 0.0), ("planted", 0.07)])]
     block = validation_block(records, pairs_per_trial=PAIRS, slowdown=0.07, threshold=0.025)
     block["verdict"] = bounds.verdict(block, quick=quick)
     summary = {"schema_version": 1, "run_id": manifest["run_id"], "groups": [], "comparisons": [],
@@ -75,7 +79,7 @@ def _edit(path, value):
     (_edit(("manifest", "host", "cores"), 999), False, "manifest host"),
     (_edit(("manifest", "workload", "cases"), [{"name": "other"}]), False, "manifest workload.cases"),
     (_edit(("summary", "planted_slowdown"), 0.2), False, "planted_slowdown"),
-    (_edit(("manifest", "profile", "flags", "max_batch"), 4), False, "manifest profile.flags"),
+    (_edit(("manifest", "servers", 0, "health", "config", "max_batch"), 4), False, "manifest servers"),
 ])
 def test_runs_of_different_experiments_are_refused(tmp_path, mutate, quick, needle):
     records = synthetic(4, PAIRS, slowdown=0.055, noise=0.02)
@@ -93,11 +97,23 @@ def test_one_run_is_not_a_pool(tmp_path):
         pool([one], evidence_root=tmp_path, console=quiet())
 
 
+def test_profile_flags_from_whichever_server_started_first_do_not_split_an_experiment(tmp_path):
+    """Under launch blocks the run's profile.flags may come from the planted server: the pool
+    compares each server's own flags instead."""
+    records = synthetic(4, PAIRS, slowdown=0.055, noise=0.02)
+    first = write_calibrate_run(tmp_path, records, trials=4, started_at="2026-01-02T03:04:05+00:00",
+                                mutate=_edit(("manifest", "profile", "flags"), {"planted_slowdown": 0.0}))
+    second = write_calibrate_run(tmp_path, records, trials=4, started_at="2026-01-02T04:04:05+00:00",
+                                 mutate=_edit(("manifest", "profile", "flags"), {"planted_slowdown": 0.07}))
+    code, _ = pool([first, second], evidence_root=tmp_path, console=quiet())
+    assert code == 3
+
+
 def test_a_port_chosen_at_launch_does_not_split_an_experiment(tmp_path):
     records = synthetic(4, PAIRS, slowdown=0.055, noise=0.02)
     first = write_calibrate_run(tmp_path, records, trials=4, started_at="2026-01-02T03:04:05+00:00",
-                                mutate=_edit(("manifest", "profile", "flags", "port"), 40001))
+                                mutate=_edit(("manifest", "servers", 0, "health", "config", "port"), 40101))
     second = write_calibrate_run(tmp_path, records, trials=4, started_at="2026-01-02T04:04:05+00:00",
-                                 mutate=_edit(("manifest", "profile", "flags", "port"), 40002))
+                                 mutate=_edit(("manifest", "servers", 0, "health", "config", "port"), 40202))
     code, directory = pool([first, second], evidence_root=tmp_path, console=quiet())
     assert evidence.read_run(directory).summary["validation"]["aa_trials"] == 8 and code == 3

@@ -343,3 +343,29 @@ def test_launched_servers_keep_the_callers_pythonpath_after_the_tree(monkeypatch
     with servers.launch(ServerSpec("ours", "mlx-proof"), model=MODEL, profile="p", log_dir=tmp_path, preload=None):
         pass
     assert seen["env"]["PYTHONPATH"].split(":") == [str(seen["cwd"]), "/tmp/site"]
+
+
+def test_sigterm_unwinds_a_harness_run_so_its_servers_are_stopped(tmp_path):
+    """`timeout` used to leave a run's servers running: Python ends on SIGTERM without unwinding."""
+    import subprocess
+    import sys
+    import textwrap
+
+    stopped = tmp_path / "stopped"
+    script = textwrap.dedent(f"""
+        import contextlib, os, signal, pathlib
+        from harness.cli import unwind_on_sigterm
+        unwind_on_sigterm()
+        @contextlib.contextmanager
+        def server():
+            try:
+                yield
+            finally:
+                pathlib.Path({str(stopped)!r}).write_text("stopped")
+        with server():
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pause()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert done.returncode == 128 + 15
+    assert stopped.read_text() == "stopped"
