@@ -81,10 +81,10 @@ def _server_entry(spec: ServerSpec, *, status: str, argv=(), reason=None, health
 
 def _start_all(specs: list[ServerSpec], plan: Plan, stack: contextlib.ExitStack, model: ModelFolder,
                log_dir: Path, say: Callable[[str], None], preload: str | None
-               ) -> tuple[list[Target], list[dict], dict, str | None]:
+               ) -> tuple[list[Target], list[dict], str | None]:
     """Start `specs` in their order; peers that set up their BLAS like ours get `preload`, or the
     BLAS our first server started here reports."""
-    targets, entries, ours_health = [], [], {}
+    targets, entries = [], []
     for spec in specs:
         say(f"starting {spec.label} ({spec.kind}{' @ ' + spec.revision if spec.revision else ''})")
         try:
@@ -97,12 +97,11 @@ def _start_all(specs: list[ServerSpec], plan: Plan, stack: contextlib.ExitStack,
             entries.append(_server_entry(spec, status="unavailable", reason=str(exc)[-2000:]))
             continue
         health = _health(target)
-        if spec.kind == "mlx-proof" and not ours_health:
-            ours_health = health
-            preload = preload or blas_preload(health)
+        if spec.kind == "mlx-proof" and health and not preload:
+            preload = blas_preload(health)
         targets.append(target)
         entries.append(_server_entry(spec, status="ran", argv=target.argv, health=health, blas=blas_entry(target)))
-    return targets, entries, ours_health, preload
+    return targets, entries, preload
 
 
 def _ours_preload(plan: Plan, model: ModelFolder, log_dir: Path, say: Callable[[str], None]) -> str | None:
@@ -112,7 +111,7 @@ def _ours_preload(plan: Plan, model: ModelFolder, log_dir: Path, say: Callable[[
         return None
     ours = next(s for s in plan.servers if s.kind == "mlx-proof")
     with contextlib.ExitStack() as stack:
-        _, _, _, preload = _start_all([ours], plan, stack, model, log_dir, say, None)
+        _, _, preload = _start_all([ours], plan, stack, model, log_dir, say, None)
     return preload
 
 
@@ -151,14 +150,12 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
             with contextlib.ExitStack() as stack:
                 # A peer that could not start in the first block is not tried again.
                 order = [specs[x] for x in launch_order if b == 0 or x in ran]
-                targets, started_entries, ours_health, preload = _start_all(order, plan, stack, model, log_dir,
-                                                                            say, preload)
+                targets, started_entries, preload = _start_all(order, plan, stack, model, log_dir, say, preload)
                 if b == 0:
                     entries = sorted(started_entries, key=lambda e: list(specs).index(e["label"]))
                     # The run's profile flags are those of the first of ours in the plan (A, not
                     # the planted one), whichever this block started first.
-                    health = next((e["health"] for e in entries if e["kind"] == "mlx-proof" and e["health"]),
-                                  ours_health)
+                    health = next((e["health"] for e in entries if e["kind"] == "mlx-proof" and e["health"]), {})
                     ran = {t.spec.label for t in targets}
                     roofline = _roofline(suite, health, model, say) if suite.name == "throughput" else None
                     for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
