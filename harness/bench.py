@@ -142,42 +142,65 @@ def execute(plan: Plan, *, log_dir: Path, console=None) -> Outcome:
     blocks = design.blocks()
     preload = _ours_preload(plan, model, log_dir, say) if len(blocks) > 1 else None
     records: list[dict] = []
-    entries, health, roofline, ran = [], {}, None, set()
+    first: _FirstBlock | None = None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("starting", total=None)
         for b, (launch_order, repeats) in enumerate(blocks):
             with contextlib.ExitStack() as stack:
                 # A peer that could not start in the first block is not tried again.
-                order = [specs[x] for x in launch_order if b == 0 or x in ran]
+                order = [specs[x] for x in launch_order if first is None or x in first.ran]
                 targets, started_entries, preload = _start_all(order, plan, stack, model, log_dir, say, preload)
-                if b == 0:
-                    entries = sorted(started_entries, key=lambda e: list(specs).index(e["label"]))
-                    # The run's profile flags are those of the first of ours in the plan (A, not
-                    # the planted one), whichever this block started first.
-                    health = next((e["health"] for e in entries if e["kind"] == "mlx-proof" and e["health"]), {})
-                    ran = {t.spec.label for t in targets}
-                    roofline = _roofline(suite, health, model, say) if suite.name == "throughput" else None
-                    for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
-                        say(f"{case.name}: skipped on {target.spec.label} ({target.spec.kind} cannot serve it)")
-                    served = sum(suite.serves(t, c) for t in targets for c in plan.cases)
-                    progress.update(task, total=served * (plan.repeats + len(blocks)))
-                by_label = {t.spec.label: t for t in targets}
-                for target in targets:
-                    for case in (c for c in plan.cases if suite.serves(target, c)):
-                        progress.update(task, description=f"warm-up {target.spec.label} {case.name}")
-                        suite.warm_up(target, case, plan.warmup_requests)
-                        progress.advance(task)
-                for repeat in repeats:
-                    for case in plan.cases:
-                        for label in (x for x in design.orders[repeat] if x in by_label
-                                      and suite.serves(by_label[x], case)):
-                            progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {label}")
-                            ran_now = suite.run(by_label[label], case, repeat)
-                            check_records(suite, ran_now)
-                            records.extend(ran_now)
-                            progress.advance(task)
-    return Outcome(records, entries, health, model, started, now(), env, design, roofline)
+                if first is None:
+                    first = _first_block(plan, suite, model, targets, started_entries, say)
+                    progress.update(task, total=first.served * (plan.repeats + len(blocks)))
+                records += _run_block(plan, suite, design, targets, repeats, progress, task)
+    return Outcome(records, first.entries, first.health, model, started, now(), env, design, first.roofline)
+
+
+@dataclass
+class _FirstBlock:
+    """What the first launch block settles for the whole run."""
+    entries: list[dict]
+    health: dict
+    ran: set[str]
+    roofline: dict | None
+    served: int
+
+
+def _first_block(plan: Plan, suite: Suite, model: ModelFolder, targets: list[Target], started: list[dict],
+                 say: Callable[[str], None]) -> _FirstBlock:
+    specs = [s.label for s in plan.servers]
+    entries = sorted(started, key=lambda e: specs.index(e["label"]))
+    # The run's profile flags are those of the first of ours in the plan (A, not the planted
+    # one), whichever this block started first.
+    health = next((e["health"] for e in entries if e["kind"] == "mlx-proof" and e["health"]), {})
+    roofline = _roofline(suite, health, model, say) if suite.name == "throughput" else None
+    for target, case in ((t, c) for t in targets for c in plan.cases if not suite.serves(t, c)):
+        say(f"{case.name}: skipped on {target.spec.label} ({target.spec.kind} cannot serve it)")
+    served = sum(suite.serves(t, c) for t in targets for c in plan.cases)
+    return _FirstBlock(entries, health, {t.spec.label for t in targets}, roofline, served)
+
+
+def _run_block(plan: Plan, suite: Suite, design: Design, targets: list[Target], repeats: range,
+               progress: Progress, task) -> list[dict]:
+    """One launch block: every started server warmed up, then the block's repeats in their orders."""
+    records: list[dict] = []
+    by_label = {t.spec.label: t for t in targets}
+    for target in targets:
+        for case in (c for c in plan.cases if suite.serves(target, c)):
+            progress.update(task, description=f"warm-up {target.spec.label} {case.name}")
+            suite.warm_up(target, case, plan.warmup_requests)
+            progress.advance(task)
+    for repeat in repeats:
+        for case in plan.cases:
+            for label in (x for x in design.orders[repeat] if x in by_label and suite.serves(by_label[x], case)):
+                progress.update(task, description=f"repeat {repeat + 1}/{plan.repeats} {case.name} {label}")
+                ran_now = suite.run(by_label[label], case, repeat)
+                check_records(suite, ran_now)
+                records.extend(ran_now)
+                progress.advance(task)
+    return records
 
 
 def launch_blocks(asked: int | None, *, servers: int, repeats: int) -> int:

@@ -151,8 +151,8 @@ def test_large_raw_is_gzipped(tmp_path, monkeypatch):
     assert list(evidence.read_run(directory).records) == records
 
 
-def test_default_gzip_threshold_is_one_megabyte():
-    assert evidence.GZIP_OVER_BYTES == 1_000_000
+def test_default_gzip_threshold_is_200_kilobytes():
+    assert evidence.GZIP_OVER_BYTES == 200_000
 
 
 def test_iter_runs_newest_first_and_skips_invalid(tmp_path):
