@@ -33,8 +33,9 @@ LATENCY_PREFIXES = ("ttft", "tpot", "itl", "e2e")
 METRIC_NAMES = (
     *THROUGHPUT,
     *(f"{p}_{s}_s" for p in LATENCY_PREFIXES for s in ("mean", "p50", "p95", "p99")),
-    "peak_rss_mb",
+    "peak_rss_mb", "foreign_cpu", "steal_cpu",
 )
+LOAD_METRICS = ("foreign_cpu", "steal_cpu")  # the machine's load outside the run (harness/machine_load.py)
 STATUSES = ("ok", "error", "incomplete")
 COMPARED_METRIC = "output_tok_per_s"
 CACHE_LABELS = ("warm", "cold", "warm-vs-cold", "cold-vs-warm", "unknown")
@@ -107,6 +108,9 @@ def repeat_metrics(requests: list[dict], run: dict) -> dict:
     for prefix in LATENCY_PREFIXES:
         out.update(stats.percentile_summary(samples[prefix], prefix=prefix))
     out["peak_rss_mb"] = run.get("peak_rss_mb")
+    for name in LOAD_METRICS:  # run records carry them from harness 0.9.0; older summaries stay as they were
+        if name in run:
+            out[name] = run[name]
     return out
 
 
@@ -175,7 +179,7 @@ def _group_summary(server: str, case: str, group: dict, *, confidence: float) ->
             counts[r["status"]] += 1
     metrics = {}
     for name in METRIC_NAMES:
-        values = [by_repeat[i][name] for i in repeats if by_repeat[i][name] is not None]
+        values = [by_repeat[i][name] for i in repeats if by_repeat[i].get(name) is not None]
         if values:  # a metric no repeat could measure is left out, not faked
             metrics[name] = stats.describe(values, confidence=confidence)
     summary = {"server": server, "case": case, "n_repeats": len(repeats), "counts": counts,

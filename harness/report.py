@@ -10,13 +10,14 @@ import base64
 import gzip
 import html
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from . import report_contracts, report_divergence, report_profile, report_roofline, report_tools
+from .machine_load import describe as describe_load
+from .report_format import fmt_ci, fmt_num, fmt_p, text_or_na
 
 DEFAULT_TITLE = "mlx-proof evidence report"
 TABLE_METRICS = (
@@ -49,37 +50,6 @@ def _as_run(obj: Any) -> Any:
                            summary=json.loads((d / "summary.json").read_text("utf-8")))
 
 
-def fmt_num(x: Any, sig: int = 3, *, trim: bool = False) -> str:
-    """A number with `sig` significant digits (trailing zeros dropped if `trim`); 'n/a' for null, NaN, inf."""
-    try:
-        x = math.nan if x is None or isinstance(x, bool) else float(x)
-    except (TypeError, ValueError):
-        x = math.nan
-    if not math.isfinite(x):
-        return "n/a"
-    if (a := abs(x)) == 0 or a >= 10 ** sig:
-        return f"{x:,.0f}"
-    if a < 1e-3:
-        return f"{x:.{sig - 1}e}"
-    s = f"{x:.{max(sig - 1 - math.floor(math.log10(a)), 0)}f}"
-    return s.rstrip("0").rstrip(".") if trim and "." in s else s
-
-
-def fmt_p(p: Any) -> str:
-    return "n/a" if fmt_num(p) == "n/a" else ("< 0.001" if p < 0.001 else fmt_num(p, 2))
-
-
-def fmt_ci(lo: Any, hi: Any, n: Any) -> str:
-    """'[lo, hi]', or 'n/a (n=k)' when the stored CI is null: never prints a null."""
-    if fmt_num(lo) == "n/a" or fmt_num(hi) == "n/a":
-        return f"n/a (n={n if n is not None else '?'})"
-    return f"[{fmt_num(lo)}, {fmt_num(hi)}]"
-
-
-def _t(x: Any) -> str:
-    return "n/a" if x is None or x == "" else str(x)
-
-
 def _workloads(records: list[dict]) -> tuple[dict, dict]:
     """Per (server, case): the single concurrency of its requests, and a load label."""
     conc, rate = defaultdict(set), defaultdict(set)
@@ -101,35 +71,35 @@ def _meta(man: dict) -> list[tuple[str, str]]:
     model, prof, be = man.get("model") or {}, man.get("profile") or {}, man.get("backend") or {}
     host, ver, git = man.get("host") or {}, man.get("versions") or {}, man.get("git") or {}
     flags = prof.get("flags") or {}
-    host_bits = [_t(host.get("cpu")), _t(host.get("os")), f"{_t(host.get('cores'))} cores",
+    host_bits = [text_or_na(host.get("cpu")), text_or_na(host.get("os")), f"{text_or_na(host.get('cores'))} cores",
                  f"{fmt_num(host.get('memory_gb'))} GB"] + ([f"GPU {host['gpu']}"] if host.get("gpu") else [])
     return [
-        ("suite", _t(man.get("suite"))), ("model", _t(model.get("id"))),
-        ("weights sha256", _t(model.get("weights_sha256"))[:12]),
-        ("profile", _t(prof.get("name")) + (f" {json.dumps(flags, sort_keys=True)}" if flags else "")),
-        ("backend", f"{_t(be.get('backend'))} / {_t(be.get('device'))}, BLAS {_t(be.get('blas'))}, "
-                    f"dtype {_t(be.get('dtype'))}"),
-        ("versions", f"python {_t(ver.get('python'))}, mlx {_t(ver.get('mlx'))}, mlx_lm {_t(ver.get('mlx_lm'))}"),
-        ("engine mode", _t(man.get("engine_mode"))), ("git commit", _t(git.get("commit"))[:12]),
-        ("host", ", ".join(host_bits)), ("started at", _t(man.get("started_at"))),
-        ("finished at", _t(man.get("finished_at"))), ("harness", _t(man.get("harness_version"))),
+        ("suite", text_or_na(man.get("suite"))), ("model", text_or_na(model.get("id"))),
+        ("weights sha256", text_or_na(model.get("weights_sha256"))[:12]),
+        ("profile", text_or_na(prof.get("name")) + (f" {json.dumps(flags, sort_keys=True)}" if flags else "")),
+        ("backend", f"{text_or_na(be.get('backend'))} / {text_or_na(be.get('device'))}, BLAS {text_or_na(be.get('blas'))}, "
+                    f"dtype {text_or_na(be.get('dtype'))}"),
+        ("versions", f"python {text_or_na(ver.get('python'))}, mlx {text_or_na(ver.get('mlx'))}, mlx_lm {text_or_na(ver.get('mlx_lm'))}"),
+        ("engine mode", text_or_na(man.get("engine_mode"))), ("git commit", text_or_na(git.get("commit"))[:12]),
+        ("host", ", ".join(host_bits)), ("started at", text_or_na(man.get("started_at"))),
+        ("finished at", text_or_na(man.get("finished_at"))), ("harness", text_or_na(man.get("harness_version"))),
     ] + _cache_states(man) + _blas_setups(man)
 
 
 def _blas_setups(man: dict) -> list[tuple[str, str]]:
     """Each server's BLAS as set up and as mapped (harness 0.7.0+)."""
-    parts = [f"{_t(s.get('label'))}: {s['blas'].get('setup')}, loaded {_t(s['blas'].get('loaded'))}"
+    parts = [f"{text_or_na(s.get('label'))}: {s['blas'].get('setup')}, loaded {text_or_na(s['blas'].get('loaded'))}"
              for s in man.get("servers") or [] if s.get("blas")]
     return [("BLAS per server", "; ".join(parts))] if parts else []
 
 
 def _cache_states(man: dict) -> list[tuple[str, str]]:
-    states = [f"{_t(s.get('label'))} {s['prefix_cache']}" for s in man.get("servers") or [] if "prefix_cache" in s]
+    states = [f"{text_or_na(s.get('label'))} {s['prefix_cache']}" for s in man.get("servers") or [] if "prefix_cache" in s]
     return [("prompt caches", ", ".join(states))] if states else []
 
 
 def _unavailable(man: dict) -> list[tuple[str, str]]:
-    return [(_t(s.get("label")), _t(s.get("reason")) if s.get("reason") else "no reason recorded")
+    return [(text_or_na(s.get("label")), text_or_na(s.get("reason")) if s.get("reason") else "no reason recorded")
             for s in man.get("servers") or [] if s.get("status") == "unavailable"]
 
 
@@ -187,18 +157,18 @@ def _e(x: Any) -> str:
 
 
 def _rid(run: Any) -> str:
-    return _t((run.manifest or {}).get("run_id") or (run.summary or {}).get("run_id"))
+    return text_or_na((run.manifest or {}).get("run_id") or (run.summary or {}).get("run_id"))
 
 
 def _metric_cells(m: dict | None) -> list[str]:
     """[median, CI, n] of one stored metric."""
     if not m:
         return ["not recorded", "n/a", "n=0"]
-    return [fmt_num(m.get("median")), fmt_ci(m.get("ci_low"), m.get("ci_high"), m.get("n")), f"n={_t(m.get('n'))}"]
+    return [fmt_num(m.get("median")), fmt_ci(m.get("ci_low"), m.get("ci_high"), m.get("n")), f"n={text_or_na(m.get('n'))}"]
 
 
 def _counts(g: dict) -> str:
-    return "/".join(_t((g.get("counts") or {}).get(k)) for k in ("ok", "error", "incomplete"))
+    return "/".join(text_or_na((g.get("counts") or {}).get(k)) for k in ("ok", "error", "incomplete"))
 
 
 COMPARISON_HEAD = ("case", "a", "b", "metric", "ratio", "95% CI", "p-value", "test", "verdict", "n_pairs",
@@ -214,18 +184,18 @@ COMPARISON_NOTE = ("ratio = a/b of the metric over paired repeats; 'faster' mean
 
 
 def _comparison_cells(c: dict) -> list[str]:
-    return [_t(c.get(k)) for k in ("case", "a", "b", "metric")] + [
+    return [text_or_na(c.get(k)) for k in ("case", "a", "b", "metric")] + [
         fmt_num(c.get("ratio")), fmt_ci(c.get("ci_low"), c.get("ci_high"), c.get("n_pairs")),
-        fmt_p(c.get("p_value")), _t(c.get("test")), _verdict(c), f"n={_t(c.get('n_pairs'))}",
-        _t(c.get("cache")), _t(c.get("setup"))]
+        fmt_p(c.get("p_value")), text_or_na(c.get("test")), _verdict(c), f"n={text_or_na(c.get('n_pairs'))}",
+        text_or_na(c.get("cache")), text_or_na(c.get("setup"))]
 
 
 def _verdict(c: dict) -> str:
     """The verdict, and the failed repeats that decided it (harness 0.6.0+: they count against their server)."""
     failed = c.get("failed_repeats")
     if not failed:
-        return _t(c.get("verdict"))
-    return f"{_t(c.get('verdict'))} (failed repeats: a {failed.get('a')}, b {failed.get('b')})"
+        return text_or_na(c.get("verdict"))
+    return f"{text_or_na(c.get('verdict'))} (failed repeats: a {failed.get('a')}, b {failed.get('b')})"
 
 
 def _cached_cell(g: dict) -> str:
@@ -240,10 +210,10 @@ def _cached_cell(g: dict) -> str:
 def _validation_lines(v: dict) -> list[str]:
     (lo, hi), (plo, phi) = ((list(v.get(k) or []) + [None, None])[:2] for k in ("fpr_ci", "power_ci"))
     lines = [
-        f"A/A false-positive rate: {fmt_num(v.get('false_positive_rate'), trim=True)} ({_t(v.get('aa_flagged'))} "
-        f"of {_t(v.get('aa_trials'))} trials flagged), 95% Wilson CI {fmt_ci(lo, hi, v.get('aa_trials'))}",
+        f"A/A false-positive rate: {fmt_num(v.get('false_positive_rate'), trim=True)} ({text_or_na(v.get('aa_flagged'))} "
+        f"of {text_or_na(v.get('aa_trials'))} trials flagged), 95% Wilson CI {fmt_ci(lo, hi, v.get('aa_trials'))}",
         f"Power against a planted slowdown of {fmt_num(v.get('planted_slowdown'), trim=True)}: "
-        f"{fmt_num(v.get('power'), trim=True)} ({_t(v.get('planted_flagged'))} of {_t(v.get('planted_trials'))} "
+        f"{fmt_num(v.get('power'), trim=True)} ({text_or_na(v.get('planted_flagged'))} of {text_or_na(v.get('planted_trials'))} "
         f"trials flagged), 95% CI {fmt_ci(plo, phi, v.get('planted_trials'))}",
         f"alpha {fmt_num(v.get('alpha'), trim=True)}, decision threshold {fmt_num(v.get('threshold'), trim=True)}",
     ]
@@ -273,7 +243,7 @@ def _html_run(run: Any) -> str:
     man, s, rid = run.manifest or {}, run.summary or {}, _rid(run)
     conc, loads = _workloads(run.records or [])
     out = [f'<section id="{_e(rid)}"><h2>{_e(rid)}</h2><dl class="meta">']
-    sha, dirty = _t((man.get("model") or {}).get("weights_sha256")), (man.get("git") or {}).get("dirty")
+    sha, dirty = text_or_na((man.get("model") or {}).get("weights_sha256")), (man.get("git") or {}).get("dirty")
     for label, value in _meta(man):
         badge = ' <span class="badge dirty">dirty</span>' if dirty and label == "git commit" else ""
         title = f' title="{_e(sha)}"' if label == "weights sha256" else ""
@@ -289,14 +259,16 @@ def _html_run(run: Any) -> str:
     out.append('<div class="groups">')
     for g in s.get("groups") or []:
         key = (g.get("server"), g.get("case"))
-        caption = " · ".join([_t(key[0]), f"case {_t(key[1])}"] + ([loads[key]] if key in loads else [])
-                             + [f"n={_t(g.get('n_repeats'))} repeats", "ok/error/incomplete " + _counts(g)])
+        caption = " · ".join([text_or_na(key[0]), f"case {text_or_na(key[1])}"] + ([loads[key]] if key in loads else [])
+                             + [f"n={text_or_na(g.get('n_repeats'))} repeats", "ok/error/incomplete " + _counts(g)])
         out.append(f"<table><caption>{_e(caption)}</caption>" + _tr(["metric", "median", "95% CI", "n"], "th"))
         out += [_tr([label] + _metric_cells((g.get("metrics") or {}).get(name))) for name, label in TABLE_METRICS]
         if "prompt_cache" in g:
             out.append(_tr(["cached prompt tokens", _cached_cell(g), "", ""]))
         out.append("</table>")
     out.append("</div>")
+    if load := describe_load(run.records or []):
+        out.append(f'<p class="note">{_e(load)}</p>')
     if comps := s.get("comparisons") or []:
         out.append("<h3>Comparisons</h3><table>" + _tr(list(COMPARISON_HEAD), "th"))
         for c in comps:  # a verdict is highlighted only when there is one
@@ -358,10 +330,12 @@ def _md_run(run: Any) -> str:
         out += ["", _md_row(head), "|" + "---|" * len(head)]
         for g in groups:
             key = (g.get("server"), g.get("case"))
-            out.append(_md_row([_t(key[0]), _t(key[1]), loads.get(key, "n/a"), f"n={_t(g.get('n_repeats'))}",
+            out.append(_md_row([text_or_na(key[0]), text_or_na(key[1]), loads.get(key, "n/a"), f"n={text_or_na(g.get('n_repeats'))}",
                                 _counts(g)] + [_md_metric((g.get("metrics") or {}).get(name), g.get("n_repeats"))
                                                for name, _ in TABLE_METRICS]
                                + ([_cached_cell(g)] if cached else [])))
+    if load := describe_load(run.records or []):
+        out += ["", load]
     if comps := s.get("comparisons") or []:
         out += ["", _md_row(list(COMPARISON_HEAD)), "|" + "---|" * len(COMPARISON_HEAD)]
         for c in comps:

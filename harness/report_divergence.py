@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 
+from .report_format import pct
+
 DIVERGENCE_RECOMPUTE = (
     "python -c \"import pandas as pd; r=pd.read_json('raw.jsonl',lines=True,dtype=False); "
     "d=r[(r.type=='divergence')&r.match.notna()]; "
@@ -27,9 +29,6 @@ HEAD = ("condition", "exact match [95% Wilson]", "mean agreement [95% bootstrap]
         "first divergence", "margin at divergence", "max |Δ logprob|", "errors", "verdict")
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
 
 def _num(x, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}"
@@ -43,7 +42,7 @@ def _exact(c: dict) -> str:
     e = c["exact"]
     if e["rate"] is None:
         return "n/a (nothing compared)"
-    return (f"{_pct(e['rate'])} [{_pct(e['ci_low'])}, {_pct(e['ci_high'])}] ({e['prompts']}/{e['n']} prompts; "
+    return (f"{pct(e['rate'])} [{pct(e['ci_low'])}, {pct(e['ci_high'])}] ({e['prompts']}/{e['n']} prompts; "
             f"{e['comparisons_exact']}/{c['comparisons']} comparisons)")
 
 

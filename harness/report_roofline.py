@@ -7,6 +7,7 @@ import html
 from typing import Callable
 
 from .roofline import step_bound
+from .report_format import pct
 
 HEAD = ("server", "case", "batch b", "bound tok/s", "bound by", "output tok/s", "achieved / bound",
         "decode tok/s (b / ITL p50)", "decode / bound")
@@ -17,9 +18,6 @@ def _num(x: float | None, digits: int = 3) -> str:
         return "n/a"
     return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
 
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def machine_line(roof: dict) -> str:
@@ -50,8 +48,8 @@ def rows(man: dict, summary: dict, concurrency: dict) -> list[list[str]]:
         itl = (metrics.get("itl_p50_s") or {}).get("median")
         decode = b / itl if itl else None
         out.append([str(key[0]), str(key[1]), str(b), _num(bound["tok_per_s"]), bound["bound_by"], _num(achieved),
-                    _pct(achieved / bound["tok_per_s"]), _num(decode),
-                    _pct(decode / bound["tok_per_s"]) if decode else "n/a"])
+                    pct(achieved / bound["tok_per_s"]), _num(decode),
+                    pct(decode / bound["tok_per_s"]) if decode else "n/a"])
     return out
 
 

@@ -4,7 +4,8 @@ fidelity, and the required-vs-auto differences, rendered from summary.json's `to
 from __future__ import annotations
 
 import html
-from typing import Any
+
+from .report_format import pct
 
 TOOLS_RECOMPUTE = (
     "python -c \"import pandas as pd; r=pd.read_json('raw.jsonl',lines=True,dtype=False); "
@@ -24,9 +25,6 @@ def mode_label(mode: str) -> str:
     return "response_format json_schema" if mode == "json_schema" else f"tool_choice {mode}"
 
 
-def _pct(x: Any) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
 
 def cell_text(cell: dict | None) -> str:
     if cell is None:
@@ -36,7 +34,7 @@ def cell_text(cell: dict | None) -> str:
     if cell.get("accuracy") is None:
         return f"n/a (n={cell.get('n')})"
     errors = f", {cell['errors']} errors" if cell.get("errors") else ""
-    return (f"{_pct(cell['accuracy'])} [{_pct(cell.get('ci_low'))}, {_pct(cell.get('ci_high'))}] "
+    return (f"{pct(cell['accuracy'])} [{pct(cell.get('ci_low'))}, {pct(cell.get('ci_high'))}] "
             f"n={cell.get('n')} ({cell.get('correct')} correct{errors})")
 
 
@@ -59,14 +57,14 @@ def fidelity_lines(block: dict) -> list[str]:
     out = []
     for pf in block.get("parse_fidelity", []):
         label = "all modes" if pf["mode"] == "*" else mode_label(pf["mode"])
-        ci = f" [{_pct(pf['ci_low'])}, {_pct(pf['ci_high'])}]" if pf.get("ci_low") is not None else ""
+        ci = f" [{pct(pf['ci_low'])}, {pct(pf['ci_high'])}]" if pf.get("ci_low") is not None else ""
         cut = f"; {pf['cut_off']} more held only a cut-off or non-JSON call" if "cut_off" in pf else ""
-        out.append(f"Parse fidelity, {label}: {_pct(pf.get('fidelity'))}{ci}, "
+        out.append(f"Parse fidelity, {label}: {pct(pf.get('fidelity'))}{ci}, "
                    f"n={pf.get('n')} responses with a call ({pf.get('clean')} clean){cut}")
     for sv in block.get("schema_validity", []):
-        ci = f" [{_pct(sv['ci_low'])}, {_pct(sv['ci_high'])}]" if sv.get("ci_low") is not None else ""
+        ci = f" [{pct(sv['ci_low'])}, {pct(sv['ci_high'])}]" if sv.get("ci_low") is not None else ""
         what = "outputs" if sv["mode"] == "json_schema" else "calls"
-        out.append(f"Schema-valid {what}, {mode_label(sv['mode'])}: {_pct(sv.get('rate'))}{ci}, "
+        out.append(f"Schema-valid {what}, {mode_label(sv['mode'])}: {pct(sv.get('rate'))}{ci}, "
                    f"{sv.get('valid')} of n={sv.get('n')} requests")
     return out
 
@@ -76,7 +74,7 @@ def difference_lines(block: dict) -> list[str]:
     for d in block.get("differences", []):
         p = "n/a" if d.get("p_value") is None else f"{d['p_value']:.3g}"
         category = "all categories" if d["category"] == "*" else d["category"]
-        out.append(f"{category}: {d['a']} {_pct(d['accuracy_a'])} vs {d['b']} {_pct(d['accuracy_b'])}, "
+        out.append(f"{category}: {d['a']} {pct(d['accuracy_a'])} vs {d['b']} {pct(d['accuracy_b'])}, "
                    f"difference {100 * d['difference']:+.1f} points over n={d['n_pairs']} paired cases "
                    f"({d['a_only']} right only under {d['a']}, {d['b_only']} only under {d['b']}; "
                    f"{d.get('test')}: p={p})")
@@ -91,9 +89,9 @@ def scenario_lines(block: dict) -> list[str]:
     out = []
     for c in [*sc["dialects"], sc["overall"]]:
         label = "all dialects" if c["dialect"] == "*" else c["dialect"]
-        ci = f" [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]" if c.get("ci_low") is not None else ""
+        ci = f" [{pct(c['ci_low'])}, {pct(c['ci_high'])}]" if c.get("ci_low") is not None else ""
         errors = f", {c['errors']} errors" if c.get("errors") else ""
-        out.append(f"Scenarios, {label}: {_pct(c.get('rate'))}{ci}, {c['passed']} of n={c['n']} passed{errors}")
+        out.append(f"Scenarios, {label}: {pct(c.get('rate'))}{ci}, {c['passed']} of n={c['n']} passed{errors}")
     out += [f"Scenario {f['id']} not passed ({f['status']}): {f['reason']}" for f in sc.get("failed", [])]
     return out
 

@@ -117,14 +117,11 @@ def with_artifacts(outcome: Outcome, *names: str) -> Outcome:
 
 def load(driver: str) -> Callable[[Case, Target], Outcome]:
     """drivers/<driver>.py's run; ValueError naming the known drivers if there is none."""
-    try:
-        module = importlib.import_module(f"{__package__}.drivers.{driver}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.drivers.{driver}":
-            raise
-        known = sorted(p.stem for p in (Path(__file__).parent / "drivers").glob("*.py") if p.stem != "__init__")
-        raise ValueError(f"unknown contract driver {driver!r} (known: {', '.join(known)})") from None
-    return module.run
+    # drivers/_*.py are helpers the drivers share, never drivers themselves
+    known = sorted(p.stem for p in (Path(__file__).parent / "drivers").glob("*.py") if not p.stem.startswith("_"))
+    if driver not in known:
+        raise ValueError(f"unknown contract driver {driver!r} (known: {', '.join(known)})")
+    return importlib.import_module(f"{__package__}.drivers.{driver}").run
 
 
 VISION_CONDITION = "needs a vision model: a text model refuses images with a 400"

@@ -1,12 +1,14 @@
 """The throughput runner: a case's requests (or conversations) over HTTP, one repeat at a time.
 
 Each request is a raw "request" record (harness/loadgen.py times it); each repeat ends with a
-"run" record holding its wall time and the server's peak RSS.
+"run" record holding its wall time, the server's peak RSS and how busy the machine was outside
+the run (harness/machine_load.py).
 """
 
 from __future__ import annotations
 
 from harness.loadgen import run_conversations
+from harness.machine_load import MachineLoad
 from harness.rss import PeakRss
 
 
@@ -33,10 +35,11 @@ def warm_up(target, case, requests: int) -> None:
 
 def run(target, case, repeat: int) -> list[dict]:
     conversations = case.conversations(model=target.model_field, repeat=repeat)
-    with PeakRss(target.server.pid) as rss:
+    with PeakRss(target.server.pid) as rss, MachineLoad() as load:
         records, wall = run_conversations(target.server.base_url, conversations, case.arrival,
                                           endpoint=case.endpoint)
     tag = {"server": target.spec.label, "case": case.name, "repeat": repeat}
     for rec in records:
         rec.update(tag, concurrency=case.concurrency, rate_rps=case.arrival.rate_rps)
-    return [*records, {"type": "run", **tag, "wall_s": wall, "peak_rss_mb": rss.peak_mb}]
+    return [*records, {"type": "run", **tag, "wall_s": wall, "peak_rss_mb": rss.peak_mb,
+                       "foreign_cpu": load.foreign_cpu, "steal_cpu": load.steal_cpu}]

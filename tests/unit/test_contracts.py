@@ -322,7 +322,7 @@ def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
 
 
 def test_codex_reading_keeps_the_calls_its_router_refused(tmp_path):
-    from suites.contracts.drivers.agent_cli import Launch, Ran, _read_codex
+    from suites.contracts.drivers._agent_programs import Launch, Ran, read_codex
 
     stderr = ("Reading additional input from stdin...\n"
               "2026-11-25T23:10:17Z ERROR codex_core::tools::router: error=`justification` requires an "
@@ -333,6 +333,6 @@ def test_codex_reading_keeps_the_calls_its_router_refused(tmp_path):
     answer = tmp_path / "last.txt"
     answer.write_text("done")
     ran = Ran(Launch(["codex"], {}, tmp_path, answer_file=answer), 0, stdout, stderr, 1.0)
-    reading = _read_codex(ran)
+    reading = read_codex(ran)
     assert reading.answer == "done" and reading.tools == []
     assert reading.refused == ["`justification` requires an explicit `sandbox_permissions`"] * 2

@@ -20,7 +20,7 @@ def run(server="ours", case="short", repeat=0, *, wall=2.0, rss=512.0):
 
 
 def test_metric_names_are_the_contract():
-    assert len(metrics.METRIC_NAMES) == 20 and metrics.METRIC_NAMES[-1] == "peak_rss_mb"
+    assert len(metrics.METRIC_NAMES) == 22 and metrics.METRIC_NAMES[-3:] == ("peak_rss_mb", "foreign_cpu", "steal_cpu")
     schema = json.loads((evidence.SCHEMA_DIR / "summary.schema.json").read_text())
     assert schema["$defs"]["metric_name"]["enum"] == list(metrics.METRIC_NAMES)
 
@@ -31,7 +31,9 @@ def test_repeat_metrics_exact_values_and_errors_do_not_leak():
     error = request(index=2, status="error", ttft=9.0, e2e=50.0, prompt=1000, completion=1000,
                     itl=[9.0], error="HTTP 500")
     m = metrics.repeat_metrics(ok + [error], run(wall=4.0, rss=700.0))
-    assert set(m) == set(metrics.METRIC_NAMES)
+    assert set(m) == set(metrics.METRIC_NAMES) - set(metrics.LOAD_METRICS)  # a run record before harness 0.9.0
+    loaded = metrics.repeat_metrics(ok, {**run(wall=4.0, rss=700.0), "foreign_cpu": 0.02, "steal_cpu": None})
+    assert set(loaded) == set(metrics.METRIC_NAMES) and loaded["foreign_cpu"] == 0.02 and loaded["steal_cpu"] is None
     assert m["requests_per_s"] == 0.5
     assert m["output_tok_per_s"] == 14 / 4
     assert m["total_tok_per_s"] == 44 / 4

@@ -18,7 +18,8 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("pandas")
 
-from harness.report import RECOMPUTE_ONE_LINER, fmt_ci, fmt_num, render  # noqa: E402
+from harness.report import RECOMPUTE_ONE_LINER, render  # noqa: E402
+from harness.report_format import fmt_ci, fmt_num  # noqa: E402
 
 UNAVAILABLE_REASON = "vllm-mlx is not installed on this host"
 

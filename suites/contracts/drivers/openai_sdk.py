@@ -54,81 +54,20 @@ Actions (each judges one contract; "text" means non-empty assistant text):
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
-import json
-
-from pydantic import BaseModel, ValidationError
 
 from .. import modalities
 from ..media import tiny_png_data_url
 from ..driver import Blocked, Case, Outcome, Target, answered, check, failed, image_outcome, lacks, passed
+from ._openai_calls import chat_call, client_for, entered, items, max_tokens, resolved, user
+from ._openai_tools import responses_tools, structured, tools
 
 UNKNOWN_MODEL = "no-such-model-contract-check"
-# A 1x1 PNG: small, valid, and enough for a server to see an image part.
-WEATHER_DESCRIPTION = "Get the current weather for a city."
-WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
-                      "additionalProperties": False}
-
-
-class City(BaseModel):
-    name: str
-    country: str
-
-
-# --- one code path for OpenAI and AsyncOpenAI: sync calls return values, async ones awaitables
-
-async def _v(result):
-    return await result if inspect.isawaitable(result) else result
-
-
-async def _items(stream):
-    if hasattr(stream, "__aiter__"):
-        async for item in stream:
-            yield item
-    else:
-        for item in stream:
-            yield item
-
-
-@contextlib.asynccontextmanager
-async def _entered(manager):
-    if hasattr(manager, "__aenter__"):
-        async with manager as inner:
-            yield inner
-    else:
-        with manager as inner:
-            yield inner
-
-
-def _client(case: Case, target: Target, api_key: str):
-    import openai
-    cls = openai.AsyncOpenAI if case.args.get("async") else openai.OpenAI
-    return cls(base_url=target.v1, api_key=api_key, timeout=target.timeout_s, max_retries=0)
-
-
-# --- small judging helpers
-
-def _max_tokens(case: Case, default: int = 32) -> int:
-    return int(case.args.get("max_tokens", default))
-
-
-def _user(text: str) -> list[dict]:
-    return [{"role": "user", "content": text}]
-
-
-
-
-
-async def _chat(client, case: Case, target: Target, messages: list[dict], **kw):
-    return await _v(client.chat.completions.create(model=target.model, messages=messages, temperature=0,
-                                                   max_tokens=_max_tokens(case), **kw))
 
 
 # --- actions
 
 async def chat(client, case: Case, target: Target) -> Outcome:
-    done = await _chat(client, case, target, _user(case.args["prompt"]))
+    done = await chat_call(client, case, target, user(case.args["prompt"]))
     choice = done.choices[0]
     if choice.message.role != "assistant" or choice.finish_reason not in ("stop", "length"):
         return failed(f"role {choice.message.role!r}, finish_reason {choice.finish_reason!r}")
@@ -137,9 +76,9 @@ async def chat(client, case: Case, target: Target) -> Outcome:
 
 async def chat_stream(client, case: Case, target: Target) -> Outcome:
     include_usage = bool(case.args.get("include_usage", True))
-    stream = await _chat(client, case, target, _user(case.args["prompt"]), stream=True,
-                         stream_options={"include_usage": include_usage})
-    chunks = [c async for c in _items(stream)]
+    stream = await chat_call(client, case, target, user(case.args["prompt"]), stream=True,
+                             stream_options={"include_usage": include_usage})
+    chunks = [c async for c in items(stream)]
     if not chunks:
         return failed("the stream carried no chunks")
     ids = {c.id for c in chunks}
@@ -154,7 +93,7 @@ async def chat_stream(client, case: Case, target: Target) -> Outcome:
         last = chunks[-1]
         if last.choices or last.usage is None:
             return failed("include_usage: the last chunk is not a usage chunk with empty choices", **facts)
-        if not 0 < last.usage.completion_tokens <= _max_tokens(case):
+        if not 0 < last.usage.completion_tokens <= max_tokens(case):
             return failed(f"usage chunk says {last.usage.completion_tokens} completion tokens", **facts)
         if any(c.usage for c in chunks[:-1]):
             return failed("usage arrived before the last chunk", **facts)
@@ -163,9 +102,9 @@ async def chat_stream(client, case: Case, target: Target) -> Outcome:
 
 async def system(client, case: Case, target: Target) -> Outcome:
     prompt = case.args["prompt"]
-    with_system = await _chat(client, case, target, [{"role": "system", "content": case.args["system"]},
-                                                     *_user(prompt)])
-    without = await _chat(client, case, target, _user(prompt))
+    with_system = await chat_call(client, case, target, [{"role": "system", "content": case.args["system"]},
+                                                         *user(prompt)])
+    without = await chat_call(client, case, target, user(prompt))
     text, control = with_system.choices[0].message.content or "", without.choices[0].message.content or ""
     if lacks(control, case.args.get("expect")) is None:
         return failed(f"no signal: the answer has {case.args['expect']!r} even without the system message",
@@ -180,13 +119,13 @@ def _history(turns: list[str]) -> list[dict]:
 
 async def multi_turn(client, case: Case, target: Target) -> Outcome:
     turns = case.args["history"]
-    done = await _chat(client, case, target, _history(turns))
+    done = await chat_call(client, case, target, _history(turns))
     return answered(done.choices[0].message.content or "", case.args.get("expect"), f"after {len(turns)} turns")
 
 
 async def responses(client, case: Case, target: Target) -> Outcome:
-    done = await _v(client.responses.create(model=target.model, input=case.args["prompt"],
-                                            max_output_tokens=_max_tokens(case)))
+    done = await resolved(client.responses.create(model=target.model, input=case.args["prompt"],
+                                                  max_output_tokens=max_tokens(case)))
     if done.status != "completed":
         return failed(f"status {done.status!r} (incomplete_details {done.incomplete_details})")
     return answered(done.output_text, case.args.get("expect"), "responses", items=[o.type for o in done.output])
@@ -194,10 +133,10 @@ async def responses(client, case: Case, target: Target) -> Outcome:
 
 async def responses_stream(client, case: Case, target: Target) -> Outcome:
     manager = client.responses.stream(model=target.model, input=case.args["prompt"],
-                                      max_output_tokens=_max_tokens(case))
-    async with _entered(manager) as stream:
-        events = [e async for e in _items(stream)]
-        final = await _v(stream.get_final_response())
+                                      max_output_tokens=max_tokens(case))
+    async with entered(manager) as stream:
+        events = [e async for e in items(stream)]
+        final = await resolved(stream.get_final_response())
     kinds = [e.type for e in events]
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     facts = {"events": len(events), "kinds": sorted(set(kinds))}
@@ -208,97 +147,11 @@ async def responses_stream(client, case: Case, target: Target) -> Outcome:
     return answered(deltas, case.args.get("expect"), f"{len(events)} events", **facts)
 
 
-def _weather_tool() -> dict:
-    return {"type": "function", "function": {"name": "get_weather", "description": WEATHER_DESCRIPTION,
-                                             "parameters": WEATHER_PARAMETERS}}
-
-
-def _city_problem(arguments: str, case: Case) -> str | None:
-    """Why a call's arguments are not a JSON object with the expected string city, or None."""
-    try:
-        args = json.loads(arguments)
-    except ValueError:
-        return f"arguments are not JSON: {arguments[:80]!r}"
-    if not isinstance(args, dict) or not isinstance(args.get("city"), str):
-        return f"arguments lack a string city: {arguments[:80]!r}"
-    want = case.args.get("city")
-    if want and want.lower() not in args["city"].lower():
-        return f"city {args['city']!r}, expected {want!r}"
-    return None
-
-
-async def tools(client, case: Case, target: Target) -> Outcome:
-    messages = _user(case.args["prompt"])
-    first = await _chat(client, case, target, messages, tools=[_weather_tool()], tool_choice="required")
-    choice = first.choices[0]
-    calls = choice.message.tool_calls or []
-    if choice.finish_reason != "tool_calls" or not calls:
-        return failed(f"tool_choice required: finish_reason {choice.finish_reason!r}, {len(calls)} tool calls, "
-                      f"content {(choice.message.content or '')[:80]!r}")
-    call = calls[0]
-    problem = _city_problem(call.function.arguments, case) if call.function.name == "get_weather" \
-        else f"called {call.function.name!r}"
-    if problem:
-        return failed(f"tool call: {problem}")
-    messages += [{"role": "assistant", "content": None,
-                  "tool_calls": [{"id": call.id, "type": "function",
-                                  "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
-                 {"role": "tool", "tool_call_id": call.id, "content": case.args["tool_result"]}]
-    second = await _chat(client, case, target, messages, tools=[_weather_tool()],
-                         tool_choice=case.args.get("followup_tool_choice", "none"))
-    answer = second.choices[0]
-    if answer.finish_reason != "stop" or answer.message.tool_calls:
-        return failed(f"after the tool result: finish_reason {answer.finish_reason!r}, "
-                      f"{len(answer.message.tool_calls or [])} tool calls", answer=answer.message.content)
-    return answered(answer.message.content or "", case.args.get("expect"), f"called get_weather({call.function.arguments}), then",
-                       call=call.function.arguments)
-
-
-async def responses_tools(client, case: Case, target: Target) -> Outcome:
-    tool = {"type": "function", "name": "get_weather", "description": WEATHER_DESCRIPTION,
-            "parameters": WEATHER_PARAMETERS, "strict": True}
-    user = {"role": "user", "content": case.args["prompt"]}
-    first = await _v(client.responses.create(model=target.model, input=[user], tools=[tool], tool_choice="required",
-                                             max_output_tokens=_max_tokens(case)))
-    calls = [o for o in first.output if o.type == "function_call"]
-    if not calls:
-        return failed(f"tool_choice required: no function_call item, output {[o.type for o in first.output]}")
-    call = calls[0]
-    problem = _city_problem(call.arguments, case) if call.name == "get_weather" else f"called {call.name!r}"
-    if problem:
-        return failed(f"function_call: {problem}")
-    result = {"type": "function_call_output", "call_id": call.call_id, "output": case.args["tool_result"]}
-    second = await _v(client.responses.create(
-        model=target.model, input=[user, call.model_dump(exclude_none=True), result], tools=[tool],
-        tool_choice=case.args.get("followup_tool_choice", "none"), max_output_tokens=_max_tokens(case)))
-    kinds = [o.type for o in second.output]
-    if second.status != "completed" or "function_call" in kinds:
-        return failed(f"after function_call_output: status {second.status!r}, output {kinds}")
-    return answered(second.output_text, case.args.get("expect"), f"function_call get_weather({call.arguments}), then",
-                       call=call.arguments)
-
-
-async def structured(client, case: Case, target: Target) -> Outcome:
-    done = await _v(client.chat.completions.parse(model=target.model, messages=_user(case.args["prompt"]),
-                                                  response_format=City, temperature=0,
-                                                  max_tokens=_max_tokens(case)))
-    message = done.choices[0].message
-    try:
-        City.model_validate_json(message.content or "")
-    except ValidationError as exc:
-        return failed(f"content does not validate as City: {exc.errors()[0]['msg']}: {message.content!r}")
-    if not isinstance(message.parsed, City):
-        return failed(f"parsed is {type(message.parsed).__name__}, not City")
-    want = case.args.get("expect")
-    return check(not want or want.lower() in message.parsed.name.lower(), f"parsed {message.parsed!r}",
-                 f"parsed {message.parsed!r}, name lacks {want!r}", content=message.content)
-
-
 async def auth(client, case: Case, target: Target) -> Outcome:
     import openai
-    wrong = _client(case, target, api_key="sk-wrong-" + target.api_key[-6:][::-1])
+    wrong = client_for(case, target, api_key="sk-wrong-" + target.api_key[-6:][::-1])
     try:
-        await _chat(wrong, case, target, _user("hello"))
+        await chat_call(wrong, case, target, user("hello"))
         return failed("a wrong API key was answered")
     except openai.AuthenticationError as exc:
         body = exc.body if isinstance(exc.body, dict) else {}
@@ -306,8 +159,8 @@ async def auth(client, case: Case, target: Target) -> Outcome:
             return failed(f"401 body is not an OpenAI error object: {exc.body!r}")
         refused = f"{exc.status_code} {body.get('type')}: {body['message']}"
     finally:
-        await _v(wrong.close())
-    listed = await _v(client.models.list())
+        await resolved(wrong.close())
+    listed = await resolved(client.models.list())
     return passed(f"wrong key refused ({refused}); right key lists {len(listed.data)} model(s)")
 
 
@@ -315,22 +168,22 @@ async def _status_of(call) -> str:
     """What the server did with a call: 'ok' or the SDK error class and status."""
     import openai
     try:
-        await _v(call())
+        await resolved(call())
         return "ok"
     except openai.APIStatusError as exc:
         return f"{type(exc).__name__} {exc.status_code}"
 
 
 async def model_id(client, case: Case, target: Target) -> Outcome:
-    listed = [m.id async for m in _items(await _v(client.models.list()))]
+    listed = [m.id async for m in items(await resolved(client.models.list()))]
     if target.model not in listed:
         return failed(f"models.list() has {listed}, not {target.model!r}")
-    got = await _v(client.models.retrieve(target.model))
+    got = await resolved(client.models.retrieve(target.model))
     if got.id != target.model:
         return failed(f"models.retrieve({target.model!r}) returned id {got.id!r}")
     retrieve_unknown = await _status_of(lambda: client.models.retrieve(UNKNOWN_MODEL))
     chat_unknown = await _status_of(lambda: client.chat.completions.create(
-        model=UNKNOWN_MODEL, messages=_user("hello"), max_tokens=4))
+        model=UNKNOWN_MODEL, messages=user("hello"), max_tokens=4))
     seen = f"retrieve(unknown): {retrieve_unknown}; chat(model=unknown): {chat_unknown}"
     ok = retrieve_unknown == chat_unknown == "NotFoundError 404"
     return check(ok, f"lists and retrieves {target.model!r}; {seen}",
@@ -338,19 +191,19 @@ async def model_id(client, case: Case, target: Target) -> Outcome:
 
 
 async def usage(client, case: Case, target: Target) -> Outcome:
-    done = await _chat(client, case, target, _user(case.args["prompt"]))
+    done = await chat_call(client, case, target, user(case.args["prompt"]))
     u = done.usage
     if u is None:
         return failed("no usage in the response")
     facts = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
-    ok = (u.prompt_tokens > 0 and 0 < u.completion_tokens <= _max_tokens(case)
+    ok = (u.prompt_tokens > 0 and 0 < u.completion_tokens <= max_tokens(case)
           and u.total_tokens == u.prompt_tokens + u.completion_tokens)
-    return check(ok, f"usage {facts}", f"usage does not add up (max_tokens {_max_tokens(case)}): {facts}", **facts)
+    return check(ok, f"usage {facts}", f"usage does not add up (max_tokens {max_tokens(case)}): {facts}", **facts)
 
 
 async def stop(client, case: Case, target: Target) -> Outcome:
     stops = list(case.args["stop"])
-    done = await _chat(client, case, target, _user(case.args["prompt"]), stop=stops)
+    done = await chat_call(client, case, target, user(case.args["prompt"]), stop=stops)
     choice = done.choices[0]
     text = choice.message.content or ""
     leaked = [s for s in stops if s in text]
@@ -364,7 +217,7 @@ async def image(client, case: Case, target: Target) -> Outcome:
     content = [{"type": "text", "text": case.args.get("prompt", "What is in this image?")},
                {"type": "image_url", "image_url": {"url": case.args.get("image_url") or tiny_png_data_url()}}]
     try:
-        done = await _chat(client, case, target, [{"role": "user", "content": content}])
+        done = await chat_call(client, case, target, [{"role": "user", "content": content}])
     except openai.BadRequestError as exc:
         message = exc.body.get("message") if isinstance(exc.body, dict) else exc.body
         return image_outcome(case, refused=str(message))
@@ -378,8 +231,8 @@ async def embeddings(client, case: Case, target: Target) -> Outcome:
     SDK's default wire format, which it decodes): both must agree."""
     texts = modalities.embedding_texts(case)
     model = case.args["model_id"]
-    floats = await _v(client.embeddings.create(model=model, input=texts, encoding_format="float"))
-    packed = await _v(client.embeddings.create(model=model, input=texts))  # base64 on the wire
+    floats = await resolved(client.embeddings.create(model=model, input=texts, encoding_format="float"))
+    packed = await resolved(client.embeddings.create(model=model, input=texts))  # base64 on the wire
     vectors = [d.embedding for d in sorted(floats.data, key=lambda d: d.index)]
     decoded = [d.embedding for d in sorted(packed.data, key=lambda d: d.index)]
     agree = len(vectors) == len(decoded) and all(
@@ -396,8 +249,8 @@ async def transcription(client, case: Case, target: Target) -> Outcome:
     heard = []
     for sentence, wav in modalities.spoken_sentences(target):
         with wav.open("rb") as audio:
-            done = await _v(client.audio.transcriptions.create(model=case.args["model_id"], file=audio,
-                                                               language="en", temperature=0))
+            done = await resolved(client.audio.transcriptions.create(model=case.args["model_id"], file=audio,
+                                                                     language="en", temperature=0))
         heard.append((sentence, done.text))
     return modalities.transcription_outcome(case, heard, via="audio.transcriptions.create")
 
@@ -408,11 +261,11 @@ ACTIONS = {f.__name__: f for f in (chat, chat_stream, system, multi_turn, respon
 
 
 async def _main(case: Case, target: Target) -> Outcome:
-    client = _client(case, target, api_key=target.api_key)
+    client = client_for(case, target, api_key=target.api_key)
     try:
         return await ACTIONS[case.action](client, case, target)
     finally:
-        await _v(client.close())
+        await resolved(client.close())
 
 
 def run(case: Case, target: Target) -> Outcome:
