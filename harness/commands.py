@@ -8,6 +8,7 @@ from collections import defaultdict
 from suites.throughput.comparisons import BENCH_METRICS, bench_comparisons, cache_label
 
 from .bench import Plan, execute, suite_of
+from .machine_load import DISTURBED_LOAD
 from .metrics import is_regression, paired_comparison, per_repeat_outcome
 from . import calibrate as bounds
 from .publish import publish
@@ -103,7 +104,20 @@ def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: flo
             "aa_significant": _flagged(aa_ratios, threshold=0.0),
             "planted_significant": _flagged(planted_ratios, threshold=0.0),
             "planted_ratio": {k: realised.get(k) for k in ("ratio", "ci_low", "ci_high")}
-            | {"n_pairs": realised.get("n_pairs", 0)}}
+            | {"n_pairs": realised.get("n_pairs", 0)}} | trial_load(records, trials=sorted(trials),
+                                                        pairs_per_trial=pairs_per_trial)
+
+
+def trial_load(records: list[dict], *, trials: list[int], pairs_per_trial: int) -> dict:
+    """Per trial, the most load outside the run in any of its repeats (harness 0.9.0+ records it),
+    so a trial run beside other work shows as such; {} for runs recorded without it. It informs
+    the reader and leaves the decision alone."""
+    most: dict[int, float] = {}
+    for r in records:
+        if r.get("type") == "run" and r.get("foreign_cpu") is not None:
+            t = r["repeat"] // pairs_per_trial
+            most[t] = max(most.get(t, 0.0), r["foreign_cpu"])
+    return {"trial_foreign_cpu_max": [most.get(t) for t in trials]} if most else {}
 
 
 def calibrate(plan: Plan, args, *, console) -> int:
@@ -125,6 +139,9 @@ def calibrate(plan: Plan, args, *, console) -> int:
         f"planted sleep of {args.slowdown:.0%} of each step: {block['planted_flagged']}/{block['planted_trials']} "
         f"caught (power {block['power']:.3f}, Wilson 95% [{block['power_ci'][0]:.3f}, {block['power_ci'][1]:.3f}]); "
         f"it really cost {cost}")
+    if loads := [x for x in block.get("trial_foreign_cpu_max", []) if x is not None]:
+        console.print(f"load outside the run: at most {max(loads):.1%} of the CPU in any repeat; "
+                      f"{sum(x > DISTURBED_LOAD for x in loads)} of {len(loads)} trials above {DISTURBED_LOAD:.0%}")
     console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.1%} below 1, "
                   f"or more failed repeats than A; {block['pairs_per_trial']} pairs per trial; at threshold 0 "
                   f"A/A flags {block['aa_significant']}/{block['aa_trials']}, planted "

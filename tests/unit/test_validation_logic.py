@@ -72,3 +72,18 @@ def test_validation_block_matches_the_summary_schema():
     block["planted_ratio"]["surprise"] = 1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(summary, schema)
+
+
+def test_each_trial_reports_the_most_load_outside_the_run_without_changing_the_decision():
+    records = synthetic(3, 6, slowdown=0.10, noise=0.02)
+    bare = validation_block(records, pairs_per_trial=6, slowdown=0.10, threshold=0.05)
+    assert "trial_foreign_cpu_max" not in bare  # runs recorded before harness 0.9.0
+    loads = {0: 0.01, 7: 0.30, 8: 0.02}  # repeat -> foreign_cpu; repeat 7 is in trial 1
+    loaded = [{**r, "foreign_cpu": loads.get(r["repeat"], 0.0) if r["repeat"] < 12 else None}
+              if r["type"] == "run" else r for r in records]
+    block = validation_block(loaded, pairs_per_trial=6, slowdown=0.10, threshold=0.05)
+    assert block["trial_foreign_cpu_max"] == [0.01, 0.30, None]
+    assert {k: v for k, v in block.items() if k != "trial_foreign_cpu_max"} == bare
+    schema = json.loads((SCHEMA_DIR / "summary.schema.json").read_text())
+    jsonschema.validate({"schema_version": 1, "run_id": "20261125T000000Z-calibrate-abcdef", "groups": [],
+                         "comparisons": [], "validation": block}, schema)
