@@ -8,7 +8,7 @@ from collections import defaultdict
 from suites.throughput.comparisons import BENCH_METRICS, bench_comparisons, cache_label
 
 from .bench import Plan, execute, suite_of
-from .machine_load import DISTURBED_LOAD
+from .machine_load import trial_loads
 from .metrics import is_regression, paired_comparison, per_repeat_outcome
 from . import calibrate as bounds
 from .publish import publish
@@ -139,9 +139,8 @@ def calibrate(plan: Plan, args, *, console) -> int:
         f"planted sleep of {args.slowdown:.0%} of each step: {block['planted_flagged']}/{block['planted_trials']} "
         f"caught (power {block['power']:.3f}, Wilson 95% [{block['power_ci'][0]:.3f}, {block['power_ci'][1]:.3f}]); "
         f"it really cost {cost}")
-    if loads := [x for x in block.get("trial_foreign_cpu_max", []) if x is not None]:
-        console.print(f"load outside the run: at most {max(loads):.1%} of the CPU in any repeat; "
-                      f"{sum(x > DISTURBED_LOAD for x in loads)} of {len(loads)} trials above {DISTURBED_LOAD:.0%}")
+    if loads := trial_loads(block):
+        console.print(f"load outside the run: {loads}")
     console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.1%} below 1, "
                   f"or more failed repeats than A; {block['pairs_per_trial']} pairs per trial; at threshold 0 "
                   f"A/A flags {block['aa_significant']}/{block['aa_trials']}, planted "

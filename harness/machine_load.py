@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -91,7 +90,6 @@ class MachineLoad:
 
     def __enter__(self) -> "MachineLoad":
         self._before = self._snapshot()
-        self._started = time.monotonic()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -120,5 +118,20 @@ def describe(records: list[dict]) -> str | None:
     steal = [r["steal_cpu"] for r in runs if r.get("steal_cpu") is not None]
     return (f"Load outside the run (processes not launched by the harness), as a share of the machine's CPU: "
             f"median {100 * statistics.median(foreign):.1f}%, at most {100 * foreign[-1]:.1f}% over {len(foreign)} repeats"
-            f" ({sum(x > DISTURBED_LOAD for x in foreign)} above {DISTURBED_LOAD:.0%})"
+            f" ({disturbed(foreign)} above {DISTURBED_LOAD:.0%})"
             + (f"; hypervisor steal at most {100 * max(steal):.1f}%" if steal else "") + ".")
+
+
+def disturbed(loads: list[float]) -> int:
+    """How many of these foreign_cpu shares the reports call disturbed."""
+    return sum(x > DISTURBED_LOAD for x in loads)
+
+
+def trial_loads(block: dict) -> str | None:
+    """A calibrate block's per-trial loads in one phrase (console and report alike); None before
+    harness 0.9.0 or where nothing was measured."""
+    loads = [x for x in block.get("trial_foreign_cpu_max") or [] if x is not None]
+    if not loads:
+        return None
+    return (f"at most {100 * max(loads):.1f}% of the CPU in any repeat; {disturbed(loads)} of {len(loads)} "
+            f"trials above {DISTURBED_LOAD:.0%}")

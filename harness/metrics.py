@@ -30,12 +30,12 @@ from . import stats
 
 THROUGHPUT = ("requests_per_s", "output_tok_per_s", "total_tok_per_s")
 LATENCY_PREFIXES = ("ttft", "tpot", "itl", "e2e")
+LOAD_METRICS = ("foreign_cpu", "steal_cpu")  # the machine's load outside the run (harness/machine_load.py)
 METRIC_NAMES = (
     *THROUGHPUT,
     *(f"{p}_{s}_s" for p in LATENCY_PREFIXES for s in ("mean", "p50", "p95", "p99")),
-    "peak_rss_mb", "foreign_cpu", "steal_cpu",
+    "peak_rss_mb", *LOAD_METRICS,
 )
-LOAD_METRICS = ("foreign_cpu", "steal_cpu")  # the machine's load outside the run (harness/machine_load.py)
 STATUSES = ("ok", "error", "incomplete")
 COMPARED_METRIC = "output_tok_per_s"
 CACHE_LABELS = ("warm", "cold", "warm-vs-cold", "cold-vs-warm", "unknown")

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from . import report_contracts, report_divergence, report_profile, report_roofline, report_tools
-from .machine_load import DISTURBED_LOAD, describe as describe_load
+from .machine_load import describe as describe_load, trial_loads
 from .report_format import fmt_ci, fmt_num, fmt_p, text_or_na
 
 DEFAULT_TITLE = "mlx-proof evidence report"
@@ -225,10 +225,9 @@ def _validation_lines(v: dict) -> list[str]:
             f"The plant really cost: planted/A = {fmt_num(real['ratio'])} "
             f"{fmt_ci(real['ci_low'], real['ci_high'], real['n_pairs'])} over n={real['n_pairs']} pairs",
         ]
-    if loads := [x for x in v.get("trial_foreign_cpu_max") or [] if x is not None]:  # harness 0.9.0+
-        lines.append(f"Load outside the run, the most in any repeat of a trial: at most {100 * max(loads):.1f}% "
-                     f"of the CPU; {sum(x > DISTURBED_LOAD for x in loads)} of {len(loads)} trials above "
-                     f"{DISTURBED_LOAD:.0%} (counted in the decision like the others)")
+    if loads := trial_loads(v):  # harness 0.9.0+
+        lines.append(f"Load outside the run, the most in any repeat of a trial: {loads} (counted in the "
+                     f"decision like the others)")
     if decided := v.get("verdict"):  # calibrate, harness 0.7.0+
         lines.append(f"Verdict on the Wilson bounds (FPR upper <= {decided['max_fpr']}, power lower >= "
                      f"{decided['min_power']}): {decided['status']}"

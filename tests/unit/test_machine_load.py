@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import machine_load
-from harness.machine_load import MachineLoad, describe
+from harness.machine_load import MachineLoad, describe, trial_loads
 
 
 def write_proc(proc: Path, *, cpu: tuple[int, ...], processes: dict[int, tuple[int, int, str]]) -> None:
@@ -108,3 +108,9 @@ def test_describe_gives_median_max_and_steal():
     assert "steal at most 2.0%" in line
     assert describe([{"type": "run", "wall_s": 1.0, "peak_rss_mb": None}]) is None  # before harness 0.9.0
 
+
+
+def test_trial_loads_sums_up_a_calibrate_block():
+    assert trial_loads({"trial_foreign_cpu_max": [0.02, None, 0.25]}) == \
+        "at most 25.0% of the CPU in any repeat; 1 of 2 trials above 10%"
+    assert trial_loads({"aa_trials": 3}) is None  # a block recorded before harness 0.9.0
