@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import calibrate as bounds
 from .evidence import Run, new_run_id, read_run, run_dir, write_run
-from .metrics import summarize
+from .metrics import COMPARED_METRIC, summarize
 from .publish import path_replacements, portable
 
 # What must be equal for two runs' trials to be one experiment (manifest paths, then validation keys).
@@ -24,7 +24,7 @@ from .publish import path_replacements, portable
 # under launch blocks may be any of them (the planted one too).
 SAME_MANIFEST = (("git",), ("host",), ("model",), ("backend",), ("versions",), ("servers",),
                  ("workload", "cases"), ("engine_mode",))
-SAME_SETTINGS = ("pairs_per_trial", "planted_slowdown", "threshold", "alpha")
+SAME_SETTINGS = ("pairs_per_trial", "planted_slowdown", "threshold", "alpha", "metric")
 # Chosen afresh at every launch, so they say nothing about the experiment.
 PER_LAUNCH_FLAGS = ("port",)
 
@@ -83,15 +83,16 @@ def renumbered(runs: list[Run]) -> list[dict]:
 
 def pool(directories: list[Path], *, evidence_root: Path, console, per_repeat=None) -> tuple[int, Path]:
     """Decide on the pooled trials and write them as one calibrate run; returns (exit code, run folder)."""
-    from .commands import validation_block  # commands imports the suites; keep this module light
+    from .commands import decision_label, reported, validation_block  # commands imports the suites
 
     runs = sorted((read_run(Path(d)) for d in directories), key=lambda r: r.manifest["started_at"])
     check_poolable(runs)
     first_v = runs[0].summary["validation"]
     records = renumbered(runs)
     kwargs = {"per_repeat": per_repeat} if per_repeat is not None else {}
-    block = validation_block(records, pairs_per_trial=first_v["pairs_per_trial"],
-                             slowdown=first_v["planted_slowdown"], threshold=first_v["threshold"], **kwargs)
+    metric = first_v.get("metric", COMPARED_METRIC)  # blocks before harness 0.10.0 decided on output tok/s
+    block = validation_block(records, pairs_per_trial=first_v["pairs_per_trial"], slowdown=first_v["planted_slowdown"],
+                             threshold=first_v["threshold"], metric=metric, **kwargs)
     expected = sum(r.summary["validation"]["aa_trials"] for r in runs)
     if block["aa_trials"] != expected:
         raise PoolError(f"pooled {block['aa_trials']} trials, but the runs report {expected}: their repeats overlap")
@@ -105,7 +106,7 @@ def pool(directories: list[Path], *, evidence_root: Path, console, per_repeat=No
     manifest["workload"] = dict(manifest["workload"], repeats=sum(r.manifest["workload"]["repeats"] for r in runs))
     manifest["workload"].pop("design", None)  # each part drew its own server orders; they stay in the parts
     # The same groups and comparisons a single calibrate run stores, recomputed over every pair.
-    body = summarize(records, comparisons=[("*", "A2", "A"), ("*", "planted", "A")])
+    body = summarize(records, comparisons=[reported(s, "A", metric) for s in ("A2", "planted")])
     summary = {"schema_version": 1, "run_id": run_id, **body, "validation": block}
     directory = run_dir(evidence_root, model_id=manifest["model"]["id"], profile=manifest["profile"]["name"],
                         run_id=run_id)
@@ -114,7 +115,8 @@ def pool(directories: list[Path], *, evidence_root: Path, console, per_repeat=No
                   f"{block['aa_trials']} flagged (Wilson 95% upper {block['fpr_ci'][1]:.3f}); planted "
                   f"{block['planted_flagged']}/{block['planted_trials']} caught (Wilson 95% lower "
                   f"{block['power_ci'][0]:.3f}); the plant cost "
-                  + ("n/a" if block["planted_ratio"]["ratio"] is None else f"{1 - block['planted_ratio']['ratio']:.1%}"))
+                  + ("n/a" if block["planted_ratio"]["ratio"] is None else f"{1 - block['planted_ratio']['ratio']:.1%}")
+                  + f"; decided on {decision_label(block)}")
     decided = block["verdict"]
     console.print(f"{decided['status']}" + "".join(f"\n  - {r}" for r in decided["reasons"]))
     console.print(f"evidence: {directory}")

@@ -9,9 +9,10 @@ from suites.throughput.comparisons import BENCH_METRICS, bench_comparisons, cach
 
 from .bench import Plan, execute, suite_of
 from .machine_load import trial_loads
-from .metrics import is_regression, paired_comparison, per_repeat_outcome
+from .metrics import COMPARED_METRIC, Comparison, as_speed, is_regression, paired_comparison, per_repeat_outcome
 from . import calibrate as bounds
 from .publish import publish
+from .report_format import fmt_ratio
 from .stats import wilson
 
 __all__ = ["BENCH_METRICS", "bench", "bench_comparisons", "cache_label", "calibrate", "compare", "validation_block"]
@@ -44,20 +45,28 @@ def compare(plan: Plan, args, *, console) -> int:
     suite = suite_of(plan)
     suite.require_comparable("compare")
     outcome = execute(plan, log_dir=args.log_dir, console=console)
-    directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, comparisons=[("*", "B", "A")])
+    directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir,
+                                 comparisons=[reported("B", "A", suite.compared_metric)])
     suite.print_summary(summary, outcome.servers, console=console)
     console.print(f"evidence: {directory}")
-    regressions = [c for c in summary["comparisons"] if c["metric"] == suite.compared_metric
-                   and is_regression(c, threshold=args.threshold)]
+    decided = [c for c in summary["comparisons"] if c["metric"] == suite.compared_metric]
+    for c in decided:
+        console.print(f"decision in {c['case']} on {c['metric']}: B/A {fmt_ratio(c)}")
+    regressions = [c for c in decided if is_regression(c, threshold=args.threshold)]
     for c in regressions:
         failed = c.get("failed_repeats") or {}
         if failed.get("a", 0) > failed.get("b", 0):
             console.print(f"[red]regression[/red] in {c['case']}: {failed['a']} repeat(s) of B failed or produced "
                           f"nothing, against {failed['b']} of A")
         else:
-            console.print(f"[red]regression[/red] in {c['case']}: B/A = {c['ratio']:.3f} "
-                          f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}] (threshold {args.threshold:.0%})")
+            console.print(f"[red]regression[/red] in {c['case']}: B/A {c['metric']} = {fmt_ratio(c)} "
+                          f"(threshold {args.threshold:.1%})")
     return 1 if regressions else 0
+
+
+def reported(a: str, b: str, metric: str) -> Comparison:
+    """a/b on the metric the rule decides on, with output tok/s beside it (the headline figure)."""
+    return Comparison("*", a, b, tuple(dict.fromkeys((COMPARED_METRIC, metric))))
 
 
 def per_trial(outcomes: dict[tuple[str, int], tuple], *, pairs_per_trial: int) -> dict[int, dict[str, dict]]:
@@ -80,17 +89,21 @@ def _flagged(decisions: list[dict | None], *, threshold: float) -> int:
 
 
 def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: float, threshold: float,
-                     per_repeat=per_repeat_outcome) -> dict:
+                     metric: str = COMPARED_METRIC, per_repeat=per_repeat_outcome) -> dict:
     """Each trial is one `compare` decision (A2 vs A, planted vs A) on its own pairs.
 
     The gate rule is counted at `threshold` (compare's default, so the rule CI
     relies on is the rule validated) and, for reference, at threshold 0: the
     bare significance test. A failed repeat counts against its server, as in
     compare. `planted_ratio` is the slowdown the plant really cost, over every
-    pair of the run. `per_repeat` is the suite's (server, repeat) → (compared
-    metric, failed) (throughput's by default).
+    pair of the run. `per_repeat` is the suite's (records, metric) → {(server,
+    repeat): (value, failed)} (throughput's by default). Every ratio in the block
+    is one of speeds (metrics.as_speed): for a time such as itl_p50_s, 1/time, so
+    "planted/A 0.94" reads as "6% slower" whatever the metric. Blocks that decide
+    on another metric than output tok/s name it ("metric"; older blocks have none).
     """
-    trials = per_trial(per_repeat(records), pairs_per_trial=pairs_per_trial)
+    outcomes = {k: (as_speed(v, metric), failed) for k, (v, failed) in per_repeat(records, metric).items()}
+    trials = per_trial(outcomes, pairs_per_trial=pairs_per_trial)
     n = len(trials)
     aa_ratios, planted_ratios = ([_decide(servers[c], servers["A"], threshold=threshold) for servers in trials.values()]
                                  for c in ("A2", "planted"))
@@ -105,7 +118,14 @@ def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: flo
             "planted_significant": _flagged(planted_ratios, threshold=0.0),
             "planted_ratio": {k: realised.get(k) for k in ("ratio", "ci_low", "ci_high")}
             | {"n_pairs": realised.get("n_pairs", 0)}} | trial_load(records, trials=sorted(trials),
-                                                        pairs_per_trial=pairs_per_trial)
+                                                        pairs_per_trial=pairs_per_trial) \
+        | ({"metric": metric} if metric != COMPARED_METRIC else {})
+
+
+def decision_label(block: dict) -> str:
+    """What a validation block's ratios are ratios of, in words."""
+    metric = block.get("metric", COMPARED_METRIC)
+    return metric if metric == COMPARED_METRIC else f"{metric} (as a rate, 1/{metric})"
 
 
 def trial_load(records: list[dict], *, trials: list[int], pairs_per_trial: int) -> dict:
@@ -125,10 +145,10 @@ def calibrate(plan: Plan, args, *, console) -> int:
     suite.require_comparable("calibrate")
     outcome = execute(plan, log_dir=args.log_dir, console=console)
     block = validation_block(outcome.records, pairs_per_trial=args.repeats, slowdown=args.slowdown,
-                             threshold=args.threshold, per_repeat=suite.per_repeat)
+                             threshold=args.threshold, metric=suite.compared_metric, per_repeat=suite.per_repeat)
     block["verdict"] = bounds.verdict(block, quick=args.quick)
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, validation=block,
-                                 comparisons=[("*", "A2", "A"), ("*", "planted", "A")])
+                                 comparisons=[reported(s, "A", suite.compared_metric) for s in ("A2", "planted")])
     real = block["planted_ratio"]
     cost = "n/a" if real["ratio"] is None else (f"{1 - real['ratio']:.1%} (planted/A {real['ratio']:.3f} "
                                                 f"[{real['ci_low']:.3f}, {real['ci_high']:.3f}], "
@@ -138,7 +158,7 @@ def calibrate(plan: Plan, args, *, console) -> int:
         f"(rate {block['false_positive_rate']:.3f}, Wilson 95% [{block['fpr_ci'][0]:.3f}, {block['fpr_ci'][1]:.3f}]); "
         f"planted sleep of {args.slowdown:.0%} of each step: {block['planted_flagged']}/{block['planted_trials']} "
         f"caught (power {block['power']:.3f}, Wilson 95% [{block['power_ci'][0]:.3f}, {block['power_ci'][1]:.3f}]); "
-        f"it really cost {cost}")
+        f"it really cost {cost}; decided on {decision_label(block)}")
     if loads := trial_loads(block):
         console.print(f"load outside the run: {loads}")
     console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.1%} below 1, "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jsonschema
 
-HARNESS_VERSION = "0.9.0"  # 0.9.0: run records carry foreign_cpu and steal_cpu (machine load outside the run); 0.8.0: launch blocks (workload.design.launches); 0.7.0: each server's BLAS (setup, preload, mapped) in the manifest, comparisons
+HARNESS_VERSION = "0.10.0"  # 0.10.0: compare, regress and calibrate decide on the median inter-token latency (validation.metric); 0.9.0: run records carry foreign_cpu and steal_cpu (machine load outside the run); 0.8.0: launch blocks (workload.design.launches); 0.7.0: each server's BLAS (setup, preload, mapped) in the manifest, comparisons
 # labelled engine-vs-engine / as-shipped, the roofline in the manifest, the profile suite; calibrate (was
 # validate) proves its bounds; profile validate bundles (manifest "bundle")
 # 0.6.0: suites as plug-ins, the divergence suite, failed repeats count in

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .bench import Outcome, Plan, suite_of
 from .evidence import HARNESS_VERSION, new_run_id, run_dir, write_run
+from .report_format import fmt_ratio
 from .servers import REPO_ROOT
 
 
@@ -178,8 +179,7 @@ def print_summary(summary: dict, servers: list[dict], *, console: Console) -> No
             ctable.add_column(col)
         for comp in comps:
             p_value = "n/a" if comp["p_value"] is None else f"{comp['p_value']:.4f}"
-            ratio = ("n/a" if comp["ratio"] is None else
-                     f"{comp['ratio']:.3f} [{comp['ci_low']:.3f}, {comp['ci_high']:.3f}]")
+            ratio = fmt_ratio(comp)
             ctable.add_row(comp["case"], comp.get("cache", "n/a"), comp.get("setup", ""), f"{comp['a']} / {comp['b']}",
                            METRIC_LABELS.get(comp["metric"], comp["metric"]), ratio,
                            str(comp["n_pairs"]), p_value, verdict_text(comp))

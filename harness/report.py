@@ -225,6 +225,9 @@ def _validation_lines(v: dict) -> list[str]:
             f"The plant really cost: planted/A = {fmt_num(real['ratio'])} "
             f"{fmt_ci(real['ci_low'], real['ci_high'], real['n_pairs'])} over n={real['n_pairs']} pairs",
         ]
+    if "metric" in v:  # harness 0.10.0+: the rule decides on a time, read as a rate
+        lines.append(f"Decided on {v['metric']} per repeat, as a rate (1/{v['metric']}): every ratio above is "
+                     f"a ratio of speeds")
     if loads := trial_loads(v):  # harness 0.9.0+
         lines.append(f"Load outside the run, the most in any repeat of a trial: {loads} (counted in the "
                      f"decision like the others)")

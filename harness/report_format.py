@@ -39,3 +39,10 @@ def text_or_na(x: Any) -> str:
 
 def pct(x: Any) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_ratio(comparison: dict) -> str:
+    """A stored comparison's 'ratio [lo, hi]' to three decimals, for the console; 'n/a' without a ratio."""
+    if comparison.get("ratio") is None:
+        return "n/a"
+    return f"{comparison['ratio']:.3f} [{comparison['ci_low']:.3f}, {comparison['ci_high']:.3f}]"

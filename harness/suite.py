@@ -62,10 +62,10 @@ class Suite:
     calibration_cases: str = "default"  # compare's and validate's --cases when none is given
     default_peers: str = ""  # bench's peers when --peers is not given
     default_repeats: int = 3
-    # The metric compare and validate decide on; None: the suite cannot be compared across servers.
+    # The metric compare and calibrate decide on; None: the suite cannot be compared across servers.
     compared_metric: str | None = None
-    # (records) → {(server, repeat): (compared metric, failed)}: what validate's trials decide on.
-    per_repeat: Callable[[list[dict]], dict] | None = None
+    # (records, metric) → {(server, repeat): (that metric, failed)}: what calibrate's trials decide on.
+    per_repeat: Callable[[list[dict], str], dict] | None = None
     # (manifest servers) → the comparisons bench reports.
     bench_comparisons: Callable[[list[dict]], list] = _no_comparisons
     options: Callable[[argparse.ArgumentParser], None] = _no_options  # its own command-line options

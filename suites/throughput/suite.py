@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.metrics import COMPARED_METRIC, per_repeat_outcome, summarize
+from harness.metrics import DECISION_METRIC, per_repeat_outcome, summarize
 from harness.suite import Suite
 
 from . import runner
@@ -49,7 +49,7 @@ SUITE = Suite(
     # Both figures the bench reports: engine against engine (mlx-lm given our BLAS) and as shipped.
     default_peers="mlx-lm,mlx-lm-as-shipped",
     default_repeats=3,
-    compared_metric=COMPARED_METRIC,
+    compared_metric=DECISION_METRIC,
     per_repeat=per_repeat_outcome,
     bench_comparisons=bench_comparisons,
     options=_options,

@@ -79,6 +79,7 @@ def _edit(path, value):
     (_edit(("manifest", "host", "cores"), 999), False, "manifest host"),
     (_edit(("manifest", "workload", "cases"), [{"name": "other"}]), False, "manifest workload.cases"),
     (_edit(("summary", "planted_slowdown"), 0.2), False, "planted_slowdown"),
+    (_edit(("summary", "metric"), "itl_p50_s"), False, "metric"),
     (_edit(("manifest", "servers", 0, "health", "config", "max_batch"), 4), False, "manifest servers"),
 ])
 def test_runs_of_different_experiments_are_refused(tmp_path, mutate, quick, needle):

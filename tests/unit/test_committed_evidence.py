@@ -68,7 +68,8 @@ def test_summary_recomputes_from_raw(run):
     validation = run.summary["validation"]
     if validation and "pairs_per_trial" in validation:  # older blocks did not record their trial size
         block = validation_block(records, pairs_per_trial=validation["pairs_per_trial"],
-                                 slowdown=validation["planted_slowdown"], threshold=validation["threshold"])
+                                 slowdown=validation["planted_slowdown"], threshold=validation["threshold"],
+                                 **({"metric": validation["metric"]} if "metric" in validation else {}))
         if "verdict" in validation:  # calibrate (harness 0.7.0+) decides on the bounds
             block["verdict"] = calibration_verdict(block, quick=validation["verdict"]["quick"])
         if "pooled_from" in validation:  # calibrate --pool: which runs' records these are (provenance)

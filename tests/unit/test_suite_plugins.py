@@ -172,7 +172,8 @@ def _fake_run(target, case, repeat: int) -> list[dict]:
     broken = repeat in target.server.broken
     speed = {"A": 100.0, "B": 110.0}.get(target.spec.label, 100.0)
     rec = {"type": "request", "server": target.spec.label, "case": case.name, "repeat": repeat, "index": 0,
-           "concurrency": 1, "rate_rps": None, "start_s": 0.0, "ttft_s": None if broken else 0.1, "itl_s": [],
+           "concurrency": 1, "rate_rps": None, "start_s": 0.0, "ttft_s": None if broken else 0.1,
+           "itl_s": [] if broken else [1.0 / speed] * (int(speed) - 1),
            "e2e_s": None if broken else 1.0, "prompt_tokens": None if broken else 5,
            "completion_tokens": None if broken else int(speed), "finish_reason": None if broken else "length",
            "status": "error" if broken else "ok", "error": "ConnectError" if broken else None}
@@ -299,8 +300,10 @@ def test_compare_exits_1_when_the_candidate_lost_a_repeat(fake_servers, tmp_path
     plan = replace(_plan(fake_servers.suite, ["A", "B"], 6), suite="compare")
     assert commands.compare(plan, args, console=quiet) == 1
     (run,) = iter_runs(tmp_path / "evidence")  # written and valid against the schemas
-    (c,) = run.summary["comparisons"]
-    assert c["verdict"] == "slower" and c["failed_repeats"] == {"a": 1, "b": 0}
+    # The rule decides on the median inter-token gap; output tok/s is reported beside it.
+    assert [c["metric"] for c in run.summary["comparisons"]] == ["output_tok_per_s", "itl_p50_s"]
+    for c in run.summary["comparisons"]:
+        assert c["verdict"] == "slower" and c["failed_repeats"] == {"a": 1, "b": 0}
     assert run.manifest["workload"]["design"]["orders"] and "equally often" in run.manifest["workload"]["interleaving"]
     fake_servers.broken.clear()
     assert commands.compare(plan, args, console=quiet) == 0  # B is 10% faster when nothing fails

@@ -87,3 +87,43 @@ def test_each_trial_reports_the_most_load_outside_the_run_without_changing_the_d
     schema = json.loads((SCHEMA_DIR / "summary.schema.json").read_text())
     jsonschema.validate({"schema_version": 1, "run_id": "20261125T000000Z-calibrate-abcdef", "groups": [],
                          "comparisons": [], "validation": block}, schema)
+
+
+def _decode_plant(records: list[dict], *, slowdown: float, noise: float = 0.01, seed: int = 9) -> list[dict]:
+    """The plant lengthens every inter-token gap while each repeat's wall time stays as it was:
+    what a decode-only regression hidden by TTFT noise looks like to the two metrics."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in records:
+        if r["type"] == "request":
+            gap = 0.1 * rng.lognormal(0, noise) / (1 - slowdown if r["server"] == "planted" else 1)
+            r = {**r, "itl_s": [gap] * 9}
+        out.append(r)
+    return out
+
+
+def test_the_rule_can_decide_on_the_median_inter_token_gap_read_as_a_rate():
+    records = _decode_plant(synthetic(12, 6, slowdown=0.0, noise=0.002), slowdown=0.06)
+    on_tps = validation_block(records, pairs_per_trial=6, slowdown=0.07, threshold=0.025)
+    on_itl = validation_block(records, pairs_per_trial=6, slowdown=0.07, threshold=0.025, metric="itl_p50_s")
+    assert on_tps["planted_flagged"] == 0 and "metric" not in on_tps  # wall times carry no plant
+    assert on_itl["metric"] == "itl_p50_s" and on_itl["planted_flagged"] == 12 and on_itl["aa_flagged"] == 0
+    # Ratios of speeds: 6% longer gaps read as planted/A = 0.94, i.e. a cost of 6%.
+    assert on_itl["planted_ratio"]["ratio"] == pytest.approx(0.94, abs=0.01)
+    schema = json.loads((SCHEMA_DIR / "summary.schema.json").read_text())
+    jsonschema.validate({"schema_version": 1, "run_id": "20261125T000000Z-calibrate-abcdef", "groups": [],
+                         "comparisons": [], "validation": on_itl}, schema)
+
+
+@pytest.mark.parametrize("ratio, ci, flagged", [
+    (1.062, (1.050, 1.074), True),    # gaps 6% longer, surely: a regression
+    (1.020, (1.005, 1.035), False),   # surely longer, but by less than the 2.5% threshold
+    (1.040, (0.990, 1.093), False),   # not surely longer
+    (0.940, (0.930, 0.950), False),   # shorter gaps: faster
+])
+def test_a_time_ratio_is_judged_as_the_ratio_of_rates(ratio, ci, flagged):
+    from harness.metrics import is_regression
+    comparison = {"metric": "itl_p50_s", "ratio": ratio, "ci_low": ci[0], "ci_high": ci[1]}
+    assert is_regression(comparison, threshold=0.025) is flagged
+    as_rate = {"metric": "output_tok_per_s", "ratio": 1 / ratio, "ci_low": 1 / ci[1], "ci_high": 1 / ci[0]}
+    assert is_regression(as_rate, threshold=0.025) is flagged
