@@ -170,7 +170,7 @@ class FakeServer:
 def _fake_run(target, case, repeat: int) -> list[dict]:
     """One request and one run record; a broken repeat fails its request, as a crashed server's would."""
     broken = repeat in target.server.broken
-    speed = {"A": 100.0, "B": 110.0}.get(target.spec.label, 100.0)
+    speed = {"A": 100.0, "B": 110.0, "planted": 92.0}.get(target.spec.label, 100.0)
     rec = {"type": "request", "server": target.spec.label, "case": case.name, "repeat": repeat, "index": 0,
            "concurrency": 1, "rate_rps": None, "start_s": 0.0, "ttft_s": None if broken else 0.1,
            "itl_s": [] if broken else [1.0 / speed] * (int(speed) - 1),
@@ -372,3 +372,19 @@ def test_sigterm_unwinds_a_harness_run_so_its_servers_are_stopped(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert done.returncode == 128 + 15
     assert stopped.read_text() == "stopped"
+
+
+def test_calibrate_decides_on_the_suites_metric_and_stores_both_ratios(fake_servers, tmp_path, monkeypatch):
+    monkeypatch.setattr(commands, "_report", lambda args, console: None)
+    args = Namespace(log_dir=tmp_path / "logs", evidence_dir=tmp_path / "evidence", reports_dir=tmp_path / "r",
+                     repeats=6, slowdown=0.07, threshold=0.025, quick=True)
+    plan = replace(_plan(fake_servers.suite, ["A", "A2", "planted"], 12, launches=6), suite="calibrate")
+    out = io.StringIO()
+    assert commands.calibrate(plan, args, console=Console(file=out, width=200)) == 3  # --quick: never proven
+    (run,) = iter_runs(tmp_path / "evidence")  # written and valid against the schemas
+    v = run.summary["validation"]
+    assert v["metric"] == "itl_p50_s" and v["aa_trials"] == 2 and v["planted_flagged"] == 2
+    assert v["planted_ratio"]["ratio"] == pytest.approx(0.92)  # a ratio of rates: 1/gap
+    assert {(c["a"], c["metric"]) for c in run.summary["comparisons"]} == {
+        (s, m) for s in ("A2", "planted") for m in ("output_tok_per_s", "itl_p50_s")}
+    assert "decided on itl_p50_s (as a rate, 1/itl_p50_s)" in out.getvalue()
