@@ -19,9 +19,9 @@ from .servers import REPO_ROOT as REPO, ServerSpec, parse_server_list
 # compare's gate, and what calibrate measures: one rule, so the calibrated rule is the rule CI uses.
 # A 5% slowdown must be caught nearly always (calibrate proves >= 95% power on a lower Wilson bound),
 # and identical trees almost never flagged, with the line halfway, at 2.5%. With the BLAS shim a
-# validation repeat is ~2.3 s and a pair's log-ratio varies by 0.034-0.04 (quiet calibrate runs
-# c381ed, ae37ed, d599a3, 10b75d): 12 pairs leave ~1.5% false positives per decision (zero in 73, as
-# the proof needs, only a third of the time); 18 pairs put each error 3 standard errors from the line.
+# validation repeat is ~2.3 s; a pair's log-ratio of the median inter-token gap (what the rule
+# decides on since harness 0.10.0) varies by 0.031-0.035 (24 quiet trials of 69db9c): 18 pairs put
+# the A/A error about 3 standard errors from the line and the plant (6% on that metric) 4.5 beyond it.
 REGRESSION_THRESHOLD = 0.025
 PAIRS_PER_DECISION = 18  # a multiple of 2 (compare's orders) and of 6 (calibrate's three servers' orders)
 
