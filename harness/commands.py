@@ -9,7 +9,8 @@ from suites.throughput.comparisons import BENCH_METRICS, bench_comparisons, cach
 
 from .bench import Plan, execute, suite_of
 from .machine_load import trial_loads
-from .metrics import COMPARED_METRIC, Comparison, as_speed, is_regression, paired_comparison, per_repeat_outcome
+from .metrics import (COMPARED_METRIC, Comparison, as_speed, higher_is_better, is_regression, paired_comparison,
+                      per_repeat_outcome)
 from . import calibrate as bounds
 from .publish import publish
 from .report_format import fmt_ratio
@@ -51,7 +52,8 @@ def compare(plan: Plan, args, *, console) -> int:
     console.print(f"evidence: {directory}")
     decided = [c for c in summary["comparisons"] if c["metric"] == suite.compared_metric]
     for c in decided:
-        console.print(f"decision in {c['case']} on {c['metric']}: B/A {fmt_ratio(c)}")
+        worse = "below" if higher_is_better(c["metric"]) else "above"
+        console.print(f"decision in {c['case']} on {c['metric']}: B/A {fmt_ratio(c)} ({worse} 1: B is slower)")
     regressions = [c for c in decided if is_regression(c, threshold=args.threshold)]
     for c in regressions:
         failed = c.get("failed_repeats") or {}
