@@ -45,7 +45,7 @@ class FakeWhisper:
     def run(self, job) -> Transcript:
         self.started.set()
         if self.gate is not None:
-            self.gate.wait(5)
+            self.gate.wait(60)  # held until the test opens it; a bound only so a broken test ends
         self.jobs.append(job)
         return Transcript(text="Hello there. General Kenobi.", language="en", duration_s=len(job.samples) / 16000,
                           segments=[dict(s) for s in SEGMENTS])
@@ -261,10 +261,10 @@ def test_a_full_queue_is_429_and_the_chat_routes_still_answer():
         for t in threads:
             t.start()
         assert h.whisper.started.wait(10)  # one job runs, held by the gate...
-        for _ in range(200):  # ...and the other waits in the queue
-            if h.speech.asr._jobs.qsize() == 1:
-                break
+        deadline = time.monotonic() + 60  # ...and the other waits in the queue (slow on a loaded machine)
+        while h.speech.asr._jobs.qsize() != 1 and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert h.speech.asr._jobs.qsize() == 1, "the second request never reached the queue"
         r = h.post()
         assert r.status_code == 429 and r.headers["retry-after"] == "5"
         chat = h.client.simulate_post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
