@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import calibrate as bounds
 from .evidence import Run, new_run_id, read_run, run_dir, write_run
-from .metrics import COMPARED_METRIC, summarize
+from .metrics import decided_metric, decision_label, summarize
 from .publish import path_replacements, portable
 
 # What must be equal for two runs' trials to be one experiment (manifest paths, then validation keys).
@@ -83,14 +83,14 @@ def renumbered(runs: list[Run]) -> list[dict]:
 
 def pool(directories: list[Path], *, evidence_root: Path, console, per_repeat=None) -> tuple[int, Path]:
     """Decide on the pooled trials and write them as one calibrate run; returns (exit code, run folder)."""
-    from .commands import decision_label, reported, validation_block  # commands imports the suites
+    from .commands import reported, validation_block  # commands imports the suites; keep this module light
 
     runs = sorted((read_run(Path(d)) for d in directories), key=lambda r: r.manifest["started_at"])
     check_poolable(runs)
     first_v = runs[0].summary["validation"]
     records = renumbered(runs)
     kwargs = {"per_repeat": per_repeat} if per_repeat is not None else {}
-    metric = first_v.get("metric", COMPARED_METRIC)  # blocks before harness 0.10.0 decided on output tok/s
+    metric = decided_metric(first_v)
     block = validation_block(records, pairs_per_trial=first_v["pairs_per_trial"], slowdown=first_v["planted_slowdown"],
                              threshold=first_v["threshold"], metric=metric, **kwargs)
     expected = sum(r.summary["validation"]["aa_trials"] for r in runs)
@@ -116,7 +116,7 @@ def pool(directories: list[Path], *, evidence_root: Path, console, per_repeat=No
                   f"{block['planted_flagged']}/{block['planted_trials']} caught (Wilson 95% lower "
                   f"{block['power_ci'][0]:.3f}); the plant cost "
                   + ("n/a" if block["planted_ratio"]["ratio"] is None else f"{1 - block['planted_ratio']['ratio']:.1%}")
-                  + f"; decided on {decision_label(block)}")
+                  + f"; decided on {decision_label(metric)}")
     decided = block["verdict"]
     console.print(f"{decided['status']}" + "".join(f"\n  - {r}" for r in decided["reasons"]))
     console.print(f"evidence: {directory}")

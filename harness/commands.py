@@ -9,8 +9,8 @@ from suites.throughput.comparisons import BENCH_METRICS, bench_comparisons, cach
 
 from .bench import Plan, execute, suite_of
 from .machine_load import trial_loads
-from .metrics import (COMPARED_METRIC, Comparison, as_speed, higher_is_better, is_regression, paired_comparison,
-                      per_repeat_outcome)
+from .metrics import (COMPARED_METRIC, Comparison, as_speed, decided_metric, decision_label, higher_is_better,
+                      is_regression, paired_comparison, per_repeat_outcome)
 from . import calibrate as bounds
 from .publish import publish
 from .report_format import fmt_ratio
@@ -112,22 +112,18 @@ def validation_block(records: list[dict], *, pairs_per_trial: int, slowdown: flo
     aa, planted = _flagged(aa_ratios, threshold=threshold), _flagged(planted_ratios, threshold=threshold)
     every = {s: {i: o for servers in trials.values() for i, o in servers[s].items()} for s in ("A", "planted")}
     realised = _decide(every["planted"], every["A"], threshold=threshold) or {}
-    return {"aa_trials": n, "aa_flagged": aa, "false_positive_rate": aa / n, "fpr_ci": list(wilson(aa, n)),
-            "planted_trials": n, "planted_flagged": planted, "power": planted / n,
-            "power_ci": list(wilson(planted, n)), "planted_slowdown": slowdown, "alpha": 0.05,
-            "threshold": threshold, "pairs_per_trial": pairs_per_trial,
-            "aa_significant": _flagged(aa_ratios, threshold=0.0),
-            "planted_significant": _flagged(planted_ratios, threshold=0.0),
-            "planted_ratio": {k: realised.get(k) for k in ("ratio", "ci_low", "ci_high")}
-            | {"n_pairs": realised.get("n_pairs", 0)}} | trial_load(records, trials=sorted(trials),
-                                                        pairs_per_trial=pairs_per_trial) \
-        | ({"metric": metric} if metric != COMPARED_METRIC else {})
-
-
-def decision_label(block: dict) -> str:
-    """What a validation block's ratios are ratios of, in words."""
-    metric = block.get("metric", COMPARED_METRIC)
-    return metric if metric == COMPARED_METRIC else f"{metric} (as a rate, 1/{metric})"
+    block = {"aa_trials": n, "aa_flagged": aa, "false_positive_rate": aa / n, "fpr_ci": list(wilson(aa, n)),
+             "planted_trials": n, "planted_flagged": planted, "power": planted / n,
+             "power_ci": list(wilson(planted, n)), "planted_slowdown": slowdown, "alpha": 0.05,
+             "threshold": threshold, "pairs_per_trial": pairs_per_trial,
+             "aa_significant": _flagged(aa_ratios, threshold=0.0),
+             "planted_significant": _flagged(planted_ratios, threshold=0.0),
+             "planted_ratio": {k: realised.get(k) for k in ("ratio", "ci_low", "ci_high")}
+             | {"n_pairs": realised.get("n_pairs", 0)}}
+    block |= trial_load(records, trials=sorted(trials), pairs_per_trial=pairs_per_trial)
+    if metric != COMPARED_METRIC:
+        block["metric"] = metric
+    return block
 
 
 def trial_load(records: list[dict], *, trials: list[int], pairs_per_trial: int) -> dict:
@@ -160,7 +156,7 @@ def calibrate(plan: Plan, args, *, console) -> int:
         f"(rate {block['false_positive_rate']:.3f}, Wilson 95% [{block['fpr_ci'][0]:.3f}, {block['fpr_ci'][1]:.3f}]); "
         f"planted sleep of {args.slowdown:.0%} of each step: {block['planted_flagged']}/{block['planted_trials']} "
         f"caught (power {block['power']:.3f}, Wilson 95% [{block['power_ci'][0]:.3f}, {block['power_ci'][1]:.3f}]); "
-        f"it really cost {cost}; decided on {decision_label(block)}")
+        f"it really cost {cost}; decided on {decision_label(decided_metric(block))}")
     if loads := trial_loads(block):
         console.print(f"load outside the run: {loads}")
     console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.1%} below 1, "

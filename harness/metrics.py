@@ -263,6 +263,17 @@ def as_speed(value: float | None, metric: str) -> float | None:
     return 1.0 / value if value is not None and value > 0 else None
 
 
+def decided_metric(validation: dict) -> str:
+    """The metric a validation block's trials decided on (blocks before harness 0.10.0 name none:
+    they decided on output tok/s)."""
+    return validation.get("metric", COMPARED_METRIC)
+
+
+def decision_label(metric: str) -> str:
+    """What ratios decided on `metric` are ratios of, in words: a time is read as a rate."""
+    return metric if higher_is_better(metric) else f"{metric} (as a rate, 1/{metric})"
+
+
 def is_regression(comparison: dict, *, threshold: float) -> bool:
     """compare's gate on a stored comparison a/b, a being the candidate: a lost more repeats to
     failures than b, or its ratio is significantly and materially worse (stats.regression_flag).
@@ -273,10 +284,9 @@ def is_regression(comparison: dict, *, threshold: float) -> bool:
     ratio, metric = comparison["ratio"], comparison.get("metric", COMPARED_METRIC)
     if ratio is None:
         return False
-    if higher_is_better(metric):
-        return stats.regression_flag(ratio, comparison["ci_high"], threshold=threshold)
-    low = comparison["ci_low"]
-    return stats.regression_flag(1.0 / ratio, 1.0 / low if low else None, threshold=threshold)
+    # As rates, the interval's upper end comes from a time ratio's lower end.
+    upper = comparison["ci_high"] if higher_is_better(metric) else as_speed(comparison["ci_low"], metric)
+    return stats.regression_flag(as_speed(ratio, metric), upper, threshold=threshold)
 
 
 def _compare(case: str, req: Comparison, metric: str, by_key: dict, *, confidence: float,

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import report_contracts, report_divergence, report_profile, report_roofline, report_tools
 from .machine_load import describe as describe_load, trial_loads
+from .metrics import decision_label
 from .report_format import fmt_ci, fmt_num, fmt_p, text_or_na
 
 DEFAULT_TITLE = "mlx-proof evidence report"
@@ -226,8 +227,7 @@ def _validation_lines(v: dict) -> list[str]:
             f"{fmt_ci(real['ci_low'], real['ci_high'], real['n_pairs'])} over n={real['n_pairs']} pairs",
         ]
     if "metric" in v:  # harness 0.10.0+: the rule decides on a time, read as a rate
-        lines.append(f"Decided on {v['metric']} per repeat, as a rate (1/{v['metric']}): every ratio above is "
-                     f"a ratio of speeds")
+        lines.append(f"Decided on {decision_label(v['metric'])} per repeat: every ratio above is a ratio of speeds")
     if loads := trial_loads(v):  # harness 0.9.0+
         lines.append(f"Load outside the run, the most in any repeat of a trial: {loads} (counted in the "
                      f"decision like the others)")

@@ -10,7 +10,7 @@ import pytest
 from harness.calibrate import verdict as calibration_verdict
 from harness.commands import validation_block
 from harness.evidence import iter_runs
-from harness.metrics import Comparison, summarize
+from harness.metrics import Comparison, decided_metric, summarize
 
 EVIDENCE = Path(__file__).resolve().parents[2] / "evidence"
 RUNS = list(iter_runs(EVIDENCE))  # read_run checks manifest, raw and summary against the schemas
@@ -69,7 +69,7 @@ def test_summary_recomputes_from_raw(run):
     if validation and "pairs_per_trial" in validation:  # older blocks did not record their trial size
         block = validation_block(records, pairs_per_trial=validation["pairs_per_trial"],
                                  slowdown=validation["planted_slowdown"], threshold=validation["threshold"],
-                                 **({"metric": validation["metric"]} if "metric" in validation else {}))
+                                 metric=decided_metric(validation))
         if "verdict" in validation:  # calibrate (harness 0.7.0+) decides on the bounds
             block["verdict"] = calibration_verdict(block, quick=validation["verdict"]["quick"])
         if "pooled_from" in validation:  # calibrate --pool: which runs' records these are (provenance)
