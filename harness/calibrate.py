@@ -36,6 +36,19 @@ def trials_to_prove(bound: float, *, confidence: float = 0.95) -> int:
 MIN_TRIALS = trials_to_prove(MAX_FPR)  # 73 at 95% confidence
 
 
+def plant_cost(block: dict, *, detail: bool = False) -> str:
+    """What the plant really cost, in words: 1 - planted/A over every pair, with the interval and n
+    when `detail` is asked for."""
+    real = block.get("planted_ratio") or {}
+    if real.get("ratio") is None:
+        return "n/a"
+    cost = f"{1 - real['ratio']:.1%}"
+    if detail:
+        cost += (f" (planted/A {real['ratio']:.3f} [{real['ci_low']:.3f}, {real['ci_high']:.3f}], "
+                 f"n={real['n_pairs']} pairs)")
+    return cost
+
+
 def verdict(block: dict, *, quick: bool) -> dict:
     """proven / not proven / disproven, with the reasons, from a validation block.
 

@@ -114,9 +114,8 @@ def pool(directories: list[Path], *, evidence_root: Path, console, per_repeat=No
     console.print(f"pooled {len(runs)} runs ({', '.join(block['pooled_from'])}): A/A {block['aa_flagged']}/"
                   f"{block['aa_trials']} flagged (Wilson 95% upper {block['fpr_ci'][1]:.3f}); planted "
                   f"{block['planted_flagged']}/{block['planted_trials']} caught (Wilson 95% lower "
-                  f"{block['power_ci'][0]:.3f}); the plant cost "
-                  + ("n/a" if block["planted_ratio"]["ratio"] is None else f"{1 - block['planted_ratio']['ratio']:.1%}")
-                  + f"; decided on {decision_label(metric)}")
+                  f"{block['power_ci'][0]:.3f}); the plant cost {bounds.plant_cost(block)}; "
+                  f"decided on {decision_label(metric)}")
     decided = block["verdict"]
     console.print(f"{decided['status']}" + "".join(f"\n  - {r}" for r in decided["reasons"]))
     console.print(f"evidence: {directory}")

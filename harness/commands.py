@@ -147,16 +147,12 @@ def calibrate(plan: Plan, args, *, console) -> int:
     block["verdict"] = bounds.verdict(block, quick=args.quick)
     directory, summary = publish(plan, outcome, evidence_root=args.evidence_dir, validation=block,
                                  comparisons=[reported(s, "A", suite.compared_metric) for s in ("A2", "planted")])
-    real = block["planted_ratio"]
-    cost = "n/a" if real["ratio"] is None else (f"{1 - real['ratio']:.1%} (planted/A {real['ratio']:.3f} "
-                                                f"[{real['ci_low']:.3f}, {real['ci_high']:.3f}], "
-                                                f"n={real['n_pairs']} pairs)")
     console.print(
         f"A/A: {block['aa_flagged']}/{block['aa_trials']} trials flagged a regression "
         f"(rate {block['false_positive_rate']:.3f}, Wilson 95% [{block['fpr_ci'][0]:.3f}, {block['fpr_ci'][1]:.3f}]); "
         f"planted sleep of {args.slowdown:.0%} of each step: {block['planted_flagged']}/{block['planted_trials']} "
         f"caught (power {block['power']:.3f}, Wilson 95% [{block['power_ci'][0]:.3f}, {block['power_ci'][1]:.3f}]); "
-        f"it really cost {cost}; decided on {decision_label(decided_metric(block))}")
+        f"it really cost {bounds.plant_cost(block, detail=True)}; decided on {decision_label(decided_metric(block))}")
     if loads := trial_loads(block):
         console.print(f"load outside the run: {loads}")
     console.print(f"rule: B/A interval below 1 and estimate more than {block['threshold']:.1%} below 1, "

@@ -36,8 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .metrics import COMPARED_METRIC
+
 SUITES = ("throughput", "divergence", "tools", "contracts")
-COMPARED_METRIC = "output_tok_per_s"
 OURS = "ours"
 
 
