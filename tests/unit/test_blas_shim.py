@@ -1,5 +1,6 @@
-"""The cblas shim over scipy-openblas32: it builds, routes one-row products to GEMV, and
-computes what numpy computes, whatever the transposes, strides and beta."""
+"""The cblas shim over scipy-openblas32: it builds, routes one-row products to GEMV and few-row
+products against a transposed weight to its own kernel, and computes what numpy computes, whatever
+the transposes, strides and beta."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,23 @@ from serving.blas_shim import EXPORTS, LIB_NAME, ShimUnavailable, _build, ensure
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the shim is for Linux CPU")
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-ROUTE_GEMM, ROUTE_ROW, ROUTE_COLUMN = 0, 1, 2
+ROUTE_GEMM, ROUTE_ROW, ROUTE_COLUMN, ROUTE_SMALL_M = 0, 1, 2, 3
+SMALL_M_MAX = 32  # small_m.c
+
+
+def _small_m_kernel_here() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return os.uname().machine == "x86_64" and " avx2" in flags and " fma" in flags
+
+
+def _expected_route(dtype, ta, tb, m, n, k) -> int:
+    if dtype == np.float32 and ta == NO_TRANS and tb == TRANS and m <= SMALL_M_MAX and _small_m_kernel_here():
+        return ROUTE_SMALL_M
+    if m == 1 and n > 1:
+        return ROUTE_ROW
+    if n == 1 and m > 1:
+        return ROUTE_COLUMN
+    return ROUTE_GEMM
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +89,68 @@ def _gemm(lib, dtype, a_op, b_op, *, ta, tb, alpha, beta, c, pad=0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta", [NO_TRANS, TRANS])
 @pytest.mark.parametrize("tb", [NO_TRANS, TRANS])
-@pytest.mark.parametrize("shape,route", [((1, 37, 53), ROUTE_ROW), ((29, 37, 1), ROUTE_COLUMN),
-                                         ((7, 37, 53), ROUTE_GEMM), ((1, 37, 1), ROUTE_GEMM)])
+@pytest.mark.parametrize("shape", [(1, 37, 53), (29, 37, 1), (7, 37, 53), (1, 37, 1), (40, 37, 53)])
 @pytest.mark.parametrize("pad", [0, 3])
-def test_matches_numpy(lib, dtype, ta, tb, shape, route, pad):
+def test_matches_numpy(lib, dtype, ta, tb, shape, pad):
     rng = np.random.default_rng(hash((ta, tb, shape, pad)) % 2**32)
     m, k, n = shape
     a, b, c = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (k, n), (m, n)))
     got, took = _gemm(lib, dtype, a, b, ta=ta, tb=tb, alpha=1.5, beta=0.5, c=c, pad=pad)
     want = 1.5 * (a.astype(np.float64) @ b) + 0.5 * c
     np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4)
-    assert took == route
+    assert took == _expected_route(dtype, ta, tb, m, n, k)
+
+
+needs_kernel = pytest.mark.skipif(not _small_m_kernel_here(), reason="the few-row kernel needs x86-64 AVX2 + FMA")
+
+
+@needs_kernel
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 10, 32])
+@pytest.mark.parametrize("k", [1, 7, 8, 37, 576])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 100, 1537])
+def test_few_rows_against_a_transposed_weight(lib, m, k, n):
+    """Every tile shape and every k % 8 tail, padded leading dimensions, beta both ways."""
+    rng = np.random.default_rng(m * 10_000 + k * 10 + n)
+    a, w, c = (rng.standard_normal(s, dtype=np.float32) for s in ((m, k), (n, k), (m, n)))
+    got, took = _gemm(lib, np.float32, a, w.T, ta=NO_TRANS, tb=TRANS, alpha=0.75, beta=0.5, c=c, pad=5)
+    assert took == ROUTE_SMALL_M
+    np.testing.assert_allclose(got, 0.75 * (a.astype(np.float64) @ w.T) + 0.5 * c, rtol=1e-4, atol=1e-4)
+    fresh, _ = _gemm(lib, np.float32, a, w.T, ta=NO_TRANS, tb=TRANS, alpha=1.0, beta=0.0,
+                     c=np.full((m, n), np.nan, dtype=np.float32))  # beta = 0: C is never read
+    np.testing.assert_allclose(fresh, a.astype(np.float64) @ w.T, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
+def test_a_row_sums_alike_whatever_the_batch(lib):
+    """A sequence's numbers do not depend on its neighbours: each row of a 2..32-row product is
+    bit-identical to the same row computed alone (the kernel's promise)."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((1536, 576), dtype=np.float32)  # large enough to use the thread pool
+    rows = rng.standard_normal((SMALL_M_MAX, 576), dtype=np.float32)
+    alone = np.stack([_gemm(lib, np.float32, rows[i:i + 1], w.T, ta=NO_TRANS, tb=TRANS, alpha=1.0, beta=0.0,
+                            c=np.zeros((1, 1536), np.float32))[0][0] for i in range(SMALL_M_MAX)])
+    for m in (2, 3, 10, 17, SMALL_M_MAX):
+        batched, took = _gemm(lib, np.float32, rows[:m], w.T, ta=NO_TRANS, tb=TRANS, alpha=1.0, beta=0.0,
+                              c=np.zeros((m, 1536), np.float32))
+        assert took == ROUTE_SMALL_M
+        assert np.array_equal(batched, alone[:m]), f"rows changed in a batch of {m}"
+
+
+@needs_kernel
+def test_concurrent_callers_share_the_pool_safely(lib):
+    """Two threads' products at once: one gets the pool, the other computes alone; both are right."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4096, 576), dtype=np.float32)
+    inputs = [rng.standard_normal((8, 576), dtype=np.float32) for _ in range(16)]
+
+    def one(a):
+        return _gemm(lib, np.float32, a, w.T, ta=NO_TRANS, tb=TRANS, alpha=1.0, beta=0.0,
+                     c=np.zeros((8, 4096), np.float32))[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, inputs))
+    for a, got in zip(inputs, results):
+        np.testing.assert_allclose(got, a.astype(np.float64) @ w.T, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(1, 64, 96), (96, 64, 1)])
