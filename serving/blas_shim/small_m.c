@@ -23,7 +23,7 @@
 #define MAX_THREADS 64
 #define NR 3 /* weight rows per tile */
 #define MR 4 /* activation rows per tile */
-/* Below this many multiply-adds one thread is quicker than waking the others. */
+/* Each thread gets at least this many multiply-adds: below it, waking one costs more than it saves. */
 #define PARALLEL_MIN_MACS (256 * 1024)
 
 int scipy_openblas_get_num_threads(void);
@@ -115,8 +115,9 @@ __attribute__((target("avx2,fma"))) static void columns(const job_t *j, int n_be
 /* ---- the pool ------------------------------------------------------------------------------ */
 
 static struct {
-  pid_t owner; /* the process that started the workers: a forked child starts its own */
+  pid_t owner; /* the process whose workers these are */
   int threads;
+  int parts; /* threads taking part in the current job */
   atomic_flag busy;
   pthread_mutex_t mu;
   pthread_cond_t wake;
@@ -136,16 +137,35 @@ static void *worker(void *arg) {
   unsigned long seen = 0;
   for (;;) {
     /* Sleep, not spin, between products: a spinning worker takes a core from MLX's own threads,
-     * which run the rest of the step (measured: a decode step 15-20% slower with a 0.4 ms spin). */
+     * which run the rest of the step (measured: a decode step 15-20% slower with a 0.4 ms spin).
+     * The job is copied under the lock that published it, with its generation, so a worker that
+     * wakes late can neither take a job twice nor mix two jobs' fields. */
     pthread_mutex_lock(&pool.mu);
     while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.mu);
     seen = atomic_load(&pool.generation);
+    job_t job = pool.job;
+    int parts = pool.parts;
     pthread_mutex_unlock(&pool.mu);
-    share(&pool.job, part, pool.threads);
-    atomic_fetch_sub(&pool.pending, 1);
+    if (part < parts) {
+      share(&job, part, parts);
+      atomic_fetch_sub(&pool.pending, 1);
+    }
   }
   return NULL;
 }
+
+/* A forked child has none of its parent's workers, and the parent's lock or job may have been
+ * mid-flight: it starts from a fresh pool (generation 0, so new workers wait for a new job). */
+static void pool_after_fork(void) {
+  pthread_mutex_init(&pool.mu, NULL);
+  pthread_cond_init(&pool.wake, NULL);
+  atomic_store(&pool.generation, 0);
+  atomic_store(&pool.pending, 0);
+  atomic_flag_clear(&pool.busy);
+  pool.owner = 0;
+}
+
+__attribute__((constructor)) static void register_fork_handler(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
 
 static int start_pool(void) {
   pid_t me = getpid();
@@ -185,11 +205,14 @@ int mlxproof_small_m_sgemm(int m, int n, int k, float alpha, const float *a, int
     columns(&j, 0, n);
     return 1;
   }
+  long by_work = (long)m * n * k / PARALLEL_MIN_MACS;
   int parts = start_pool();
+  parts = by_work < parts ? (int)by_work : parts;
   if (parts > 1) {
-    pool.job = j;
-    atomic_store(&pool.pending, parts - 1);
     pthread_mutex_lock(&pool.mu);
+    pool.job = j;
+    pool.parts = parts;
+    atomic_store(&pool.pending, parts - 1);
     atomic_fetch_add(&pool.generation, 1);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.mu);

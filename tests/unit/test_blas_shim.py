@@ -165,6 +165,32 @@ def test_beta_zero_never_reads_c(lib, shape):
     np.testing.assert_allclose(got, a @ b, rtol=1e-4, atol=1e-4)
 
 
+@needs_kernel
+def test_a_forked_child_computes_with_its_own_pool(shim):
+    """The parent's workers do not survive fork(): the child starts its own and gets right answers."""
+    probe = r"""
+import ctypes, os, sys, numpy as np
+lib = ctypes.CDLL(sys.argv[1]); fn = lib.cblas_sgemm
+p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+fn.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
+rng = np.random.default_rng(0)
+w = rng.standard_normal((4096, 576), dtype=np.float32); x = rng.standard_normal((8, 576), dtype=np.float32)
+def product():
+    c = np.full((8, 4096), np.nan, np.float32)
+    fn(101, 111, 112, 8, 4096, 576, 1.0, x.ctypes.data, 576, w.ctypes.data, 576, 0.0, c.ctypes.data, 4096)
+    return float(np.abs(c - x.astype(np.float64) @ w.T).max())
+assert product() < 1e-3  # the parent's pool is up
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if max(product() for _ in range(3)) < 1e-3 else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe, str(shim.path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_exports_what_mlx_imports(shim):
     out = subprocess.run(["nm", "-D", "--defined-only", str(shim.path)], capture_output=True, text=True)
     if out.returncode != 0:
