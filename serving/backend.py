@@ -7,7 +7,8 @@ process with LD_PRELOAD set, and what was actually loaded is read back from
 /proc/self/maps rather than assumed.
 
 The order `--blas auto` tries: the cblas shim over PyPI's scipy-openblas32
-(serving/blas_shim: a current OpenBLAS, one-row products through GEMV), then the
+(serving/blas_shim: a current OpenBLAS, one-row products through GEMV, a decode step's
+few-row products through its own kernel), then the
 system's OpenBLAS, then MLX's bundled reference BLAS. Why an earlier choice was
 passed over travels to the re-executed process in BLAS_NOTE_ENV and is reported.
 """

@@ -1,8 +1,9 @@
-/* Few-row products (2 <= M <= SMALL_M_MAX) against a row-major weight, for the decode steps of
- * 2..SMALL_M_MAX streams: C = alpha * A . B^T + beta * C, A M x K, B N x K (x @ W.T, as MLX asks for
+/* Few-row products (1 <= M <= SMALL_M_MAX) against a row-major weight, for the decode steps of
+ * 1..SMALL_M_MAX streams: C = alpha * A . B^T + beta * C, A M x K, B N x K (x @ W.T, as MLX asks for
  * it). OpenBLAS's GEMM packs all of B on every call, so a 10-row product through a 113 MB lm_head
  * costs about three passes over the weights; this kernel reads each weight row once, from where it
- * lies, and keeps the few activation rows hot in cache.
+ * lies, and keeps the few activation rows hot in cache. One row comes here too, not to GEMV (as fast
+ * here), so that a row sums alike alone and batched.
  *
  * Every output element is one dot product summed the same way (8 lanes over k, then the lanes in a
  * fixed order), whatever M is and whichever tile holds it, so a sequence's numbers do not depend

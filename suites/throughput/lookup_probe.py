@@ -1,0 +1,83 @@
+"""Would prompt-lookup drafting pay on a workload? Count, before building it.
+
+`python -m suites.throughput.lookup_probe [--model M] [--case seed-c10] [--draft 4] [OUT.json]`
+decodes each of the case's prompts greedily (the real model, one sequence at a time), then replays
+the answer as n-gram lookup speculative decoding would: at each step, draft up to `--draft` tokens
+by finding the latest earlier match of the last 1..3 tokens in the prompt and the answer so far,
+accept the draft's prefix that greedy decoding produced, and add the one token the verifying
+forward makes itself. It prints tokens per forward (1.0: drafting never helps) per prompt and
+overall. Greedy acceptance is exact, so the count is what the engine would get, not an estimate;
+what a forward of 1 + draft rows costs is the BLAS's business (see the README's shim section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+MAX_NGRAM = 3
+
+
+def draft(history: list[int], size: int) -> list[int]:
+    """Up to `size` tokens that followed the latest earlier occurrence of the longest tail n-gram."""
+    for n in range(min(MAX_NGRAM, len(history) - 1), 0, -1):
+        tail = history[-n:]
+        for start in range(len(history) - n - 1, -1, -1):
+            if history[start:start + n] == tail:
+                return history[start + n:start + n + size]
+    return []
+
+
+def forwards_needed(prompt: list[int], answer: list[int], size: int) -> int:
+    """Verifying forwards lookup decoding needs to produce `answer` after `prompt`."""
+    done = forwards = 0
+    while done < len(answer):
+        proposal = draft(prompt + answer[:done], size)
+        accepted = 0
+        while accepted < len(proposal) and done + accepted < len(answer) and proposal[accepted] == answer[done + accepted]:
+            accepted += 1
+        done += accepted + 1  # the forward's own token comes with the accepted drafts
+        forwards += 1
+    return forwards
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m suites.throughput.lookup_probe", description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", help="write the per-prompt counts here as JSON")
+    parser.add_argument("--model", default="smollm2-135m", help="catalog id or model folder")
+    parser.add_argument("--case", default="seed-c10", help="throughput case whose prompts and max_tokens to use")
+    parser.add_argument("--draft", type=int, default=4, help="tokens drafted per step at most")
+    args = parser.parse_args(argv)
+
+    import mlx.core as mx
+    from mlx_lm import load
+    from mlx_lm.generate import generate_step
+
+    from harness.bench import resolve_model_folder
+
+    from .cases import UID, load_cases
+
+    case = load_cases([args.case])[0]
+    model, tokenizer = load(str(resolve_model_folder(args.model).path))
+    rows, total_tokens, total_forwards = [], 0, 0
+    for i, text in enumerate(case.prompts):
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": text.replace(UID, f"probe-{i}")}],
+                                               add_generation_prompt=True)
+        answer = [int(t) for t, _ in generate_step(mx.array(prompt), model, max_tokens=case.max_tokens,
+                                                   sampler=lambda logits: mx.argmax(logits, axis=-1))]
+        forwards = forwards_needed(prompt, answer, args.draft)
+        rows.append({"prompt": i, "tokens": len(answer), "forwards": forwards})
+        total_tokens, total_forwards = total_tokens + len(answer), total_forwards + forwards
+        print(f"prompt {i}: {len(answer)} tokens in {forwards} forwards ({len(answer) / forwards:.2f} per forward)")
+    print(f"{args.case}, draft {args.draft}: {total_tokens} tokens in {total_forwards} forwards, "
+          f"{total_tokens / total_forwards:.2f} tokens per forward (n={len(rows)} prompts)")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"model": args.model, "case": args.case, "draft": args.draft, "max_ngram": MAX_NGRAM,
+                       "tokens": total_tokens, "forwards": total_forwards, "prompts": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
