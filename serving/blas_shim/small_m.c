@@ -202,11 +202,11 @@ int mlxproof_small_m_sgemm(int m, int n, int k, float alpha, const float *a, int
   if (supported < 0) supported = mlxproof_small_m_supported();
   if (!supported || m < 1 || m > SMALL_M_MAX || n < 1 || k < 1) return 0;
   job_t j = {m, n, k, alpha, beta, a, lda, b, ldb, c, ldc};
-  if ((long)m * n * k < PARALLEL_MIN_MACS || atomic_flag_test_and_set(&pool.busy)) {
+  long by_work = (long)m * n * k / PARALLEL_MIN_MACS; /* threads the work is worth */
+  if (by_work < 2 || atomic_flag_test_and_set(&pool.busy)) {
     columns(&j, 0, n);
     return 1;
   }
-  long by_work = (long)m * n * k / PARALLEL_MIN_MACS;
   int parts = start_pool();
   parts = by_work < parts ? (int)by_work : parts;
   if (parts > 1) {
