@@ -103,6 +103,10 @@ def _serve_parser(sub) -> None:
     p.add_argument("--compiled-step-context", type=int,
                    help=f"KV positions per sequence under --decode-step compiled, prompt + completion "
                         f"(default {d.compiled_step_context})")
+    p.add_argument("--lookup-draft", type=int,
+                   help=f"prompt-lookup speculative decoding for a greedy sequence decoding alone: draft up to N "
+                        f"tokens from its own prompt and answer, verify them in one forward, tokens unchanged; "
+                        f"0: off (default {d.lookup_draft}; batch decode step only)")
     p.add_argument("--divergence-monitor", choices=["off", "warn", "serialize"],
                    help="probe batched against serial greedy decoding while traffic runs: warn, or "
                         "serialize decoding after a divergence until restart (default off)")

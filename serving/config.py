@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
+# A verifying forward of 1 + N rows stays about one row's cost only while N is small (README).
+MAX_LOOKUP_DRAFT = 16
 
 BlasPolicy = Literal["auto", "shim", "openblas", "reference"]
 OverCeiling = Literal["clamp", "reject"]
@@ -99,6 +101,10 @@ class ServerConfig:
     # compiled_step_context positions per sequence (README: "Compiled decode step").
     decode_step: DecodeStep = "batch"
     compiled_step_context: int = 8192
+    # Prompt-lookup speculative decoding: while one greedy sequence decodes alone (batch step
+    # only), draft up to this many tokens from n-grams of its prompt and answer and verify them
+    # in one forward; the tokens are unchanged (README: "Prompt-lookup decoding"). 0: off.
+    lookup_draft: int = 4
     # Batch-divergence monitor: off, warn (status + log), or serialize (decode one sequence at
     # a time from the first divergence until restart). Probes run only while requests decode.
     divergence_monitor: DivergenceAction = "off"
@@ -179,6 +185,8 @@ def _determinism_problems(c: ServerConfig) -> list[str]:
     if c.decode_step == "compiled" and c.prefix_cache_bytes:
         problems.append("the compiled decode step prefills every prompt afresh, so the prefix cache stays off; "
                         "drop prefix_cache_bytes")
+    if not 0 <= c.lookup_draft <= MAX_LOOKUP_DRAFT:
+        problems.append(f"lookup_draft must be 0 (off) to {MAX_LOOKUP_DRAFT} tokens")
     if c.compiled_step_context < 16:
         problems.append("compiled_step_context must be at least 16 tokens")
     if c.divergence_monitor not in ("off", "warn", "serialize"):

@@ -7,12 +7,15 @@ from typing import Any
 
 
 def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
+    """mlx-lm's BatchGenerator; with settings.lookup_draft, one that takes prompt-lookup steps
+    for a lone greedy sequence (engine.lookup_decoding)."""
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator
 
+    from .lookup_decoding import make_lookup_generator
+
     eos = sorted(tokenizer.eos_token_ids)
-    return BatchGenerator(
-        model,
+    kwargs = dict(
         stop_tokens=[[t] for t in eos],
         completion_batch_size=settings.max_concurrency,
         prefill_batch_size=min(settings.prefill_batch_size, settings.max_concurrency),
@@ -22,6 +25,9 @@ def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
         # abort at exit that a stream made with new_stream() off the main thread causes.
         stream=mx.default_stream(mx.default_device()),
     )
+    if settings.lookup_draft > 0:
+        return make_lookup_generator(model, draft_tokens=settings.lookup_draft, **kwargs)
+    return BatchGenerator(model, **kwargs)
 
 
 def make_fixed_shape_generator(model: Any, tokenizer: Any, settings) -> Any:

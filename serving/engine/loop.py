@@ -53,6 +53,8 @@ class EngineSettings:
     batch_invariant_context: int | None = None
     # The compiled, bucketed decode step, with at most this many KV positions per sequence (None: off).
     compiled_step_context: int | None = None
+    # Prompt-lookup drafts per verifying forward for a lone greedy sequence (0: off; batch step only).
+    lookup_draft: int = 0
     monitor: MonitorSettings = MonitorSettings()
 
 
@@ -101,6 +103,7 @@ class Engine(QueuedEngine):
         self._serial_reason: str | None = "deterministic" if settings.deterministic else None
         self.monitor = DivergenceMonitor(settings.monitor, on_serialize=self._serialize_after_divergence)
         self._probes = ProbeDriver(self.monitor)
+        self._generator = None  # the engine thread's; read (racily, counters only) by stats()
 
     @property
     def _capacity(self) -> int:
@@ -121,8 +124,15 @@ class Engine(QueuedEngine):
             "serial_decoding": self._serial_reason is not None,
             "serial_reason": self._serial_reason,
             "divergence_monitor": self.monitor.status(),
+            "lookup_decoding": self._lookup_stats(),
             **self._load_stats(prefix_cache=self._cache.stats()),
         }
+
+    def _lookup_stats(self) -> dict:
+        stats = getattr(self._generator, "lookup", None)
+        if stats is None:
+            return {"enabled": False, "draft_tokens": 0}
+        return {"enabled": True, "draft_tokens": self._generator.draft_tokens, **stats.as_dict()}
 
     def _mode(self) -> str:
         if self.settings.deterministic:
@@ -134,7 +144,7 @@ class Engine(QueuedEngine):
     # ---- engine-thread side -----------------------------------------------
     def _load(self) -> tuple[Any, Any]:
         model, self.tokenizer = self._loader()
-        generator = self._factory(model, self.tokenizer, self.settings)
+        generator = self._generator = self._factory(model, self.tokenizer, self.settings)
         if self.settings.deterministic:
             self.monitor.inert("decoding is always serial (--deterministic): there is no batch to probe")
         else:  # before any request: the probe's serial reference is decoded alone
@@ -163,7 +173,7 @@ class Engine(QueuedEngine):
                 self._counters["step_failures"] += 1
                 self._fail_active(f"generation step failed: {exc}")
                 self._probes.forget()
-                generator = self._factory(model, self.tokenizer, self.settings)
+                generator = self._generator = self._factory(model, self.tokenizer, self.settings)
                 continue
             self._counters["steps"] += 1
             self._deliver(generator, responses)
@@ -274,9 +284,11 @@ class Engine(QueuedEngine):
             log.exception("could not remove sequence %d from the batch", uid)
 
     def _deliver(self, generator, responses) -> None:
+        # A lookup step returns several tokens of one sequence: the batch is its sequences.
+        batch_size = len({r.uid for r in responses})
         for r in responses:
             if self._probes.owns(r.uid):
-                self._probes.deliver(generator, r, batch_size=len(responses))
+                self._probes.deliver(generator, r, batch_size=batch_size)
                 continue
             seq = self._active.get(r.uid)
             if seq is None:

@@ -54,8 +54,8 @@ class ProbeDriver:
             run = self._start(generator, "reference")
             for _ in range(self.monitor.settings.max_tokens + _REFERENCE_STEP_SLACK):
                 _, responses = generator.next()
-                for r in responses:
-                    self.deliver(generator, r, batch_size=len(responses))
+                for r in responses:  # alone: a lookup step's several tokens are still one sequence
+                    self.deliver(generator, r, batch_size=1)
                 if self._run is None:
                     break
             else:

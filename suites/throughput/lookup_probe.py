@@ -16,17 +16,7 @@ import argparse
 import json
 import sys
 
-MAX_NGRAM = 3
-
-
-def draft(history: list[int], size: int) -> list[int]:
-    """Up to `size` tokens that followed the latest earlier occurrence of the longest tail n-gram."""
-    for n in range(min(MAX_NGRAM, len(history) - 1), 0, -1):
-        tail = history[-n:]
-        for start in range(len(history) - n - 1, -1, -1):
-            if history[start:start + n] == tail:
-                return history[start + n:start + n + size]
-    return []
+from serving.engine.lookup_decoding import MAX_NGRAM, draft
 
 
 def forwards_needed(prompt: list[int], answer: list[int], size: int) -> int:

@@ -1,0 +1,146 @@
+"""Prompt-lookup speculative decoding for a greedy sequence that decodes alone.
+
+A decode step of one row is bound by reading the weights; through the BLAS shim's few-row
+kernel a forward of 1 + 4 rows reads them once too, so it costs about what one row costs.
+When exactly one sequence is decoding, greedily and without logits processors, the step
+drafts up to `draft_tokens` tokens by finding the latest earlier occurrence of the tail
+n-gram in the prompt and the answer so far (no draft model), runs them through the model
+in one forward, and keeps the prefix that greedy decoding itself picks, plus the token the
+forward makes after it. Greedy acceptance is exact: the tokens are the ones one-at-a-time
+decoding would give, as long as the verifying forward's arithmetic matches (checked token
+for token: README, "Prompt-lookup decoding").
+
+This is a step of our own over mlx-lm's batch state, not a patch of the library: the
+generator below reads BatchGenerator's generation batch and, when the step cannot be taken
+(several sequences, a prompt still prefilling, sampling, a processor, no draft), leaves it
+all to BatchGenerator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_NGRAM = 3
+
+
+def draft(history: list[int], size: int) -> list[int]:
+    """Up to `size` tokens that followed the latest earlier occurrence of the longest tail n-gram."""
+    for n in range(min(MAX_NGRAM, len(history) - 1), 0, -1):
+        tail = history[-n:]
+        for start in range(len(history) - n - 1, -1, -1):
+            if history[start:start + n] == tail:
+                return history[start + n:start + n + size]
+    return []
+
+
+def accepted_prefix(proposal: list[int], greedy: list[int]) -> int:
+    """How many drafted tokens greedy decoding agrees with; greedy[i] follows proposal[:i]."""
+    n = 0
+    while n < len(proposal) and proposal[n] == greedy[n]:
+        n += 1
+    return n
+
+
+@dataclass
+class LookupStats:
+    steps: int = 0        # verifying forwards taken
+    drafted: int = 0      # tokens drafted into them
+    accepted: int = 0     # drafted tokens greedy decoding kept
+
+    def as_dict(self) -> dict:
+        return {"steps": self.steps, "drafted": self.drafted, "accepted": self.accepted,
+                "acceptance": round(self.accepted / self.drafted, 4) if self.drafted else None}
+
+
+def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs):
+    """A BatchGenerator that takes lookup steps for a lone greedy sequence (mlx-lm is imported
+    here, on the engine thread, as the plain generator's factory does)."""
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.models.cache import BatchKVCache
+
+    class LookupBatchGenerator(BatchGenerator):
+        def __init__(self) -> None:
+            super().__init__(model, **batch_generator_kwargs)
+            self.draft_tokens = draft_tokens
+            self.lookup = LookupStats()
+
+        def next(self):
+            with mx.stream(self._stream):
+                responses = self._lookup_step()
+                return ([], responses) if responses is not None else self._next()
+
+        def _lone_greedy(self):
+            """The generation batch when one greedy sequence, and nothing else, is in flight."""
+            gen = self._generation_batch
+            if len(gen) != 1 or len(self._prompt_batch) or self._unprocessed_sequences:
+                return None
+            if not getattr(gen.samplers[0], "greedy", False) or gen.logits_processors[0]:
+                return None
+            if not all(isinstance(c, BatchKVCache) for c in gen.prompt_cache):
+                return None  # only a plain KV cache can be trimmed back past rejected drafts
+            return gen
+
+        def _lookup_step(self):
+            gen = self._lone_greedy()
+            if gen is None:
+                return None
+            room = gen.max_tokens[0] - gen._num_tokens[0]  # tokens this sequence may still emit
+            if room < 2:
+                return None
+            # The pending token: sampled by the last step, returned now, not yet in the cache.
+            pending, pending_logprobs = gen._next_tokens, gen._next_logprobs[0]
+            mx.eval(pending)
+            token = int(pending[0].item())
+            proposal = draft(gen.tokens[0] + [token], min(self.draft_tokens, room - 1))
+            if not proposal:
+                return None
+            logits = self.model(mx.array([[token, *proposal]], dtype=mx.uint32), cache=gen.prompt_cache)[0]
+            # The same normalisation and argmax as BatchGenerator's step, so ties break alike.
+            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            greedy = mx.argmax(logprobs, axis=-1)
+            mx.eval(greedy)
+            greedy = greedy.tolist()
+            kept = accepted_prefix(proposal, greedy)
+            self.lookup.steps += 1
+            self.lookup.drafted += len(proposal)
+            self.lookup.accepted += kept
+            emitted = [(token, pending_logprobs)] + [(proposal[i], logprobs[i]) for i in range(kept)]
+            return self._emit(gen, emitted, 1 + len(proposal), greedy[kept], logprobs[kept])
+
+        def _emit(self, gen, emitted, fed: int, following: int, following_logprobs):
+            """Responses for the emitted tokens, up to a finish; the cache is cut back to them."""
+            responses, finish, out = [], None, 0
+            for tok, lps in emitted:
+                out += 1
+                gen._num_tokens[0] += 1
+                if gen._num_tokens[0] >= gen.max_tokens[0]:
+                    finish = "length"
+                if gen._matchers[0].advance(tok):
+                    finish = "stop"
+                responses.append((tok, lps, finish))
+                if finish is not None:
+                    break
+            for c in gen.prompt_cache:
+                c.trim(fed - out)
+            gen.tokens[0].extend(tok for tok, _, _ in responses)
+            self._counters.generation_tokens += len(responses)
+            self._counters.generation_steps += 1
+            uid = gen.uids[0]
+            result = [gen.Response(uid=uid, token=tok, logprobs=lps, finish_reason=None,
+                                   prompt_cache=None, all_tokens=None) for tok, lps, _ in responses[:-1]]
+            tok, lps, _ = responses[-1]
+            if finish is not None:
+                result.append(gen.Response(uid=uid, token=tok, logprobs=lps, finish_reason=finish,
+                                           prompt_cache=gen.extract_cache(0), all_tokens=gen.tokens[0]))
+                gen.filter([])
+                return result
+            result.append(gen.Response(uid=uid, token=tok, logprobs=lps, finish_reason=None,
+                                       prompt_cache=None, all_tokens=None))
+            gen._current_tokens = mx.array([tok], dtype=mx.uint32)
+            gen._current_logprobs = [lps]
+            gen._next_tokens = mx.array([following], dtype=mx.uint32)
+            gen._next_logprobs = [following_logprobs]
+            return result
+
+    return LookupBatchGenerator()
