@@ -79,6 +79,11 @@ _CACHE_COUNTERS = (
     ("hit_tokens", "prefix_cache_hit_tokens", "prompt tokens served from the cache"),
     ("miss_tokens", "prefix_cache_miss_tokens", "prompt tokens that had to be prefilled"),
 )
+_LOOKUP_COUNTERS = (
+    ("steps", "lookup_steps", "prompt-lookup verifying forwards (one greedy sequence decoding alone)"),
+    ("drafted", "lookup_drafted_tokens", "tokens drafted from the prompt and answer into those forwards"),
+    ("accepted", "lookup_accepted_tokens", "drafted tokens greedy decoding kept"),
+)
 
 
 class EngineCollector:
@@ -99,6 +104,9 @@ class EngineCollector:
         cache = stats.get("prefix_cache")
         if isinstance(cache, dict):
             yield from _families(cache, _CACHE_GAUGES, _CACHE_COUNTERS)
+        lookup = stats.get("lookup_decoding")
+        if isinstance(lookup, dict) and lookup.get("enabled"):
+            yield from _families(lookup, (), _LOOKUP_COUNTERS)
         yield from divergence_families(stats)
 
 

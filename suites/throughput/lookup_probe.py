@@ -8,6 +8,10 @@ accept the draft's prefix that greedy decoding produced, and add the one token t
 forward makes itself. It prints tokens per forward (1.0: drafting never helps) per prompt and
 overall. Greedy acceptance is exact, so the count is what the engine would get, not an estimate;
 what a forward of 1 + draft rows costs is the BLAS's business (see the README's shim section).
+
+With `--check`, each prompt is also decoded by the engine's two generators, mlx-lm's
+BatchGenerator and the lookup one (serving.engine.lookup_decoding), alone, and their tokens are
+compared: the evidence that lookup decoding leaves greedy output unchanged on a real model.
 """
 
 from __future__ import annotations
@@ -32,12 +36,27 @@ def forwards_needed(prompt: list[int], answer: list[int], size: int) -> int:
     return forwards
 
 
+def decode_alone(generator, prompt: list[int], max_tokens: int) -> list[int]:
+    from serving.engine.request import SamplingParams
+    from serving.engine.sampling import build_sampler
+
+    generator.insert([prompt], max_tokens=[max_tokens], samplers=[build_sampler(SamplingParams(temperature=0.0))])
+    tokens: list[int] = []
+    while True:
+        for r in generator.next()[1]:
+            tokens.append(r.token)
+            if r.finish_reason:
+                return tokens
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m suites.throughput.lookup_probe", description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", help="write the per-prompt counts here as JSON")
     parser.add_argument("--model", default="smollm2-135m", help="catalog id or model folder")
     parser.add_argument("--case", default="seed-c10", help="throughput case whose prompts and max_tokens to use")
     parser.add_argument("--draft", type=int, default=4, help="tokens drafted per step at most")
+    parser.add_argument("--check", action="store_true",
+                        help="also decode through BatchGenerator and the lookup generator and compare their tokens")
     args = parser.parse_args(argv)
 
     import mlx.core as mx
@@ -50,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     case = load_cases([args.case])[0]
     model, tokenizer = load(str(resolve_model_folder(args.model).path))
+    generators = _generators(model, tokenizer, args.draft) if args.check else None
     rows, total_tokens, total_forwards = [], 0, 0
     for i, text in enumerate(case.prompts):
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": text.replace(UID, f"probe-{i}")}],
@@ -58,15 +78,33 @@ def main(argv: list[str] | None = None) -> int:
                                                    sampler=lambda logits: mx.argmax(logits, axis=-1))]
         forwards = forwards_needed(prompt, answer, args.draft)
         rows.append({"prompt": i, "tokens": len(answer), "forwards": forwards})
+        if generators:
+            plain, lookup = (decode_alone(g, prompt, case.max_tokens) for g in generators)
+            rows[-1].update(identical=plain == lookup, lookup=generators[1].lookup.as_dict())
+            print(f"prompt {i}: BatchGenerator and lookup tokens {'identical' if plain == lookup else 'DIFFER'}")
         total_tokens, total_forwards = total_tokens + len(answer), total_forwards + forwards
         print(f"prompt {i}: {len(answer)} tokens in {forwards} forwards ({len(answer) / forwards:.2f} per forward)")
     print(f"{args.case}, draft {args.draft}: {total_tokens} tokens in {total_forwards} forwards, "
           f"{total_tokens / total_forwards:.2f} tokens per forward (n={len(rows)} prompts)")
+    if generators:
+        print(f"identical tokens: {sum(r['identical'] for r in rows)}/{len(rows)} prompts; "
+              f"lookup steps {generators[1].lookup.as_dict()}")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"model": args.model, "case": args.case, "draft": args.draft, "max_ngram": MAX_NGRAM,
-                       "tokens": total_tokens, "forwards": total_forwards, "prompts": rows}, fh, indent=1)
+                       "tokens": total_tokens, "forwards": total_forwards, "prompts": rows,
+                       **({"identical": sum(r["identical"] for r in rows),
+                           "lookup": generators[1].lookup.as_dict()} if generators else {})}, fh, indent=1)
     return 0
+
+
+def _generators(model, tokenizer, draft_tokens: int):
+    """The engine's plain generator and its lookup generator, configured as the server makes them."""
+    from serving.engine.generator import make_batch_generator
+    from serving.engine.loop import EngineSettings
+
+    return tuple(make_batch_generator(model, tokenizer, EngineSettings(max_concurrency=1, lookup_draft=n))
+                 for n in (0, draft_tokens))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from suites.throughput.lookup_probe import draft, forwards_needed
 def test_draft_follows_the_latest_match_of_the_longest_tail():
     assert draft([1, 2, 3, 9, 1, 2, 3, 7, 1, 2, 3], 2) == [7, 1]  # the later "1 2 3" wins
     assert draft([5, 6, 7], 4) == []  # no earlier occurrence of any tail
-    assert draft([4, 8, 4], 3) == [8, 4]  # a 1-gram match, cut at the end of history
+    assert draft([4, 9, 8, 4, 9], 3) == [8, 4, 9]  # a 2-gram match, cut at the end of history
+    assert draft([4, 8, 4], 3) == []  # a lone token's match is too weak to draft from
 
 
 def test_no_drafts_means_one_token_per_forward():

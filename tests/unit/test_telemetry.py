@@ -125,7 +125,8 @@ class StatsEngine(FakeEngine):
                 "max_concurrency": 8, "steps": 40, "generated_tokens": 120, "rejected_busy": 1,
                 "timeouts": 0, "errors": 0,
                 "prefix_cache": {"enabled": True, "bytes": 2048, "entries": 2, "lookups": 5, "hits": 4,
-                                 "misses": 1, "hit_tokens": 100, "miss_tokens": 20}}
+                                 "misses": 1, "hit_tokens": 100, "miss_tokens": 20},
+                "lookup_decoding": {"enabled": True, "draft_tokens": 4, "steps": 10, "drafted": 38, "accepted": 15}}
 
 
 def test_engine_gauges_and_prefix_cache_counters_are_read_at_scrape_time():
@@ -139,6 +140,8 @@ def test_engine_gauges_and_prefix_cache_counters_are_read_at_scrape_time():
     assert value(s, "mlx_proof_prefix_cache_misses_total") == 1
     assert value(s, "mlx_proof_prefix_cache_hit_tokens_total") == 100
     assert value(s, "mlx_proof_prefix_cache_bytes") == 2048
+    assert value(s, "mlx_proof_lookup_steps_total") == 10
+    assert value(s, "mlx_proof_lookup_accepted_tokens_total") == 15
 
 
 class BrokenStatsEngine(FakeEngine):
