@@ -39,6 +39,35 @@ def draft(history: list[int], size: int) -> list[int]:
     return []
 
 
+class NgramIndex:
+    """draft() for a growing history without rescanning it: for every 2- and 3-gram, where its
+    latest occurrence ends. An agent's prompt is thousands of tokens, and a scan per step would
+    cost milliseconds of Python; this costs a few dictionary updates per token."""
+
+    def __init__(self) -> None:
+        self.history: list[int] = []
+        self._ends: dict[tuple[int, ...], int] = {}
+
+    def sync(self, tokens: list[int]) -> None:
+        """Take in what `tokens` (which only ever grows) holds beyond what was seen."""
+        for token in tokens[len(self.history):]:
+            self.history.append(token)
+            end = len(self.history)
+            for n in range(MIN_NGRAM, MAX_NGRAM + 1):
+                if end >= n:
+                    self._ends[tuple(self.history[end - n:end])] = end
+
+    def draft(self, pending: int, size: int) -> list[int]:
+        """draft(history + [pending], size), from the index."""
+        for n in range(MAX_NGRAM, MIN_NGRAM - 1, -1):
+            if len(self.history) + 1 < n:
+                continue
+            end = self._ends.get((*self.history[len(self.history) - n + 1:], pending) if n > 1 else (pending,))
+            if end is not None:
+                return (self.history[end:] + [pending])[:size]
+        return []
+
+
 def accepted_prefix(proposal: list[int], greedy: list[int]) -> int:
     """How many drafted tokens greedy decoding agrees with; greedy[i] follows proposal[:i]."""
     n = 0
@@ -70,6 +99,7 @@ def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs)
             super().__init__(model, **batch_generator_kwargs)
             self.draft_tokens = draft_tokens
             self.lookup = LookupStats()
+            self._index: tuple[int, NgramIndex] | None = None  # the lone sequence's uid and n-grams
 
         def next(self):
             with mx.stream(self._stream):
@@ -98,7 +128,11 @@ def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs)
             pending, pending_logprobs = gen._next_tokens, gen._next_logprobs[0]
             mx.eval(pending)
             token = int(pending[0].item())
-            proposal = draft(gen.tokens[0] + [token], min(self.draft_tokens, room - 1))
+            if self._index is None or self._index[0] != gen.uids[0]:
+                self._index = (gen.uids[0], NgramIndex())
+            index = self._index[1]
+            index.sync(gen.tokens[0])
+            proposal = index.draft(token, min(self.draft_tokens, room - 1))
             if not proposal:
                 return None
             logits = self.model(mx.array([[token, *proposal]], dtype=mx.uint32), cache=gen.prompt_cache)[0]

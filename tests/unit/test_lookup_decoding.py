@@ -10,7 +10,7 @@ from mlx_lm.generate import BatchGenerator
 from mlx_lm.models import llama
 from mlx_lm.sample_utils import make_logits_processors
 
-from serving.engine.lookup_decoding import accepted_prefix, draft, make_lookup_generator
+from serving.engine.lookup_decoding import NgramIndex, accepted_prefix, draft, make_lookup_generator
 from serving.engine.request import SamplingParams
 from serving.engine.sampling import build_sampler
 
@@ -128,3 +128,16 @@ def test_a_sequence_joining_a_lone_one_gets_the_plain_step(model):
         for r in gen.next()[1]:
             got[r.uid].append(r.token)
     assert [got[first], got[second]] == want
+
+
+def test_the_ngram_index_drafts_what_a_scan_of_the_history_drafts():
+    import random
+
+    rng = random.Random(5)
+    for _ in range(200):
+        history = [rng.randrange(6) for _ in range(rng.randrange(0, 40))]
+        index = NgramIndex()
+        for cut in range(len(history) + 1):  # grown a piece at a time, as a sequence grows
+            index.sync(history[:cut])
+            pending, size = rng.randrange(6), rng.randrange(1, 6)
+            assert index.draft(pending, size) == draft(history[:cut] + [pending], size)
