@@ -10,7 +10,6 @@ from __future__ import annotations
 import mlx.core as mx
 import pytest
 from mlx_lm.generate import BatchGenerator
-from mlx_lm.models import llama
 from mlx_lm.models.cache import RotatingKVCache
 from mlx_lm.sample_utils import make_logits_processors
 
@@ -19,18 +18,14 @@ from serving.engine.fixed_shape import FixedShapeGenerator, FixedShapeUnsupporte
 from serving.engine.request import SamplingParams
 from serving.engine.sampling import build_sampler
 
+from .tiny_llama import tiny_llama
+
 PROMPTS = [[5, 9, 13], [7] * 21, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [42]]
 
 
 @pytest.fixture(scope="module")
 def model():
-    mx.random.seed(3)
-    args = llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=97,
-                           rope_theta=10000.0, tie_word_embeddings=True)
-    m = llama.Model(args)
-    mx.eval(m.parameters())
-    return m
+    return tiny_llama(seed=3)
 
 
 def generator(model, *, stop=(), rows=4, capacity=64):

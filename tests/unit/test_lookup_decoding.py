@@ -7,12 +7,13 @@ from __future__ import annotations
 import mlx.core as mx
 import pytest
 from mlx_lm.generate import BatchGenerator
-from mlx_lm.models import llama
 from mlx_lm.sample_utils import make_logits_processors
 
 from serving.engine.lookup_decoding import NgramIndex, accepted_prefix, draft, make_lookup_generator
 from serving.engine.request import SamplingParams
 from serving.engine.sampling import build_sampler
+
+from .tiny_llama import tiny_llama
 
 # Repetitive prompts, so the n-gram drafts have something to find.
 PROMPTS = [[5, 9, 13, 5, 9, 13, 5, 9], [7] * 21, [1, 2, 3, 4, 1, 2, 3, 4, 1, 2], [42, 43]]
@@ -20,13 +21,7 @@ PROMPTS = [[5, 9, 13, 5, 9, 13, 5, 9], [7] * 21, [1, 2, 3, 4, 1, 2, 3, 4, 1, 2],
 
 @pytest.fixture(scope="module")
 def model():
-    mx.random.seed(11)
-    args = llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=97,
-                           rope_theta=10000.0, tie_word_embeddings=True)
-    m = llama.Model(args)
-    mx.eval(m.parameters())
-    return m
+    return tiny_llama(seed=11)
 
 
 def _kwargs(stop=()):
