@@ -3,13 +3,14 @@
 A decode step of one row on a CPU is mostly reading the weights; the BLAS shim's few-row kernel
 reads them once for 1 + 4 rows too, so a forward that checks four drafted tokens costs about a
 third more than a plain step (on SmolLM2-135M here: 99 ms against 73, medians in one process;
-it is also a synchronous step, where BatchGenerator overlaps the next step with this one). When exactly one sequence is decoding, greedily and
-without logits processors, the step drafts up to `draft_tokens` tokens by finding the latest
-earlier occurrence of the tail n-gram in the prompt and the answer so far (no draft model), runs
-them through the model in one forward, and keeps the prefix that greedy decoding itself picks,
-plus the token the forward makes after it. Greedy acceptance is exact: the tokens are the ones
-one-at-a-time decoding would give, as long as the verifying forward's arithmetic matches
-(checked token for token: README, "Prompt-lookup decoding").
+it is also a synchronous step, where BatchGenerator overlaps the next step with this one).
+When exactly one sequence is decoding, greedily and without logits processors, the step drafts
+up to `draft_tokens` tokens by finding the latest earlier occurrence of the tail n-gram in the
+prompt and the answer so far (no draft model), runs them through the model in one forward, and
+keeps the prefix that greedy decoding itself picks, plus the token the forward makes after it.
+Greedy acceptance is exact: the tokens are the ones one-at-a-time decoding would give, as long
+as the verifying forward's arithmetic matches (checked token for token: README, "Prompt-lookup
+decoding").
 
 This is a step of our own over mlx-lm's batch state, not a patch of the library: the
 generator below reads BatchGenerator's generation batch and, when the step cannot be taken
@@ -26,17 +27,6 @@ MAX_NGRAM = 3
 # verifying forward with a rejected draft costs more than a plain step: on the seed poems the
 # replay put 1-gram drafting at 1.00x for 32-token answers, 2-grams at 1.09x (README).
 MIN_NGRAM = 2
-
-
-def draft(history: list[int], size: int) -> list[int]:
-    """Up to `size` tokens that followed the latest earlier occurrence of the longest tail n-gram
-    (of MAX_NGRAM down to MIN_NGRAM tokens)."""
-    for n in range(min(MAX_NGRAM, len(history) - 1), MIN_NGRAM - 1, -1):
-        tail = history[-n:]
-        for start in range(len(history) - n - 1, -1, -1):
-            if history[start:start + n] == tail:
-                return history[start + n:start + n + size]
-    return []
 
 
 class NgramIndex:
@@ -58,14 +48,24 @@ class NgramIndex:
                     self._ends[tuple(self.history[end - n:end])] = end
 
     def draft(self, pending: int, size: int) -> list[int]:
-        """draft(history + [pending], size), from the index."""
+        """Up to `size` tokens that followed the latest earlier occurrence of the longest tail
+        n-gram (MAX_NGRAM down to MIN_NGRAM tokens) of the history with `pending` appended."""
         for n in range(MAX_NGRAM, MIN_NGRAM - 1, -1):
             if len(self.history) + 1 < n:
                 continue
-            end = self._ends.get((*self.history[len(self.history) - n + 1:], pending) if n > 1 else (pending,))
+            end = self._ends.get((*self.history[len(self.history) - n + 1:], pending))
             if end is not None:
                 return (self.history[end:] + [pending])[:size]
         return []
+
+
+def draft(history: list[int], size: int) -> list[int]:
+    """NgramIndex.draft for a whole history at once (its last token is the pending one)."""
+    if not history:
+        return []
+    index = NgramIndex()
+    index.sync(history[:-1])
+    return index.draft(history[-1], size)
 
 
 def accepted_prefix(proposal: list[int], greedy: list[int]) -> int:
@@ -150,9 +150,8 @@ def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs)
 
         def _emit(self, gen, emitted, fed: int, following: int, following_logprobs):
             """Responses for the emitted tokens, up to a finish; the cache is cut back to them."""
-            responses, finish, out = [], None, 0
+            responses, finish = [], None
             for tok, lps in emitted:
-                out += 1
                 gen._num_tokens[0] += 1
                 if gen._num_tokens[0] >= gen.max_tokens[0]:
                     finish = "length"
@@ -162,7 +161,7 @@ def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs)
                 if finish is not None:
                     break
             for c in gen.prompt_cache:
-                c.trim(fed - out)
+                c.trim(fed - len(responses))
             gen.tokens[0].extend(tok for tok, _, _ in responses)
             self._counters.generation_tokens += len(responses)
             self._counters.generation_steps += 1

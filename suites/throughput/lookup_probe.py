@@ -3,7 +3,7 @@
 `python -m suites.throughput.lookup_probe [--model M] [--case seed-c10] [--draft 4] [OUT.json]`
 decodes each of the case's prompts greedily (the real model, one sequence at a time), then replays
 the answer as n-gram lookup speculative decoding would: at each step, draft up to `--draft` tokens
-by finding the latest earlier match of the last 1..3 tokens in the prompt and the answer so far,
+by finding the latest earlier match of the last 3 (else 2) tokens in the prompt and the answer so far,
 accept the draft's prefix that greedy decoding produced, and add the one token the verifying
 forward makes itself. It prints tokens per forward (1.0: drafting never helps) per prompt and
 overall. Greedy acceptance is exact, so the count is what the engine would get, not an estimate;
@@ -20,18 +20,15 @@ import argparse
 import json
 import sys
 
-from serving.engine.lookup_decoding import MAX_NGRAM, draft
+from serving.engine.lookup_decoding import MAX_NGRAM, accepted_prefix, draft
 
 
 def forwards_needed(prompt: list[int], answer: list[int], size: int) -> int:
     """Verifying forwards lookup decoding needs to produce `answer` after `prompt`."""
     done = forwards = 0
     while done < len(answer):
-        proposal = draft(prompt + answer[:done], size)
-        accepted = 0
-        while accepted < len(proposal) and done + accepted < len(answer) and proposal[accepted] == answer[done + accepted]:
-            accepted += 1
-        done += accepted + 1  # the forward's own token comes with the accepted drafts
+        proposal = draft(prompt + answer[:done], min(size, len(answer) - done))
+        done += accepted_prefix(proposal, answer[done:]) + 1  # the forward's own token comes with the accepted drafts
         forwards += 1
     return forwards
 

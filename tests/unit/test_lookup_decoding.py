@@ -9,7 +9,14 @@ import pytest
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_logits_processors
 
-from serving.engine.lookup_decoding import NgramIndex, accepted_prefix, draft, make_lookup_generator
+from serving.engine.lookup_decoding import (
+    MAX_NGRAM,
+    MIN_NGRAM,
+    NgramIndex,
+    accepted_prefix,
+    draft,
+    make_lookup_generator,
+)
 from serving.engine.request import SamplingParams
 from serving.engine.sampling import build_sampler
 
@@ -125,6 +132,16 @@ def test_a_sequence_joining_a_lone_one_gets_the_plain_step(model):
     assert [got[first], got[second]] == want
 
 
+def _scan(history: list[int], size: int) -> list[int]:
+    """The drafting rule as a plain scan of the history: the oracle for the index."""
+    for n in range(min(MAX_NGRAM, len(history) - 1), MIN_NGRAM - 1, -1):
+        tail = history[-n:]
+        for start in range(len(history) - n - 1, -1, -1):
+            if history[start:start + n] == tail:
+                return history[start + n:start + n + size]
+    return []
+
+
 def test_the_ngram_index_drafts_what_a_scan_of_the_history_drafts():
     import random
 
@@ -135,4 +152,5 @@ def test_the_ngram_index_drafts_what_a_scan_of_the_history_drafts():
         for cut in range(len(history) + 1):  # grown a piece at a time, as a sequence grows
             index.sync(history[:cut])
             pending, size = rng.randrange(6), rng.randrange(1, 6)
-            assert index.draft(pending, size) == draft(history[:cut] + [pending], size)
+            assert index.draft(pending, size) == _scan(history[:cut] + [pending], size)
+            assert draft(history[:cut] + [pending], size) == _scan(history[:cut] + [pending], size)
