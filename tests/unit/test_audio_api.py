@@ -258,9 +258,11 @@ def test_a_full_queue_is_429_and_the_chat_routes_still_answer():
     try:
         results = []
         threads = [threading.Thread(target=lambda: results.append(h.post().status_code)) for _ in range(2)]
-        for t in threads:
-            t.start()
-        assert h.whisper.started.wait(10)  # one job runs, held by the gate...
+        # One at a time: started together, both could reach the queue before the worker takes
+        # the first, and the second would be refused instead of waiting.
+        threads[0].start()
+        assert h.whisper.started.wait(30)  # one job runs, held by the gate...
+        threads[1].start()
         deadline = time.monotonic() + 60  # ...and the other waits in the queue (slow on a loaded machine)
         while h.speech.asr._jobs.qsize() != 1 and time.monotonic() < deadline:
             time.sleep(0.05)
