@@ -11,8 +11,9 @@ For each batch size b, on a KV cache prefilled with `context` tokens per sequenc
 - the host's per-token work in our engine and API: streaming detokenisation, the stop-string
   search and hold-back (serving/engine/text_stream.py), event delivery (a RequestHandle's
   queue), and SSE encoding of an OpenAI chat chunk;
-- the real engine step: mlx-lm's BatchGenerator.next() with b sequences decoding, and our
-  compiled bucketed step's (`--decode-step compiled`) next() beside it;
+- the real engine step: mlx-lm's BatchGenerator.next() with b sequences decoding, and beside it
+  our default batch step's (BatchGenerator with engine.lean_step) and our compiled bucketed
+  step's (`--decode-step compiled`);
 - the ops in one decode step's graph (mx.export_to_dot), by primitive.
 
 Each timing is one record per repeat; harness/profile_summary.py turns them into medians with
@@ -239,6 +240,7 @@ def host_parts(tokenizer, *, batch: int, repeats: int) -> list[dict]:
 
 
 ENGINE_STEPS = {"batch": "engine step (mlx-lm BatchGenerator.next)",
+                "lean": "engine step (ours: lean batch step)",
                 "compiled": "engine step (compiled, --decode-step compiled)",
                 "compiled-unfused": "engine step (compiled, projections not fused)"}
 
@@ -251,17 +253,26 @@ def _generator(model, *, batch: int, context: int, kind: str):
         return BucketedGenerator(model, stop_tokens=set(), rows=max(batch, 1), capacity=max(4096, 2 * context),
                                  prefill_step_size=512, prefill_per_step=min(batch, 8), fused=kind == "compiled")
     from mlx_lm.generate import BatchGenerator
-    return BatchGenerator(model, stop_tokens=[], completion_batch_size=max(batch, 1),
-                          prefill_batch_size=min(batch, 8), prefill_step_size=512,
-                          stream=mx.default_stream(mx.default_device()))
+
+    from serving.engine.lean_step import install_lean_step
+    generator = BatchGenerator(model, stop_tokens=[], completion_batch_size=max(batch, 1),
+                               prefill_batch_size=min(batch, 8), prefill_step_size=512,
+                               stream=mx.default_stream(mx.default_device()))
+    if kind == "lean":
+        install_lean_step(generator, model)
+    return generator
 
 
 def engine_steps(model, *, batch: int, context: int, repeats: int, kind: str = "batch") -> list[dict]:
     """The generator's next() with b sequences decoding (what our engine thread calls): mlx-lm's
-    BatchGenerator, or the compiled step."""
+    BatchGenerator, ours over it, or the compiled step; greedy, with the engine's sampler."""
+    from serving.engine.request import SamplingParams
+    from serving.engine.sampling import build_sampler
+
     gen = _generator(model, batch=batch, context=context, kind=kind)
     prompts = [[(7 * s + i) % 1000 + 10 for i in range(context)] for s in range(batch)]
-    gen.insert(prompts, max_tokens=[10 ** 6] * batch)
+    gen.insert(prompts, max_tokens=[10 ** 6] * batch,
+               samplers=[build_sampler(SamplingParams(temperature=0.0)) for _ in range(batch)])
     decoding = 0
     while decoding < batch:  # prefill until every sequence decodes
         _, responses = gen.next()
@@ -324,7 +335,7 @@ def profile(model_path: str, *, batches: list[int], repeats: int, context: int, 
         del cache
         say(f"batch {b}: engine steps")
         records += engine_steps(model, batch=b, context=context, repeats=repeats)
-        for kind in ("compiled", "compiled-unfused"):
+        for kind in ("lean", "compiled", "compiled-unfused"):
             records += engine_steps(model, batch=b, context=context, repeats=repeats, kind=kind)
     info = detect_backend().as_dict()
     args = getattr(model, "args", None)

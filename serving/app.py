@@ -117,8 +117,9 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         deterministic=config.deterministic,
         batch_invariant_context=config.batch_invariant_context if config.batch_invariant else None,
         compiled_step_context=config.compiled_step_context if config.decode_step == "compiled" else None,
-        # --deterministic keeps the plain one-token step its reproducibility evidence was made with
+        # --deterministic keeps mlx-lm's one-token step, which its reproducibility evidence was made with
         lookup_draft=0 if config.deterministic else config.lookup_draft,
+        lean_step=not config.deterministic,
         monitor=monitor_settings(config),
     )
 

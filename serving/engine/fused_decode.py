@@ -7,8 +7,8 @@ then splits the result; everything else is the model's own code (its RoPE, mlx-l
 its norms and head). Each output element is the same dot product as before, so the numbers are
 the model's own. Used by `--decode-step compiled` for the model types whose layer structure is
 known (Llama, SmolLM2, Qwen2); any other model, or quantized weights, decodes through the model's
-own forward. It holds a second copy of the q/k/v and gate/up weights (prefill still uses the
-originals).
+own forward. The model's own q, k, v, gate and up weights become views into the concatenated
+ones, so the fused copy costs no memory and prefill reads the same numbers.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class FusedDecoder:
         inner = getattr(model, "model", None)
         if getattr(args, "model_type", None) not in FUSABLE_TYPES or inner is None:
             return None
+        if getattr(inner, "swa_idx", None) is not None:
+            return None  # sliding-window layers take another mask
         layers = []
         for block in inner.layers:
             attn, mlp = getattr(block, "self_attn", None), getattr(block, "mlp", None)
@@ -62,18 +64,25 @@ class FusedDecoder:
             qkv = mx.concatenate([q.weight, k.weight, v.weight], axis=0)
             bias = mx.concatenate([q.bias, k.bias, v.bias]) if "bias" in q else None
             n_q, n_k = q.weight.shape[0], k.weight.shape[0]
-            layers.append(_Layer(block, qkv, bias, (n_q, n_q + n_k), mx.concatenate([gate.weight, up.weight], axis=0),
-                                 gate.weight.shape[0]))
-        mx.eval([(layer.qkv, layer.gate_up) for layer in layers])
+            gate_up = mx.concatenate([gate.weight, up.weight], axis=0)
+            mx.eval(qkv, gate_up)
+            # Row slices of a row-major array share its buffer: the originals are freed.
+            q.weight, k.weight, v.weight = qkv[:n_q], qkv[n_q:n_q + n_k], qkv[n_q + n_k:]
+            gate.weight, up.weight = gate_up[:gate.weight.shape[0]], gate_up[gate.weight.shape[0]:]
+            mx.eval(q.weight, k.weight, v.weight, gate.weight, up.weight)
+            layers.append(_Layer(block, qkv, bias, (n_q, n_q + n_k), gate_up, gate.weight.shape[0]))
         return cls(model, layers)
 
-    def __call__(self, tokens: mx.array, caches: list, mask: mx.array) -> mx.array:
-        """Logits (rows x vocab) for one token per row; caches as the model's own forward takes them."""
+    def __call__(self, tokens: mx.array, caches: list, mask: mx.array | None = None) -> mx.array:
+        """Logits (rows x vocab) for one token per row; caches as the model's own forward takes them,
+        and the mask the model would make from them where none is given."""
         from mlx_lm.models.activations import swiglu
-        from mlx_lm.models.base import scaled_dot_product_attention
+        from mlx_lm.models.base import create_attention_mask, scaled_dot_product_attention
 
         inner = self._model.model
         h = inner.embed_tokens(tokens[:, None])
+        if mask is None:
+            mask = create_attention_mask(h, caches[0])
         rows = tokens.shape[0]
         for layer, cache in zip(self._layers, caches):
             block, attn = layer.block, layer.block.self_attn

@@ -8,10 +8,12 @@ from typing import Any
 
 def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
     """mlx-lm's BatchGenerator; with settings.lookup_draft, one that takes prompt-lookup steps
-    for a lone greedy sequence (engine.lookup_decoding)."""
+    for a lone greedy sequence (engine.lookup_decoding); with settings.lean_step, its batched
+    step is ours (engine.lean_step)."""
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator
 
+    from .lean_step import install_lean_step
     from .lookup_decoding import make_lookup_generator
 
     eos = sorted(tokenizer.eos_token_ids)
@@ -26,8 +28,12 @@ def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
         stream=mx.default_stream(mx.default_device()),
     )
     if settings.lookup_draft > 0:
-        return make_lookup_generator(model, draft_tokens=settings.lookup_draft, **kwargs)
-    return BatchGenerator(model, **kwargs)
+        generator = make_lookup_generator(model, draft_tokens=settings.lookup_draft, **kwargs)
+    else:
+        generator = BatchGenerator(model, **kwargs)
+    if settings.lean_step:
+        install_lean_step(generator, model)
+    return generator
 
 
 def make_fixed_shape_generator(model: Any, tokenizer: Any, settings) -> Any:

@@ -136,9 +136,10 @@ def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs)
             if not proposal:
                 return None
             logits = self.model(mx.array([[token, *proposal]], dtype=mx.uint32), cache=gen.prompt_cache)[0]
-            # The same normalisation and argmax as BatchGenerator's step, so ties break alike.
+            # The lean batch step's rule (engine.lean_step): the argmax of the logits themselves, the
+            # log-probabilities left lazy for a request that asks for them.
             logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-            greedy = mx.argmax(logprobs, axis=-1)
+            greedy = mx.argmax(logits, axis=-1)
             mx.eval(greedy)
             greedy = greedy.tolist()
             kept = accepted_prefix(proposal, greedy)

@@ -55,6 +55,9 @@ class EngineSettings:
     compiled_step_context: int | None = None
     # Prompt-lookup drafts per verifying forward for a lone greedy sequence (0: off; batch step only).
     lookup_draft: int = 0
+    # The batch step without the log-softmax a greedy batch throws away, with fused projections
+    # (engine.lean_step); off: mlx-lm's own step.
+    lean_step: bool = True
     monitor: MonitorSettings = MonitorSettings()
 
 

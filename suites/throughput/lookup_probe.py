@@ -9,9 +9,10 @@ forward makes itself. It prints tokens per forward (1.0: drafting never helps) p
 overall. Greedy acceptance is exact, so the count is what the engine would get, not an estimate;
 what a forward of 1 + draft rows costs is the BLAS's business (see the README's shim section).
 
-With `--check`, each prompt is also decoded by the engine's two generators, mlx-lm's
-BatchGenerator and the lookup one (serving.engine.lookup_decoding), alone, and their tokens are
-compared: the evidence that lookup decoding leaves greedy output unchanged on a real model.
+With `--check`, each prompt is also decoded alone by mlx-lm's own BatchGenerator step and by the
+engine's generator as the server builds it (the lean step with lookup decoding:
+serving.engine.lean_step, serving.engine.lookup_decoding), and their tokens are compared: the
+evidence that lookup decoding leaves greedy output unchanged on a real model.
 """
 
 from __future__ import annotations
@@ -105,12 +106,13 @@ def _blas() -> str:
 
 
 def _generators(model, tokenizer, draft_tokens: int):
-    """The engine's plain generator and its lookup generator, configured as the server makes them."""
+    """mlx-lm's own BatchGenerator step, and the engine's generator as the server makes it (the
+    lean step, with lookup decoding)."""
     from serving.engine.generator import make_batch_generator
     from serving.engine.loop import EngineSettings
 
-    return tuple(make_batch_generator(model, tokenizer, EngineSettings(max_concurrency=1, lookup_draft=n))
-                 for n in (0, draft_tokens))
+    return (make_batch_generator(model, tokenizer, EngineSettings(max_concurrency=1, lookup_draft=0, lean_step=False)),
+            make_batch_generator(model, tokenizer, EngineSettings(max_concurrency=1, lookup_draft=draft_tokens)))
 
 
 if __name__ == "__main__":
