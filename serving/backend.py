@@ -26,6 +26,7 @@ from typing import Callable
 REEXEC_MARKER = "MLX_PROOF_BLAS_CHOSEN"
 OPENBLAS_ENV = "MLX_PROOF_OPENBLAS"
 BLAS_NOTE_ENV = "MLX_PROOF_BLAS_NOTE"
+CPU_JIT_ENV = "MLX_PROOF_CPU_JIT"  # serving.cpu_jit.ENV_MARK
 SHIM_LIB_MARK = "libmlxproof_cblas"
 OPENBLAS_GLOBS = (
     "/usr/lib/*-linux-gnu/libopenblas.so.0",
@@ -47,6 +48,9 @@ class BackendInfo:
     blas_preload: str | None = None
     # Why `--blas` settled on a later choice than its first (e.g. no C compiler for the shim).
     blas_note: str | None = None
+    # The flags MLX's CPU compiler (mx.compile's fused kernels) gets beyond its own (serving.cpu_jit);
+    # None: as shipped.
+    cpu_jit_flags: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -214,6 +218,7 @@ def detect_backend() -> BackendInfo:
         platform=f"{platform.system()} {platform.machine()}",
         blas_preload=preloaded_blas() if backend == "cpu" else None,
         blas_note=os.environ.get(BLAS_NOTE_ENV) or None,
+        cpu_jit_flags=os.environ.get(CPU_JIT_ENV) or None if backend == "cpu" else None,
     )
 
 

@@ -75,6 +75,9 @@ def _serve_parser(sub) -> None:
                    help="Linux CPU: shim = the cblas shim over PyPI's scipy-openblas32 (built once with the C "
                         "compiler), openblas = the system's OpenBLAS, reference = mlx's bundled BLAS; auto tries "
                         "them in that order")
+    p.add_argument("--cpu-jit-avx2", action=argparse.BooleanOptionalAction, default=None,
+                   help="Linux x86-64 CPU: compile MLX's fused CPU kernels with AVX2 and FMA when this CPU has "
+                        "them (the same numbers, faster; default on)")
     p.add_argument("--log-level", help="debug, info, warning")
     p.add_argument("--access-log", help="one JSON line per request: off, stderr, or a file path (default stderr)")
     p.add_argument("--metrics-public", action="store_true", default=None,
@@ -195,6 +198,11 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         reexec_with_preload(preload, argv)
     if note:
         os.environ[BLAS_NOTE_ENV] = note  # what /health reports beside the BLAS it names
+    from .catalog import default_cache_dir
+    from .cpu_jit import arrange
+
+    jit = arrange(config.cache_dir or default_cache_dir(), enabled=config.cpu_jit_avx2)
+    logging.getLogger("mlx_proof").info("MLX CPU compiler: %s", jit.describe())
     config = _announce_profile(config)
     from .app import serve
     from .convert.wheels import FetchError

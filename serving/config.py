@@ -70,6 +70,9 @@ class ServerConfig:
     dtype: str = "auto"
     cache_dir: Path | None = None
     blas: BlasPolicy = "auto"
+    # Linux x86-64 CPU: MLX's CPU compiler (mx.compile's fused kernels) gets -mavx2 -mfma, the same
+    # numbers faster (serving/cpu_jit.py; README "Speed on Linux CPU").
+    cpu_jit_avx2: bool = True
     log_level: str = "info"
     # One JSON line per request on the mlx_proof.access logger: off, stderr, or a file path.
     access_log: str = "stderr"

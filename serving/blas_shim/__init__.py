@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# The forwarding layer, and the few-row kernel it routes decode-step products to.
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("cblas_shim.c", "small_m.c"))
+# The forwarding layer, and the few-row kernels it routes decode-step products to.
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cblas_shim.c", "small_m.c", "small_m_nn.c"))
 LIB_NAME = "libmlxproof_cblas.so"
 CC_ENV = "CC"
 # What the built library must export for MLX (nm -D libmlx.so: its cblas_* imports).
@@ -109,6 +109,22 @@ def _build(target: Path, lib: Path, *, compiler: str | None) -> None:
         raise ShimUnavailable(f"building the cblas shim failed: {exc}") from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def kernels_in_process() -> bool:
+    """Whether this process computes its float32 products through the shim's few-row kernels
+    (the shim preloaded, on a CPU that has them): only then does a product's every element sum
+    alike whatever its row count, which engine.fused_decode's grouped attention relies on."""
+    import ctypes
+
+    try:
+        process = ctypes.CDLL(None)
+        supported = process.mlxproof_small_m_supported
+        process.mlxproof_small_m_sgemm_nn  # noqa: B018 (present only in a shim that has both kernels)
+    except (AttributeError, OSError):
+        return False
+    supported.restype = ctypes.c_int
+    return bool(supported())
 
 
 def _check_loads(path: Path) -> str:

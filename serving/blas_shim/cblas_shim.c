@@ -12,7 +12,10 @@
  *
  * Single precision products of up to SMALL_M_MAX rows against a transposed weight (x @ W.T: every
  * projection of a decode step) go to small_m.c's kernel instead, which reads the weights once
- * rather than packing them, and sums every element alike whatever the row count.
+ * rather than packing them, and sums every element alike whatever the row count. Those of up to
+ * SMALL_M_MAX rows against a narrow B that is not transposed (attention's probabilities times its
+ * values) go to small_m_nn.c's, which also sums every element alike whatever the row count, one
+ * row (GEMV's case until now) included.
  */
 #include <stddef.h>
 
@@ -33,19 +36,25 @@ void scipy_cblas_cgemm(int, int, int, blasint, blasint, blasint, const void *, c
                        const void *, blasint, const void *, void *, blasint);
 
 int mlxproof_small_m_sgemm(int, int, int, float, const float *, int, const float *, int, float, float *, int);
+int mlxproof_small_m_sgemm_nn(int, int, int, float, const float *, int, const float *, int, float, float *, int);
 #define NO_SMALL_M(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) 0 /* double: GEMM as before */
 
 /* Which path the last call took, for the tests: 0 gemm, 1 gemv over a row, 2 gemv over a column,
- * 3 the few-row kernel. */
+ * 3 the few-row kernel, 4 the few-row kernel for an untransposed B. */
 static __thread int last_route = -1;
 int mlxproof_shim_last_route(void) { return last_route; }
 
-#define ROUTED_GEMM(NAME, T, GEMM, GEMV, SMALL_M)                                                 \
+#define ROUTED_GEMM(NAME, T, GEMM, GEMV, SMALL_M, SMALL_NN)                                       \
   void NAME(int order, int ta, int tb, blasint m, blasint n, blasint k, T alpha, const T *a,      \
             blasint lda, const T *b, blasint ldb, T beta, T *c, blasint ldc) {                    \
     if (order == ROW_MAJOR && ta == NO_TRANS && tb == TRANS &&                                    \
         SMALL_M(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) {                                  \
       last_route = 3;                                                                             \
+      return;                                                                                     \
+    }                                                                                             \
+    if (order == ROW_MAJOR && ta == NO_TRANS && tb == NO_TRANS &&                                 \
+        SMALL_NN(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) {                                 \
+      last_route = 4;                                                                             \
       return;                                                                                     \
     }                                                                                             \
     if (order == ROW_MAJOR && m == 1 && n > 1 && k > 0) {                                         \
@@ -76,8 +85,8 @@ int mlxproof_shim_last_route(void) { return last_route; }
     GEMM(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);                            \
   }
 
-ROUTED_GEMM(cblas_sgemm, float, scipy_cblas_sgemm, scipy_cblas_sgemv, mlxproof_small_m_sgemm)
-ROUTED_GEMM(cblas_dgemm, double, scipy_cblas_dgemm, scipy_cblas_dgemv, NO_SMALL_M)
+ROUTED_GEMM(cblas_sgemm, float, scipy_cblas_sgemm, scipy_cblas_sgemv, mlxproof_small_m_sgemm, mlxproof_small_m_sgemm_nn)
+ROUTED_GEMM(cblas_dgemm, double, scipy_cblas_dgemm, scipy_cblas_dgemv, NO_SMALL_M, NO_SMALL_M)
 
 void cblas_cgemm(int order, int ta, int tb, blasint m, blasint n, blasint k, const void *alpha,
                  const void *a, blasint lda, const void *b, blasint ldb, const void *beta, void *c,

@@ -14,6 +14,7 @@ ones, so the fused copy costs no memory and prefill reads the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import mlx.core as mx
@@ -36,10 +37,55 @@ def _linear(x: mx.array, weight: mx.array, bias: mx.array | None) -> mx.array:
     return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)  # as nn.Linear computes
 
 
+@partial(mx.compile, shapeless=True)
+def _shifted_exp(x: mx.array, shift: mx.array) -> mx.array:
+    return mx.exp(x - shift)
+
+
+def softmax_last_axis(x: mx.array) -> mx.array:
+    """mx.softmax(x, axis=-1) on a CPU in float32, number for number, with the exponentials in one
+    compiled kernel: MLX's softmax computes each exp through a libm call per multiply-add, and a
+    compiled kernel can inline them (serving/cpu_jit.py). The same steps as MLX's CPU softmax:
+    the row's max, exp(x - max), their sum in order, and each exp times the sum's reciprocal."""
+    e = _shifted_exp(x, mx.max(x, axis=-1, keepdims=True))
+    return e * (1 / mx.sum(e, axis=-1, keepdims=True))
+
+
+def grouped_attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask) -> mx.array:
+    """One query token per row, its query heads grouped by KV head: MLX's own attention on a CPU
+    (mx.fast.scaled_dot_product_attention's composite of products, mask and softmax), with each
+    KV head's query heads as the rows of one product instead of one product each.
+
+    MLX's CPU matmul calls the BLAS once per batch element, and its attention makes every query
+    head a batch element: rows x query heads one-row products per layer for the scores and as many
+    for the values (17,280 calls a step at 32 rows of SmolLM2-135M; README, "Step profile"). Here
+    it is rows x KV heads. Each number is the same: the BLAS shim sums every element of a few-row
+    product alike whatever the row count (small_m.c for the scores, small_m_nn.c for the values),
+    and the scale, the mask's fill and the softmax (softmax_last_axis) are MLX's own.
+    q: rows x heads x 1 x d; k, v: rows x kv heads x length x d; returns q's shape."""
+    rows, heads, _, d = q.shape
+    kv_heads, length = k.shape[1], k.shape[2]
+    q = (mx.array(scale, q.dtype) * q).reshape(rows, kv_heads, heads // kv_heads, d)
+    scores = q @ k.swapaxes(-1, -2)  # rows x kv heads x group x length
+    if isinstance(mask, mx.array):
+        # The mask speaks of query heads (rows x heads-or-1 x 1 x length); here they are grouped.
+        mask = mx.broadcast_to(mask, (rows, heads, 1, length)).reshape(rows, kv_heads, heads // kv_heads, length)
+        if mask.dtype == mx.bool_:
+            scores = mx.where(mask, scores, mx.array(mx.finfo(scores.dtype).min, scores.dtype))
+        else:
+            scores = scores + mask.astype(scores.dtype)
+    # A causal mask (or none) hides nothing from the one newest query token.
+    return (softmax_last_axis(scores) @ v).reshape(rows, heads, 1, d)
+
+
 class FusedDecoder:
-    def __init__(self, model: Any, layers: list[_Layer]) -> None:
+    def __init__(self, model: Any, layers: list[_Layer], *, grouped: bool = False) -> None:
         self._model = model
         self._layers = layers
+        # On a CPU, in float32, through the BLAS shim's kernels, attention runs as grouped_attention
+        # (any other BLAS may sum a grouped product otherwise); on a GPU mx.fast's fused kernel
+        # already takes every head at once.
+        self._grouped = grouped
 
     @classmethod
     def build(cls, model: Any) -> "FusedDecoder | None":
@@ -71,7 +117,10 @@ class FusedDecoder:
             gate.weight, up.weight = gate_up[:gate.weight.shape[0]], gate_up[gate.weight.shape[0]:]
             mx.eval(q.weight, k.weight, v.weight, gate.weight, up.weight)
             layers.append(_Layer(block, qkv, bias, (n_q, n_q + n_k), gate_up, gate.weight.shape[0]))
-        return cls(model, layers)
+        from ..blas_shim import kernels_in_process
+
+        grouped = mx.default_device() == mx.cpu and layers[0].qkv.dtype == mx.float32 and kernels_in_process()
+        return cls(model, layers, grouped=grouped)
 
     def __call__(self, tokens: mx.array, caches: list, mask: mx.array | None = None) -> mx.array:
         """Logits (rows x vocab) for one token per row; caches as the model's own forward takes them,
@@ -95,7 +144,10 @@ class FusedDecoder:
             q = attn.rope(q, offset=cache.offset)
             k = attn.rope(k, offset=cache.offset)
             k, v = cache.update_and_fetch(k, v)
-            out = scaled_dot_product_attention(q, k, v, cache=cache, scale=attn.scale, mask=mask)
+            if self._grouped and not isinstance(k, tuple):  # (a quantized cache hands back tuples)
+                out = grouped_attention(q, k, v, scale=attn.scale, mask=mask)
+            else:
+                out = scaled_dot_product_attention(q, k, v, cache=cache, scale=attn.scale, mask=mask)
             h = h + attn.o_proj(out.transpose(0, 2, 1, 3).reshape(rows, 1, -1))
             gate, up = mx.split(block.post_attention_layernorm(h) @ layer.gate_up.T, [layer.hidden], axis=-1)
             h = h + block.mlp.down_proj(swiglu(gate, up))
