@@ -21,6 +21,7 @@ from pathlib import Path
 
 # The forwarding layer, and the few-row kernels it routes decode-step products to.
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("cblas_shim.c", "small_m.c", "small_m_nn.c"))
+HEADERS = (Path(__file__).with_name("small_m.h"),)
 LIB_NAME = "libmlxproof_cblas.so"
 CC_ENV = "CC"
 # What the built library must export for MLX (nm -D libmlx.so: its cblas_* imports).
@@ -66,7 +67,7 @@ def find_compiler(environ: dict[str, str] | None = None) -> str | None:
 
 
 def shim_dir(cache_dir: Path, version: str, lib: Path) -> Path:
-    key = hashlib.sha256(b"\0".join([*(source.read_bytes() for source in SOURCES), str(lib).encode(),
+    key = hashlib.sha256(b"\0".join([*(source.read_bytes() for source in (*SOURCES, *HEADERS)), str(lib).encode(),
                                      platform.machine().encode()])).hexdigest()[:12]
     return Path(cache_dir) / "blas-shim" / f"scipy-openblas32-{version}-{key}"
 

@@ -20,7 +20,8 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#define SMALL_M_MAX 32
+#include "small_m.h"
+
 #define MAX_THREADS 64
 #define NR 3 /* weight rows per tile */
 #define MR 4 /* activation rows per tile */
@@ -28,17 +29,6 @@
 #define PARALLEL_MIN_MACS (256 * 1024)
 
 int scipy_openblas_get_num_threads(void);
-
-typedef struct {
-  int m, n, k;
-  float alpha, beta;
-  const float *a;
-  int lda;
-  const float *b;
-  int ldb;
-  float *c;
-  int ldc;
-} job_t;
 
 /* ---- the kernel ---------------------------------------------------------------------------- */
 

@@ -13,26 +13,14 @@
 #include <immintrin.h>
 #include <stddef.h>
 
-#define SMALL_M_MAX 32
+#include "small_m.h"
+
 #define NN_MAX_N 256
 #define NN_MR 3 /* rows of A per tile */
 #define NN_NV 4 /* 8-float columns of B per tile */
 
-int mlxproof_small_m_supported(void);
-
-typedef struct {
-  int m, n, k;
-  float alpha, beta;
-  const float *a;
-  int lda;
-  const float *b;
-  int ldb;
-  float *c;
-  int ldc;
-} nn_job;
-
 /* One tile: rows m0..m0+mr of C, columns n0..n0+8*nv (the last vector masked by `tail` when `last`). */
-__attribute__((target("avx2,fma"), always_inline)) static inline void nn_tile(const nn_job *j, int m0, int mr, int n0,
+__attribute__((target("avx2,fma"), always_inline)) static inline void nn_tile(const job_t *j, int m0, int mr, int n0,
                                                                               int nv, int last, __m256i tail) {
   __m256 acc[NN_MR][NN_NV];
   for (int i = 0; i < mr; i++)
@@ -67,7 +55,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void nn_tile(co
     nn_tile(j, m0, MRV, n0, NVV, last, tail);      \
     break;
 
-__attribute__((target("avx2,fma"))) static void nn_product(const nn_job *j) {
+__attribute__((target("avx2,fma"))) static void nn_product(const job_t *j) {
   int vectors = (j->n + 7) / 8, rem = j->n & 7;
   __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem ? rem : 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   for (int v0 = 0; v0 < vectors; v0 += NN_NV) {
@@ -90,7 +78,7 @@ int mlxproof_small_m_sgemm_nn(int m, int n, int k, float alpha, const float *a, 
   static int supported = -1;
   if (supported < 0) supported = mlxproof_small_m_supported();
   if (!supported || m < 1 || m > SMALL_M_MAX || n < 1 || n > NN_MAX_N || k < 1) return 0;
-  nn_job j = {m, n, k, alpha, beta, a, lda, b, ldb, c, ldc};
+  job_t j = {m, n, k, alpha, beta, a, lda, b, ldb, c, ldc};
   nn_product(&j);
   return 1;
 }
