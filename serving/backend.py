@@ -201,6 +201,15 @@ def preloaded_blas(environ: dict[str, str] | None = None) -> str | None:
     return ":".join(hits) or None
 
 
+def probe_setup(environ: dict[str, str] | None = None) -> dict[str, str | None]:
+    """What a probe's numbers were computed with, for its JSON: the preloaded BLAS by file name
+    (a folder would be this machine's) and the CPU compiler's extra flags (serving.cpu_jit)."""
+    environ = os.environ if environ is None else environ
+    preload = environ.get("LD_PRELOAD", "")
+    return {"blas": os.path.basename(preload) if preload else "MLX's linked BLAS (no LD_PRELOAD)",
+            "cpu_jit_flags": environ.get(CPU_JIT_ENV) or None}
+
+
 def detect_backend() -> BackendInfo:
     import mlx.core as mx
 

@@ -12,6 +12,7 @@ batching alone already moves on this device and dtype.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sys
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
     from mlx_lm import load
     from mlx_lm.generate import BatchGenerator
 
+    from serving.backend import probe_setup
     from serving.engine.bucketed_step import BucketedGenerator
     from serving.engine.lean_step import install_lean_step
 
@@ -73,15 +75,11 @@ def main(argv: list[str]) -> int:
 
     reference = [eager([p])[0] for p in prompts]
     same = lambda got: sum(a == b for a, b in zip(got, reference))  # noqa: E731
-    import hashlib
-    import os
-
     result = {"model": argv[0].rstrip("/").split("/")[-1], "device": str(mx.default_device()),
               "prompts": PROMPTS, "tokens": TOKENS, "seed": SEED, "step": step,
               # Which BLAS and CPU compiler flags computed this, and a digest of the reference tokens,
               # so runs under two setups can say whether mlx-lm's own tokens moved between them.
-              "blas": os.path.basename(os.environ.get("LD_PRELOAD", "")) or "MLX's linked BLAS",
-              "cpu_jit_flags": os.environ.get("MLX_PROOF_CPU_JIT"),
+              **probe_setup(),
               "reference_sha256": hashlib.sha256(json.dumps(reference).encode()).hexdigest()[:16],
               f"{step}_alone_eq_eager_alone": same([under_test([p])[0] for p in prompts]),
               f"{step}_batched_eq_eager_alone": same(under_test(prompts)),

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlx_lm.generate import generate_step
 
     from harness.bench import resolve_model_folder
+    from serving.backend import probe_setup
 
     from .cases import UID, load_cases
 
@@ -89,20 +90,11 @@ def main(argv: list[str] | None = None) -> int:
               f"lookup steps {generators[1].lookup.as_dict()}")
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"model": args.model, "case": args.case, "blas": _blas(), "draft": args.draft, "max_ngram": MAX_NGRAM,
+            json.dump({"model": args.model, "case": args.case, **probe_setup(), "draft": args.draft, "max_ngram": MAX_NGRAM,
                        "tokens": total_tokens, "forwards": total_forwards, "prompts": rows,
                        **({"identical": sum(r["identical"] for r in rows),
                            "lookup": generators[1].lookup.as_dict()} if generators else {})}, fh, indent=1)
     return 0
-
-
-def _blas() -> str:
-    """Which BLAS the products went through: the preloaded library's file name (the shim's, as
-    the server preloads it), or MLX's own; a folder would be this machine's, so it is left out."""
-    import os
-
-    preload = os.environ.get("LD_PRELOAD", "")
-    return os.path.basename(preload) if preload else "MLX's linked BLAS (no LD_PRELOAD)"
 
 
 def _generators(model, tokenizer, draft_tokens: int):

@@ -115,3 +115,10 @@ def test_mapped_libraries_reads_paths_only():
             "7f02-7f03 rw-p 00000000 00:00 0 \n"
             "7f04-7f05 r--p 00000000 00:00 0 [vdso]\n")
     assert backend.mapped_libraries(maps) == {DEBIAN}
+
+
+def test_probes_name_their_blas_by_file_and_their_compiler_flags():
+    shim = "/home/someone/.cache/mlx-proof/blas-shim/x/libmlxproof_cblas.so"
+    assert backend.probe_setup({"LD_PRELOAD": shim, backend.CPU_JIT_ENV: "-mavx2 -mfma"}) == {
+        "blas": "libmlxproof_cblas.so", "cpu_jit_flags": "-mavx2 -mfma"}
+    assert backend.probe_setup({}) == {"blas": "MLX's linked BLAS (no LD_PRELOAD)", "cpu_jit_flags": None}
