@@ -25,8 +25,10 @@
 #define MAX_THREADS 64
 #define NR 3 /* weight rows per tile */
 #define MR 4 /* activation rows per tile */
+#define FETCH_TILES_AHEAD 2
 /* Each thread gets at least this many multiply-adds: below it, waking one costs more than it saves. */
 #define PARALLEL_MIN_MACS (256 * 1024)
+#define MAX_CHUNKS 64
 
 int scipy_openblas_get_num_threads(void);
 
@@ -40,11 +42,20 @@ __attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-/* One tile: rows m0..m0+mr of A against rows n0..n0+nr of B, the whole of k. `ahead`, where not
- * NULL, is the next tile's first weight row (rows are ldb apart), fetched into cache meanwhile: the
- * weights come from memory once, and the fetch overlaps the arithmetic instead of stalling it. */
+/* The weight rows a later tile will read, fetched into cache a line at a time while this tile
+ * computes: the weights come from memory once, and the fetch overlaps the arithmetic instead of
+ * stalling it. The lines are spread evenly over every activation tile of the current weight tile
+ * (measured: a burst of them in the first activation tile alone left a 10-row product 10-15%
+ * slower, the fetches queueing behind each other). */
+typedef struct {
+  const float *rows; /* the first row to fetch; rows are ldb apart */
+  int nr, q, o;      /* rows to fetch, and the cursor: row q, float o */
+  int per_step;      /* lines fetched per 8 floats of k */
+} fetch_t;
+
+/* One tile: rows m0..m0+mr of A against rows n0..n0+nr of B, the whole of k. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void tile(const job_t *j, int m0, int mr, int n0,
-                                                                           int nr, __m256i tail, const float *ahead) {
+                                                                           int nr, __m256i tail, fetch_t *f) {
   __m256 acc[MR][NR];
   for (int i = 0; i < mr; i++)
     for (int q = 0; q < nr; q++) acc[i][q] = _mm256_setzero_ps();
@@ -52,8 +63,10 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void tile(const
   for (int q = 0; q < nr; q++) bq[q] = j->b + (size_t)(n0 + q) * j->ldb;
   int k8 = j->k & ~7;
   for (int p = 0; p < k8; p += 8) {
-    if (ahead && (p & 15) == 0)
-      for (int q = 0; q < NR; q++) _mm_prefetch((const char *)(ahead + (size_t)q * j->ldb + p), _MM_HINT_T0);
+    for (int s = 0; s < f->per_step && f->q < f->nr; s++) {
+      _mm_prefetch((const char *)(f->rows + (size_t)f->q * j->ldb + f->o), _MM_HINT_T0);
+      if ((f->o += 16) >= j->k) f->o = 0, f->q++;
+    }
     __m256 bv[NR];
     for (int q = 0; q < nr; q++) bv[q] = _mm256_loadu_ps(bq[q] + p);
     for (int i = 0; i < mr; i++) {
@@ -80,18 +93,20 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void tile(const
 
 #define TILE_CASE(MRV, NRV) \
   case (MRV) * 8 + (NRV):   \
-    tile(j, m0, MRV, n0, NRV, tail, ahead); \
+    tile(j, m0, MRV, n0, NRV, tail, &f); \
     break;
 
 __attribute__((target("avx2,fma"))) static void columns(const job_t *j, int n_begin, int n_end) {
   int rem = j->k & 7;
   __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  int m_tiles = (j->m + MR - 1) / MR, steps = (j->k + 7) / 8, lines_per_row = (j->k + 15) / 16;
   for (int n0 = n_begin; n0 < n_end; n0 += NR) {
     int nr = n_end - n0 < NR ? n_end - n0 : NR;
-    /* The fetch of the next weight rows rides on the first activation tile only (all of its rows). */
-    const float *next = n0 + 2 * NR <= n_end ? j->b + (size_t)(n0 + NR) * j->ldb : NULL;
+    /* Two weight tiles ahead: one is too close to hide memory's latency behind. */
+    int ahead = n0 + FETCH_TILES_AHEAD * NR, ahead_nr = ahead < n_end ? (n_end - ahead < NR ? n_end - ahead : NR) : 0;
+    fetch_t f = {ahead_nr ? j->b + (size_t)ahead * j->ldb : NULL, ahead_nr, 0, 0, 0};
+    f.per_step = (ahead_nr * lines_per_row + m_tiles * steps - 1) / (m_tiles * steps);
     for (int m0 = 0; m0 < j->m; m0 += MR) {
-      const float *ahead = m0 == 0 ? next : NULL;
       int mr = j->m - m0 < MR ? j->m - m0 : MR;
       switch (mr * 8 + nr) { /* constant shapes, so each tile is fully unrolled */
         TILE_CASE(1, 1) TILE_CASE(1, 2) TILE_CASE(1, 3)
@@ -108,39 +123,55 @@ __attribute__((target("avx2,fma"))) static void columns(const job_t *j, int n_be
 static struct {
   pid_t owner; /* the process whose workers these are */
   int threads;
-  int parts; /* threads taking part in the current job */
   atomic_flag busy;
   pthread_mutex_t mu;
   pthread_cond_t wake;
   atomic_ulong generation;
-  atomic_int pending;
+  /* The current job's chunks, handed out one at a time: the job's generation (low 32 bits) above
+   * the next chunk's index. A thread holding another generation's job can take nothing. */
+  atomic_ullong ticket;
+  atomic_int finished; /* chunks done */
+  int chunks;
   job_t job;
 } pool = {.busy = ATOMIC_FLAG_INIT, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
-static void share(const job_t *j, int part, int parts) {
+/* Chunk c of `chunks`: whole weight tiles, so a column's sum never depends on the split. */
+static void chunk(const job_t *j, int c, int chunks) {
   int blocks = (j->n + NR - 1) / NR;
-  int lo = (int)((long)blocks * part / parts) * NR, hi = (int)((long)blocks * (part + 1) / parts) * NR;
+  int lo = (int)((long)blocks * c / chunks) * NR, hi = (int)((long)blocks * (c + 1) / chunks) * NR;
   columns(j, lo, hi < j->n ? hi : j->n);
 }
 
+/* Take chunks of generation `gen` until none is left. Threads share a product this way, not by
+ * fixed halves, because a worker often wakes late (its core busy with the Python thread, or the
+ * VM slow to deliver the wake-up): with halves the caller then spun for it, about a fifth of a
+ * decode step's critical path (perf, 10 rows); with chunks it takes the late worker's share. */
+static void take_chunks(const job_t *j, unsigned long gen, int chunks) {
+  unsigned long long mine = (unsigned long long)(uint32_t)gen << 32;
+  for (;;) {
+    unsigned long long t = atomic_load(&pool.ticket);
+    if ((t & ~0xffffffffULL) != mine || (int)(t & 0xffffffffULL) >= chunks) return;
+    if (!atomic_compare_exchange_weak(&pool.ticket, &t, t + 1)) continue;
+    chunk(j, (int)(t & 0xffffffffULL), chunks);
+    atomic_fetch_add(&pool.finished, 1);
+  }
+}
+
 static void *worker(void *arg) {
-  int part = (int)(intptr_t)arg;
+  (void)arg;
   unsigned long seen = 0;
   for (;;) {
     /* Sleep, not spin, between products: a spinning worker takes a core from MLX's own threads,
      * which run the rest of the step (measured: a decode step 15-20% slower with a 0.4 ms spin).
      * The job is copied under the lock that published it, with its generation, so a worker that
-     * wakes late can neither take a job twice nor mix two jobs' fields. */
+     * wakes late can neither take a job twice nor compute one job's chunks with another's fields. */
     pthread_mutex_lock(&pool.mu);
     while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.mu);
     seen = atomic_load(&pool.generation);
     job_t job = pool.job;
-    int parts = pool.parts;
+    int chunks = pool.chunks;
     pthread_mutex_unlock(&pool.mu);
-    if (part < parts) {
-      share(&job, part, parts);
-      atomic_fetch_sub(&pool.pending, 1);
-    }
+    take_chunks(&job, seen, chunks);
   }
   return NULL;
 }
@@ -151,7 +182,8 @@ static void pool_after_fork(void) {
   pthread_mutex_init(&pool.mu, NULL);
   pthread_cond_init(&pool.wake, NULL);
   atomic_store(&pool.generation, 0);
-  atomic_store(&pool.pending, 0);
+  atomic_store(&pool.ticket, 0);
+  atomic_store(&pool.finished, 0);
   atomic_flag_clear(&pool.busy);
   pool.owner = 0;
 }
@@ -192,24 +224,31 @@ int mlxproof_small_m_sgemm(int m, int n, int k, float alpha, const float *a, int
   if (supported < 0) supported = mlxproof_small_m_supported();
   if (!supported || m < 1 || m > SMALL_M_MAX || n < 1 || k < 1) return 0;
   job_t j = {m, n, k, alpha, beta, a, lda, b, ldb, c, ldc};
-  long by_work = (long)m * n * k / PARALLEL_MIN_MACS; /* threads the work is worth */
+  long by_work = (long)m * n * k / PARALLEL_MIN_MACS; /* shares the work is worth */
   if (by_work < 2 || atomic_flag_test_and_set(&pool.busy)) {
     columns(&j, 0, n);
     return 1;
   }
-  int parts = start_pool();
-  parts = by_work < parts ? (int)by_work : parts;
-  if (parts > 1) {
+  int threads = start_pool();
+  /* Enough chunks that a late worker's share is small, each still worth a wake-up. */
+  int blocks = (n + NR - 1) / NR;
+  int chunks = by_work < MAX_CHUNKS ? (int)by_work : MAX_CHUNKS;
+  chunks = chunks < blocks ? chunks : blocks;
+  if (threads < 2 || chunks < 2) {
+    columns(&j, 0, n);
+  } else {
     pthread_mutex_lock(&pool.mu);
     pool.job = j;
-    pool.parts = parts;
-    atomic_store(&pool.pending, parts - 1);
-    atomic_fetch_add(&pool.generation, 1);
+    pool.chunks = chunks;
+    atomic_store(&pool.finished, 0);
+    unsigned long gen = atomic_load(&pool.generation) + 1;
+    atomic_store(&pool.ticket, (unsigned long long)(uint32_t)gen << 32);
+    atomic_store(&pool.generation, gen);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.mu);
+    take_chunks(&j, gen, chunks);
+    while (atomic_load(&pool.finished) < chunks) _mm_pause(); /* at most the chunks still running */
   }
-  share(&j, 0, parts);
-  while (atomic_load(&pool.pending) > 0) _mm_pause();
   atomic_flag_clear(&pool.busy);
   return 1;
 }
