@@ -3,7 +3,8 @@
 The measuring happens in a child process (harness/step_profile.py) given the BLAS our server
 would choose (serving.backend.choose_preload, the same --blas policy): the BLAS must be
 preloaded before MLX loads, and the harness's own process has MLX's bundled one. The child's
-MLX CPU compiler gets the flags our server gives it too (serving.cpu_jit).
+MLX CPU compiler gets the flags our server gives it too (serving.cpu_jit), and its malloc the
+allocator our server runs on by default (serving.backend.choose_allocator).
 """
 
 from __future__ import annotations
@@ -30,16 +31,17 @@ ORDER = "one process; per repeat the parts run in a fixed order, batch sizes one
 def _child_env(blas: str) -> tuple[dict[str, str], str | None]:
     import mlx.core as mx
 
-    from serving.backend import BLAS_NOTE_ENV, CPU_JIT_ENV, REEXEC_MARKER, choose_preload
+    from serving.backend import BLAS_NOTE_ENV, CPU_JIT_ENV, REEXEC_MARKER, choose_allocator, choose_preload
     from serving.catalog import default_cache_dir
     from serving.cpu_jit import plan
 
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", REEXEC_MARKER, BLAS_NOTE_ENV, CPU_JIT_ENV)}
     env.update(plan(default_cache_dir(), environ=env, mlx_version=mx.__version__)[1])
     preload, note = choose_preload(blas, environ=env)
+    allocator, _ = choose_allocator("auto", environ=env)  # as our server's default
     env[REEXEC_MARKER] = preload.kind if preload else "profile"
-    if preload:
-        env["LD_PRELOAD"] = str(preload.path)
+    if preload or allocator:
+        env["LD_PRELOAD"] = ":".join(str(p) for p in (allocator, preload.path if preload else None) if p)
     if note:
         env[BLAS_NOTE_ENV] = note
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])

@@ -28,6 +28,14 @@ OPENBLAS_ENV = "MLX_PROOF_OPENBLAS"
 BLAS_NOTE_ENV = "MLX_PROOF_BLAS_NOTE"
 CPU_JIT_ENV = "MLX_PROOF_CPU_JIT"  # serving.cpu_jit.ENV_MARK
 SHIM_LIB_MARK = "libmlxproof_cblas"
+ALLOCATOR_ENV = "MLX_PROOF_MALLOC"  # where the re-executed server learns why it got the allocator it has
+JEMALLOC_ENV = "MLX_PROOF_JEMALLOC"  # a libjemalloc to use instead of searching
+JEMALLOC_MARK = "libjemalloc"
+JEMALLOC_GLOBS = (
+    "/usr/lib/*-linux-gnu/libjemalloc.so.2",
+    "/usr/lib64/libjemalloc.so.2",
+    "/usr/lib/libjemalloc.so.2",
+)
 OPENBLAS_GLOBS = (
     "/usr/lib/*-linux-gnu/libopenblas.so.0",
     "/usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0",
@@ -51,20 +59,60 @@ class BackendInfo:
     # The flags MLX's CPU compiler (mx.compile's fused kernels) gets beyond its own (serving.cpu_jit);
     # None: as shipped.
     cpu_jit_flags: str | None = None
+    # The malloc this process runs on (serving.backend.choose_allocator): "jemalloc (PATH)" or
+    # "glibc malloc", and why when it is not the first choice.
+    allocator: str | None = None
+    allocator_note: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _first_hit(patterns: tuple[str, ...]) -> Path | None:
+    for pattern in patterns:
+        hits = sorted(glob.glob(pattern))
+        if hits:
+            return Path(hits[0])
+    return None
+
+
+def find_jemalloc(environ: dict[str, str] | None = None) -> Path | None:
+    environ = os.environ if environ is None else environ
+    override = environ.get(JEMALLOC_ENV)
+    if override:
+        return Path(override) if Path(override).exists() else None
+    return _first_hit(JEMALLOC_GLOBS)
+
+
+def choose_allocator(policy: str, *, environ: dict[str, str]) -> tuple[Path | None, str | None]:
+    """(a libjemalloc to preload, or None; a note on why not) for `--malloc auto|jemalloc|system`.
+
+    MLX's CPU backend allocates every array's buffer on the thread that builds the graph and frees
+    it on the stream thread that computed it; glibc's malloc then spends a third or more of the
+    engine thread's CPU on its bins (perf, 10-row decode step), CPU a 2-core machine's BLAS
+    worker needed. jemalloc's thread caches take that cost away (README, "Speed on Linux CPU")."""
+    if policy == "system":
+        return None, "--malloc system"
+    if sys.platform != "linux":
+        return None, None  # another OS's malloc: nothing here to choose
+    if environ.get(REEXEC_MARKER):
+        return None, environ.get(ALLOCATOR_ENV) or None
+    path = find_jemalloc(environ)
+    if path is None:
+        if policy == "jemalloc":
+            raise RuntimeError("--malloc jemalloc was asked for but no libjemalloc.so.2 was found; "
+                               "install Debian's libjemalloc2 or set MLX_PROOF_JEMALLOC")
+        return None, "no libjemalloc.so.2 (Debian: libjemalloc2): glibc malloc"
+    if str(path) in environ.get("LD_PRELOAD", "").split(":"):
+        return None, None
+    return path, None
 
 
 def find_openblas() -> Path | None:
     override = os.environ.get(OPENBLAS_ENV)
     if override:
         return Path(override) if Path(override).exists() else None
-    for pattern in OPENBLAS_GLOBS:
-        hits = sorted(glob.glob(pattern))
-        if hits:
-            return Path(hits[0])
-    return None
+    return _first_hit(OPENBLAS_GLOBS)
 
 
 def wants_openblas_preload(policy: str, *, environ: dict[str, str]) -> Path | None:
@@ -125,13 +173,18 @@ def _unless_preloaded(preload: Preload, environ: dict[str, str]) -> Preload | No
     return None if str(preload.path) in environ.get("LD_PRELOAD", "").split(":") else preload
 
 
-def reexec_with_preload(preload: Preload, argv: list[str], *, module: str = "serving") -> None:
-    """Replace this process with the same command (`python -m module argv`), the BLAS preloaded."""
+def reexec_with_preload(preload: Preload | None, argv: list[str], *, module: str = "serving",
+                        allocator: Path | None = None, allocator_note: str | None = None) -> None:
+    """Replace this process with the same command (`python -m module argv`), the BLAS and the
+    allocator preloaded (either may be None)."""
     env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(p for p in (str(preload.path), env.get("LD_PRELOAD", "")) if p)
-    env[REEXEC_MARKER] = preload.kind
-    if preload.note:
+    mine = [str(p) for p in (allocator, preload.path if preload else None) if p is not None]
+    env["LD_PRELOAD"] = ":".join(p for p in (*mine, env.get("LD_PRELOAD", "")) if p)
+    env[REEXEC_MARKER] = preload.kind if preload else "none"
+    if preload is not None and preload.note:
         env[BLAS_NOTE_ENV] = preload.note
+    if allocator_note:
+        env[ALLOCATOR_ENV] = allocator_note
     os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
 
 
@@ -197,8 +250,18 @@ def preloaded_blas(environ: dict[str, str] | None = None) -> str | None:
     if maps is None:
         return None
     libs = {os.path.realpath(lib) for lib in mapped_libraries(maps)}
-    hits = [p for p in environ.get("LD_PRELOAD", "").split(":") if p and os.path.realpath(p) in libs]
-    return ":".join(hits) or None
+    hits = [p for p in environ.get("LD_PRELOAD", "").split(":")
+            if p and os.path.realpath(p) in libs and JEMALLOC_MARK not in os.path.basename(p)]
+    return ":".join(hits) or None  # the allocator is our server's setup, not its BLAS: peers do not get it
+
+
+def loaded_allocator() -> str:
+    """The malloc mapped into this process: jemalloc (with its path) or glibc's."""
+    maps = _maps()
+    if maps is None:
+        return "unknown"
+    hit = next((lib for lib in sorted(mapped_libraries(maps)) if JEMALLOC_MARK in os.path.basename(lib)), None)
+    return f"jemalloc ({hit})" if hit else ("glibc malloc" if sys.platform == "linux" else "system malloc")
 
 
 def probe_setup(environ: dict[str, str] | None = None) -> dict[str, str | None]:
@@ -206,8 +269,11 @@ def probe_setup(environ: dict[str, str] | None = None) -> dict[str, str | None]:
     (a folder would be this machine's) and the CPU compiler's extra flags (serving.cpu_jit)."""
     environ = os.environ if environ is None else environ
     preload = environ.get("LD_PRELOAD", "")
-    return {"blas": os.path.basename(preload) if preload else "MLX's linked BLAS (no LD_PRELOAD)",
-            "cpu_jit_flags": environ.get(CPU_JIT_ENV) or None}
+    entries = [p for p in preload.split(":") if p]
+    blas = [os.path.basename(p) for p in entries if JEMALLOC_MARK not in os.path.basename(p)]
+    return {"blas": ":".join(blas) or "MLX's linked BLAS (no LD_PRELOAD)",
+            "cpu_jit_flags": environ.get(CPU_JIT_ENV) or None,
+            "allocator": "jemalloc" if len(blas) < len(entries) else "glibc malloc"}
 
 
 def detect_backend() -> BackendInfo:
@@ -228,6 +294,8 @@ def detect_backend() -> BackendInfo:
         blas_preload=preloaded_blas() if backend == "cpu" else None,
         blas_note=os.environ.get(BLAS_NOTE_ENV) or None,
         cpu_jit_flags=os.environ.get(CPU_JIT_ENV) or None if backend == "cpu" else None,
+        allocator=loaded_allocator() if sys.platform == "linux" else None,
+        allocator_note=os.environ.get(ALLOCATOR_ENV) or None,
     )
 
 

@@ -75,6 +75,11 @@ def _serve_parser(sub) -> None:
                    help="Linux CPU: shim = the cblas shim over PyPI's scipy-openblas32 (built once with the C "
                         "compiler), openblas = the system's OpenBLAS, reference = mlx's bundled BLAS; auto tries "
                         "them in that order")
+    p.add_argument("--malloc", choices=["auto", "jemalloc", "system"],
+                   help="Linux: the allocator the server runs on. jemalloc = Debian's libjemalloc2, preloaded "
+                        "(MLX's CPU backend frees each buffer on another thread than the one that allocated it, "
+                        "which glibc's malloc pays for on every op); system = glibc's malloc; auto (default) = "
+                        "jemalloc where it is installed")
     p.add_argument("--cpu-jit-avx2", action=argparse.BooleanOptionalAction, default=None,
                    help="Linux x86-64 CPU: compile MLX's fused CPU kernels with AVX2 and FMA when this CPU has "
                         "them (the same numbers, faster; default on)")
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, argv: list[str]) -> int:
-    from .backend import BLAS_NOTE_ENV, choose_preload, reexec_with_preload
+    from .backend import ALLOCATOR_ENV, BLAS_NOTE_ENV, choose_allocator, choose_preload, reexec_with_preload
 
     if args.list_profiles:
         from .profile_status import list_profiles
@@ -191,13 +196,16 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         preload, note = choose_preload(config.blas, environ=dict(os.environ), cache_dir=config.cache_dir)
+        allocator, allocator_note = choose_allocator(config.malloc, environ=dict(os.environ))
     except RuntimeError as exc:
         print(f"mlx-proof: {exc}", file=sys.stderr)
         return 2
-    if preload is not None:
-        reexec_with_preload(preload, argv)
+    if preload is not None or allocator is not None:
+        reexec_with_preload(preload, argv, allocator=allocator, allocator_note=allocator_note)
     if note:
         os.environ[BLAS_NOTE_ENV] = note  # what /health reports beside the BLAS it names
+    if allocator_note:
+        os.environ[ALLOCATOR_ENV] = allocator_note
     from .catalog import default_cache_dir
     from .cpu_jit import arrange
 

@@ -18,6 +18,7 @@ PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 MAX_LOOKUP_DRAFT = 16
 
 BlasPolicy = Literal["auto", "shim", "openblas", "reference"]
+MallocPolicy = Literal["auto", "jemalloc", "system"]
 OverCeiling = Literal["clamp", "reject"]
 DivergenceAction = Literal["off", "warn", "serialize"]
 DecodeStep = Literal["batch", "compiled"]
@@ -70,6 +71,9 @@ class ServerConfig:
     dtype: str = "auto"
     cache_dir: Path | None = None
     blas: BlasPolicy = "auto"
+    # Linux: jemalloc preloaded where installed (auto), demanded (jemalloc), or glibc's (system);
+    # serving.backend.choose_allocator says why.
+    malloc: MallocPolicy = "auto"
     # Linux x86-64 CPU: MLX's CPU compiler (mx.compile's fused kernels) gets -mavx2 -mfma, the same
     # numbers faster (serving/cpu_jit.py; README "Speed on Linux CPU").
     cpu_jit_avx2: bool = True
@@ -156,6 +160,8 @@ class ServerConfig:
             problems.append("max_audio_bytes and max_audio_seconds must be positive")
         if self.blas not in ("auto", "shim", "openblas", "reference"):
             problems.append(f"blas must be auto, shim, openblas or reference, not {self.blas!r}")
+        if self.malloc not in ("auto", "jemalloc", "system"):
+            problems.append(f"malloc must be auto, jemalloc or system, not {self.malloc!r}")
         if self.max_images_per_request < 0 or self.max_image_bytes <= 0 or self.max_image_pixels <= 0:
             problems.append("max_images_per_request must be >= 0, max_image_bytes and max_image_pixels > 0")
         if self.remote_media_timeout_s <= 0:

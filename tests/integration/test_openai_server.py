@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +32,14 @@ def test_health_reports_model_backend_and_engine(server):
     assert len(health["model"]["weights_sha256"]) == 64
     assert health["backend"]["backend"] in {"cpu", "metal", "cuda"}
     assert health["backend"]["blas"]
+    if sys.platform.startswith("linux"):
+        # jemalloc where Debian's libjemalloc2 is installed (.ci/run installs it), glibc's otherwise, with why
+        from serving.backend import find_jemalloc
+
+        allocator = health["backend"]["allocator"]
+        assert allocator.startswith("jemalloc (") if find_jemalloc() else allocator == "glibc malloc"
+        assert find_jemalloc() or "libjemalloc2" in health["backend"]["allocator_note"]
+        assert "jemalloc" not in (health["backend"]["blas_preload"] or "")  # peers get the BLAS only
     assert health["engine"]["mode"] == "continuous-batching"
     assert "queue_depth" in health["engine"]
 

@@ -120,5 +120,68 @@ def test_mapped_libraries_reads_paths_only():
 def test_probes_name_their_blas_by_file_and_their_compiler_flags():
     shim = "/home/someone/.cache/mlx-proof/blas-shim/x/libmlxproof_cblas.so"
     assert backend.probe_setup({"LD_PRELOAD": shim, backend.CPU_JIT_ENV: "-mavx2 -mfma"}) == {
-        "blas": "libmlxproof_cblas.so", "cpu_jit_flags": "-mavx2 -mfma"}
-    assert backend.probe_setup({}) == {"blas": "MLX's linked BLAS (no LD_PRELOAD)", "cpu_jit_flags": None}
+        "blas": "libmlxproof_cblas.so", "cpu_jit_flags": "-mavx2 -mfma", "allocator": "glibc malloc"}
+    assert backend.probe_setup({}) == {"blas": "MLX's linked BLAS (no LD_PRELOAD)", "cpu_jit_flags": None,
+                                       "allocator": "glibc malloc"}
+    both = f"{JEMALLOC}:{shim}"
+    assert backend.probe_setup({"LD_PRELOAD": both}) == {"blas": "libmlxproof_cblas.so", "cpu_jit_flags": None,
+                                                         "allocator": "jemalloc"}
+
+
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+
+@pytest.fixture
+def jemalloc(monkeypatch, tmp_path):
+    lib = tmp_path / "libjemalloc.so.2"
+    lib.write_bytes(b"")
+    monkeypatch.setattr(backend, "JEMALLOC_GLOBS", (str(tmp_path / "libjemalloc.so.*"),))
+    return lib
+
+
+@pytest.fixture
+def no_jemalloc(monkeypatch, tmp_path):
+    monkeypatch.setattr(backend, "JEMALLOC_GLOBS", (str(tmp_path / "nothing" / "libjemalloc.so.*"),))
+
+
+def test_auto_preloads_jemalloc_where_installed(jemalloc):
+    assert backend.choose_allocator("auto", environ={}) == (jemalloc, None)
+    assert backend.choose_allocator("jemalloc", environ={}) == (jemalloc, None)
+    # already preloaded, or in the re-executed server: nothing more to do
+    assert backend.choose_allocator("auto", environ={"LD_PRELOAD": f"{SHIM}:{jemalloc}"}) == (None, None)
+    assert backend.choose_allocator("auto", environ={backend.REEXEC_MARKER: "shim"}) == (None, None)
+
+
+def test_without_jemalloc_auto_says_why_and_jemalloc_refuses(no_jemalloc):
+    path, note = backend.choose_allocator("auto", environ={})
+    assert path is None and "libjemalloc2" in note
+    with pytest.raises(RuntimeError, match="libjemalloc2"):
+        backend.choose_allocator("jemalloc", environ={})
+
+
+def test_system_malloc_is_a_choice(jemalloc):
+    assert backend.choose_allocator("system", environ={}) == (None, "--malloc system")
+    # the note travels to the re-executed server, which reports it
+    marker = {backend.REEXEC_MARKER: "shim", backend.ALLOCATOR_ENV: "--malloc system"}
+    assert backend.choose_allocator("auto", environ=marker) == (None, "--malloc system")
+
+
+def test_an_override_path_wins_and_a_missing_one_is_none(jemalloc, tmp_path):
+    other = tmp_path / "elsewhere.so"
+    other.write_bytes(b"")
+    assert backend.find_jemalloc({backend.JEMALLOC_ENV: str(other)}) == other
+    assert backend.find_jemalloc({backend.JEMALLOC_ENV: str(tmp_path / "gone.so")}) is None
+
+
+def test_peers_are_given_the_blas_not_the_allocator(monkeypatch):
+    maps = "".join(f"7f00-7f01 r-xp 00000000 08:01 1 {lib}\n" for lib in (SHIM, JEMALLOC))
+    monkeypatch.setattr(backend, "_maps", lambda: maps)
+    monkeypatch.setattr(backend.os.path, "realpath", lambda p: p)
+    assert backend.preloaded_blas({"LD_PRELOAD": f"{JEMALLOC}:{SHIM}"}) == SHIM
+    assert backend.loaded_allocator() == f"jemalloc ({JEMALLOC})"
+
+
+def test_malloc_policy_is_validated():
+    assert build_config({"malloc": "system"}).malloc == "system"
+    with pytest.raises(ValueError, match="malloc must be auto, jemalloc or system"):
+        build_config({"malloc": "tcmalloc"})
