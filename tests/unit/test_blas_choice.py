@@ -178,7 +178,22 @@ def test_peers_are_given_the_blas_not_the_allocator(monkeypatch):
     monkeypatch.setattr(backend, "_maps", lambda: maps)
     monkeypatch.setattr(backend.os.path, "realpath", lambda p: p)
     assert backend.preloaded_blas({"LD_PRELOAD": f"{JEMALLOC}:{SHIM}"}) == SHIM
-    assert backend.loaded_allocator() == f"jemalloc ({JEMALLOC})"
+    monkeypatch.setenv("MALLOC_CONF", backend.JEMALLOC_CONF)
+    assert backend.loaded_allocator() == f"jemalloc ({JEMALLOC}; MALLOC_CONF={backend.JEMALLOC_CONF})"
+
+
+def test_the_reexec_preloads_the_allocator_first_and_keeps_its_pages(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(backend.os, "execve", lambda exe, argv, env: seen.update(env=env, argv=argv))
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
+    monkeypatch.setenv("LD_PRELOAD", "/other.so")
+    backend.reexec_with_preload(backend.Preload("shim", Path(SHIM)), ["serve"], allocator=Path(JEMALLOC))
+    env = seen["env"]
+    assert env["LD_PRELOAD"] == f"{JEMALLOC}:{SHIM}:/other.so" and env[backend.REEXEC_MARKER] == "shim"
+    assert env["MALLOC_CONF"] == backend.JEMALLOC_CONF and seen["argv"][-1] == "serve"
+    monkeypatch.setenv("MALLOC_CONF", "narenas:2")  # the user's own settings win
+    backend.reexec_with_preload(None, ["serve"], allocator=Path(JEMALLOC), allocator_note=None)
+    assert seen["env"]["MALLOC_CONF"] == "narenas:2" and seen["env"][backend.REEXEC_MARKER] == "none"
 
 
 def test_malloc_policy_is_validated():
