@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import sys
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -48,8 +49,12 @@ def main(argv: list[str]) -> int:
     if "--step" in argv:
         at = argv.index("--step")
         step, argv = argv[at + 1], argv[:at] + argv[at + 2:]
-    if not argv or step not in ("compiled", "lean"):
+    if not argv or step not in ("compiled", "lean") or argv[0] in ("-h", "--help"):
         print(__doc__)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if not Path(argv[0]).is_dir():  # mlx-lm would take it for a hub id and try to download it
+        print(f"step_tokens: {argv[0]} is not a model folder (a catalog model's folder: "
+              f"`mlx-proof models --resolve ID`)", file=sys.stderr)
         return 2
     model, _ = load(argv[0])
     rng = random.Random(SEED)

@@ -112,9 +112,11 @@ def test_the_text_deterministic_profile_and_the_cli_flag(monkeypatch):
     seen = {}
     import serving.app
     monkeypatch.setattr(serving.app, "serve", lambda config: seen.setdefault("config", config))
-    assert cli_main(["serve", "--deterministic", "--blas", "reference"]) == 0
+    # --blas reference and --malloc system: nothing to preload, so no re-exec replaces this process
+    assert cli_main(["serve", "--deterministic", "--blas", "reference", "--malloc", "system"]) == 0
     assert seen["config"].deterministic and seen["config"].prefix_cache_bytes == 0
-    assert cli_main(["serve", "--deterministic", "--prefix-cache-bytes", "99", "--blas", "reference"]) == 2
+    assert cli_main(["serve", "--deterministic", "--prefix-cache-bytes", "99", "--blas", "reference",
+                     "--malloc", "system"]) == 2
 
 
 # ---- the API: greedy only ------------------------------------------------------------------

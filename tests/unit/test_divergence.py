@@ -295,3 +295,12 @@ def test_report_renders_the_noise_floor_apart_with_figures(tmp_path):
     assert page.count("data:image/png;base64") == 2  # agreement vs batch size; first-divergence histogram
     assert "noise floor: serial vs serial" in text and "r.type=='divergence'" in text
     assert "null" not in text and "nan" not in text.lower()
+
+
+def test_step_token_probe_refuses_a_missing_folder_without_a_download(tmp_path, capsys):
+    from suites.divergence import step_tokens
+
+    assert step_tokens.main(["--help"]) == 0 and "step_tokens" in capsys.readouterr().out
+    assert step_tokens.main([str(tmp_path / "no-such-model")]) == 2
+    assert "is not a model folder" in capsys.readouterr().err
+    assert step_tokens.main([]) == 2
