@@ -31,7 +31,7 @@ ORDER = "one process; per repeat the parts run in a fixed order, batch sizes one
 def _child_env(blas: str) -> tuple[dict[str, str], str | None]:
     import mlx.core as mx
 
-    from serving.backend import (BLAS_NOTE_ENV, CPU_JIT_ENV, JEMALLOC_CONF, REEXEC_MARKER, choose_allocator,
+    from serving.backend import (BLAS_NOTE_ENV, CPU_JIT_ENV, REEXEC_MARKER, add_preloads, choose_allocator,
                                  choose_preload)
     from serving.catalog import default_cache_dir
     from serving.cpu_jit import plan
@@ -40,11 +40,8 @@ def _child_env(blas: str) -> tuple[dict[str, str], str | None]:
     env.update(plan(default_cache_dir(), environ=env, mlx_version=mx.__version__)[1])
     preload, note = choose_preload(blas, environ=env)
     allocator, _ = choose_allocator("auto", environ=env)  # as our server's default
-    if allocator:
-        env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    add_preloads(env, preload, allocator)  # env holds no LD_PRELOAD of its own: ours alone
     env[REEXEC_MARKER] = preload.kind if preload else "profile"
-    if preload or allocator:
-        env["LD_PRELOAD"] = ":".join(str(p) for p in (allocator, preload.path if preload else None) if p)
     if note:
         env[BLAS_NOTE_ENV] = note
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])

@@ -177,26 +177,37 @@ def _unless_preloaded(preload: Preload, environ: dict[str, str]) -> Preload | No
     return None if str(preload.path) in environ.get("LD_PRELOAD", "").split(":") else preload
 
 
+def add_preloads(env: dict[str, str], preload: Preload | None, allocator: Path | None) -> None:
+    """Put our setup into `env`, for a process about to start: the allocator and the BLAS ahead of
+    whatever LD_PRELOAD already holds, and jemalloc's page keeping unless MALLOC_CONF is set."""
+    mine = [str(p) for p in (allocator, preload.path if preload else None) if p is not None]
+    if mine:
+        env["LD_PRELOAD"] = ":".join(p for p in (*mine, env.get("LD_PRELOAD", "")) if p)
+    if allocator is not None:
+        env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+
+
 def reexec_with_preload(preload: Preload | None, argv: list[str], *, module: str = "serving",
                         allocator: Path | None = None, allocator_note: str | None = None) -> None:
     """Replace this process with the same command (`python -m module argv`), the BLAS and the
     allocator preloaded (either may be None)."""
     env = dict(os.environ)
-    mine = [str(p) for p in (allocator, preload.path if preload else None) if p is not None]
-    env["LD_PRELOAD"] = ":".join(p for p in (*mine, env.get("LD_PRELOAD", "")) if p)
+    add_preloads(env, preload, allocator)
     env[REEXEC_MARKER] = preload.kind if preload else "none"
     if preload is not None and preload.note:
         env[BLAS_NOTE_ENV] = preload.note
     if allocator_note:
         env[ALLOCATOR_ENV] = allocator_note
-    if allocator is not None:
-        env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
     os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
 
 
 def reexec_with_openblas(path: Path, argv: list[str]) -> None:
     """Replace this process with the same command, OpenBLAS preloaded."""
     reexec_with_preload(Preload("openblas", path), argv)
+
+
+def _is_allocator(path: str) -> bool:
+    return JEMALLOC_MARK in os.path.basename(path)
 
 
 def mapped_libraries(maps_text: str) -> set[str]:
@@ -257,18 +268,19 @@ def preloaded_blas(environ: dict[str, str] | None = None) -> str | None:
         return None
     libs = {os.path.realpath(lib) for lib in mapped_libraries(maps)}
     hits = [p for p in environ.get("LD_PRELOAD", "").split(":")
-            if p and os.path.realpath(p) in libs and JEMALLOC_MARK not in os.path.basename(p)]
+            if p and os.path.realpath(p) in libs and not _is_allocator(p)]
     return ":".join(hits) or None  # the allocator is our server's setup, not its BLAS: peers do not get it
 
 
 def loaded_allocator() -> str:
-    """The malloc mapped into this process: jemalloc (with its path) or glibc's."""
+    """The malloc mapped into this (Linux) process: jemalloc (with its path) or glibc's."""
     maps = _maps()
     if maps is None:
         return "unknown"
-    hit = next((lib for lib in sorted(mapped_libraries(maps)) if JEMALLOC_MARK in os.path.basename(lib)), None)
-    conf = os.environ.get("MALLOC_CONF")
-    return f"jemalloc ({hit}; MALLOC_CONF={conf or 'its defaults'})" if hit else ("glibc malloc" if sys.platform == "linux" else "system malloc")
+    hit = next((lib for lib in sorted(mapped_libraries(maps)) if _is_allocator(lib)), None)
+    if hit is None:
+        return "glibc malloc"
+    return f"jemalloc ({hit}; MALLOC_CONF={os.environ.get('MALLOC_CONF') or 'its defaults'})"
 
 
 def probe_setup(environ: dict[str, str] | None = None) -> dict[str, str | None]:
@@ -277,10 +289,10 @@ def probe_setup(environ: dict[str, str] | None = None) -> dict[str, str | None]:
     environ = os.environ if environ is None else environ
     preload = environ.get("LD_PRELOAD", "")
     entries = [p for p in preload.split(":") if p]
-    blas = [os.path.basename(p) for p in entries if JEMALLOC_MARK not in os.path.basename(p)]
+    blas = [os.path.basename(p) for p in entries if not _is_allocator(p)]
     return {"blas": ":".join(blas) or "MLX's linked BLAS (no LD_PRELOAD)",
             "cpu_jit_flags": environ.get(CPU_JIT_ENV) or None,
-            "allocator": "jemalloc" if len(blas) < len(entries) else "glibc malloc"}
+            "allocator": "jemalloc" if any(map(_is_allocator, entries)) else "glibc malloc"}
 
 
 def detect_backend() -> BackendInfo:

@@ -200,3 +200,12 @@ def test_malloc_policy_is_validated():
     assert build_config({"malloc": "system"}).malloc == "system"
     with pytest.raises(ValueError, match="malloc must be auto, jemalloc or system"):
         build_config({"malloc": "tcmalloc"})
+
+
+def test_a_child_given_our_setup_gets_the_allocator_then_the_blas():
+    env = {"PATH": "/bin"}
+    backend.add_preloads(env, backend.Preload("shim", Path(SHIM)), Path(JEMALLOC))
+    assert env == {"PATH": "/bin", "LD_PRELOAD": f"{JEMALLOC}:{SHIM}", "MALLOC_CONF": backend.JEMALLOC_CONF}
+    bare = {"PATH": "/bin"}
+    backend.add_preloads(bare, None, None)  # nothing to preload: the environment is left as it was
+    assert bare == {"PATH": "/bin"}
