@@ -106,7 +106,10 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
     return app
 
 
-def engine_settings(config: ServerConfig) -> EngineSettings:
+def engine_settings(config: ServerConfig, backend: str = "cpu") -> EngineSettings:
+    from .backend import lookup_runs
+
+    lookup = lookup_runs(config.lookup_decoding, backend) and not config.deterministic
     return EngineSettings(
         max_concurrency=config.max_concurrency,
         prefill_batch_size=config.prefill_batch_size,
@@ -118,7 +121,7 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         batch_invariant_context=config.batch_invariant_context if config.batch_invariant else None,
         compiled_step_context=config.compiled_step_context if config.decode_step == "compiled" else None,
         # --deterministic keeps mlx-lm's one-token step, which its reproducibility evidence was made with
-        lookup_draft=0 if config.deterministic else config.lookup_draft,
+        lookup_draft=config.lookup_draft if lookup else 0,
         lean_step=not config.deterministic,
         monitor=monitor_settings(config),
     )
@@ -172,7 +175,8 @@ def serve(config: ServerConfig) -> None:
         from mlx_lm import load as mlx_load
         return mlx_load(str(resolved.path))
 
-    engine = vision_engine_for(resolved.path, engine_settings(config)) or Engine(load, engine_settings(config))
+    settings = engine_settings(config, backend.backend)
+    engine = vision_engine_for(resolved.path, settings) or Engine(load, settings)
     try:
         engine.start()
     except RuntimeError as exc:  # the model did not load (e.g. a mode it cannot run): a clean exit 2

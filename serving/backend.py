@@ -318,6 +318,14 @@ def detect_backend() -> BackendInfo:
     )
 
 
+def lookup_runs(policy: str, backend: str) -> bool:
+    """Whether prompt-lookup decoding runs (--lookup-decoding): auto means where it was measured to
+    pay, the CPU backend (the BLAS shim's few-row kernel verifies a draft for about a third more
+    than one token costs). On MLX CUDA in bf16 it made the server slower at c=1 and its
+    multi-token forward moved greedy ties (README: "Prompt-lookup decoding")."""
+    return policy == "on" or (policy == "auto" and backend == "cpu")
+
+
 def default_dtype(backend: str) -> str:
     # fp32 is the only fast CPU path (bf16/fp16 never hit BLAS); on GPUs the
     # halved memory traffic of bf16 wins.

@@ -19,6 +19,7 @@ MAX_LOOKUP_DRAFT = 16
 
 BlasPolicy = Literal["auto", "shim", "openblas", "reference"]
 MallocPolicy = Literal["auto", "jemalloc", "system"]
+LookupPolicy = Literal["auto", "on", "off"]
 OverCeiling = Literal["clamp", "reject"]
 DivergenceAction = Literal["off", "warn", "serialize"]
 DecodeStep = Literal["batch", "compiled"]
@@ -112,6 +113,10 @@ class ServerConfig:
     # only), draft up to this many tokens from n-grams of its prompt and answer and verify them
     # in one forward; the tokens are unchanged (README: "Prompt-lookup decoding"). 0: off.
     lookup_draft: int = 4
+    # Where lookup decoding runs: auto = on the CPU backend only. On a GPU (MLX CUDA, bf16) it was
+    # measured slower than the plain step and its multi-token forward moved greedy ties (README:
+    # "Prompt-lookup decoding"); on, to run it anyway (Metal is unmeasured); off.
+    lookup_decoding: LookupPolicy = "auto"
     # Batch-divergence monitor: off, warn (status + log), or serialize (decode one sequence at
     # a time from the first divergence until restart). Probes run only while requests decode.
     divergence_monitor: DivergenceAction = "off"
@@ -160,6 +165,8 @@ class ServerConfig:
             problems.append("max_audio_bytes and max_audio_seconds must be positive")
         if self.blas not in ("auto", "shim", "openblas", "reference"):
             problems.append(f"blas must be auto, shim, openblas or reference, not {self.blas!r}")
+        if self.lookup_decoding not in ("auto", "on", "off"):
+            problems.append(f"lookup_decoding must be auto, on or off, not {self.lookup_decoding!r}")
         if self.malloc not in ("auto", "jemalloc", "system"):
             problems.append(f"malloc must be auto, jemalloc or system, not {self.malloc!r}")
         if self.max_images_per_request < 0 or self.max_image_bytes <= 0 or self.max_image_pixels <= 0:

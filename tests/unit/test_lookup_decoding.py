@@ -154,3 +154,24 @@ def test_the_ngram_index_drafts_what_a_scan_of_the_history_drafts():
             pending, size = rng.randrange(6), rng.randrange(1, 6)
             assert index.draft(pending, size) == _scan(history[:cut] + [pending], size)
             assert draft(history[:cut] + [pending], size) == _scan(history[:cut] + [pending], size)
+
+
+@pytest.mark.parametrize("policy, backend, runs", [
+    ("auto", "cpu", True), ("auto", "cuda", False), ("auto", "metal", False),
+    ("on", "cuda", True), ("off", "cpu", False),
+])
+def test_lookup_decoding_runs_where_the_policy_and_backend_say(policy, backend, runs):
+    from serving.app import engine_settings
+    from serving.config import build_config
+
+    settings = engine_settings(build_config({"lookup_decoding": policy}), backend)
+    assert settings.lookup_draft == (4 if runs else 0)
+    # --deterministic keeps the one-token step whatever the policy
+    assert engine_settings(build_config({"lookup_decoding": policy, "deterministic": True}), backend).lookup_draft == 0
+
+
+def test_an_unknown_lookup_policy_is_refused():
+    from serving.config import build_config
+
+    with pytest.raises(ValueError, match="lookup_decoding must be auto, on or off"):
+        build_config({"lookup_decoding": "sometimes"})
