@@ -2,6 +2,7 @@
 
 Which runs count for a profile on a model (eligibility):
 - a run of the gate's suite, on that model id, whose weights sha256 is the one the catalog pins;
+- on one of the profile's backends (profiles.toml `backends`, default cpu);
 - written by a harness of the same major version;
 - at most the profile's max_evidence_age_days old, counted back from `now`;
 - served with the profile's flags: every flag the profile sets has its value in the run's
@@ -116,6 +117,9 @@ def ineligible(run, profile: Profile, profiles: ProfileSet, *, pins: dict[str, s
     pin = pins.get(man["model"]["id"])
     if pin and man["model"]["weights_sha256"] != pin:
         return f"its weights sha256 {man['model']['weights_sha256'][:12]} is not the catalog's {pin[:12]}"
+    backend = (man.get("backend") or {}).get("backend")
+    if backend not in profile.backends:
+        return f"it ran on the {backend} backend; the profile counts {', '.join(profile.backends)} evidence"
     if major(man["harness_version"]) != major(HARNESS_VERSION):
         return f"harness {man['harness_version']}, not major version {major(HARNESS_VERSION)}"
     age = (now - when(man["finished_at"])).total_seconds() / 86400

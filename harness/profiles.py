@@ -29,6 +29,9 @@ class ProfileError(ValueError):
     """A profile the harness cannot use; the message says which and why."""
 
 
+BACKENDS = ("cpu", "cuda", "metal")
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -42,6 +45,9 @@ class Profile:
     explicit: dict[str, Any]  # the flags the profile (and its serving profile) sets
     resolved: dict[str, Any]  # every flag, defaults included
     serving: str | None = None  # a client profile's serving profile
+    # the backends (cpu, cuda, metal) whose evidence counts: a run on another backend measured
+    # another server (its defaults, kernels and peers' speed differ), so it decides nothing here
+    backends: tuple[str, ...] = ("cpu",)
     client: dict = field(default_factory=dict)
 
     def needed_suites(self) -> list[str]:
@@ -106,13 +112,17 @@ def _profile(name: str, entry: dict, resolved: dict) -> Profile:
                            "to run them")
     if unused := sorted(set(suites) - read):
         raise ProfileError(f"profile {name}: suites {unused} feed no gate (validate runs only what gates read)")
+    backends = tuple(entry.get("backends", ["cpu"]))
+    if not backends or (unknown := sorted(set(backends) - set(BACKENDS))):
+        raise ProfileError(f"profile {name}: backends must name some of {', '.join(BACKENDS)}"
+                           + (f", not {unknown}" if backends else ""))
     models = tuple(entry.get("models", []))
     if not models:
         raise ProfileError(f"profile {name}: `models` names no model to validate it on")
     return Profile(name=name, kind=kind, description=entry.get("description", ""), models=models, gates=gates,
                    warn=warn, suites=suites, max_age_days=entry.get("max_evidence_age_days"),
                    explicit=resolved["explicit"], resolved=resolved["resolved"], serving=entry.get("serving"),
-                   client=entry.get("client", {}))
+                   client=entry.get("client", {}), backends=backends)
 
 
 def load_profiles(path: Path = PROFILES_FILE, *, document: dict | None = None) -> ProfileSet:

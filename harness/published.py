@@ -158,21 +158,24 @@ def _clients_md(matrix: Matrix, evidence_root: Path) -> list[str]:
 def _throughput_md(matrix: Matrix, evidence_root: Path) -> list[str]:
     out = ["## Throughput against peers", ""]
     for model in matrix.models:
-        run = _latest(matrix.runs, "throughput", model, having=lambda r: bool(_peer_comparisons(r)))
-        if run is None:
-            continue
-        out += [f"`{model}`: the newest run with peers, "
-                f"{_link(run.manifest['run_id'], _relative(str(run.path), evidence_root))} "
-                f"(profile {run.manifest['profile']['name']}, {run.manifest['workload']['repeats']} repeats, "
-                f"{run.manifest['backend']['backend']} {run.manifest['backend']['dtype']}, "
-                f"{run.manifest['host']['cpu']}). Ratio a/b over paired repeats, 95% t interval.", "",
-                _md_row(["case", "a / b", "metric", "ratio [95% CI]", "pairs", "verdict", "cache"]),
-                "|---|---|---|---|---|---|---|"]
-        for c in _peer_comparisons(run):
-            ratio = "—" if c["ratio"] is None else f"{c['ratio']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
-            out.append(_md_row([c["case"], f"{c['a']} / {c['b']}", c["metric"], ratio, str(c["n_pairs"]),
-                                c["verdict"], c.get("cache", "—")]))
-        out.append("")
+        with_peers = [r for r in matrix.runs if r.manifest["suite"] == "throughput"
+                      and r.manifest["model"]["id"] == model and _peer_comparisons(r)]
+        # One table per backend: a GPU run says nothing about the CPU's ratios, nor the reverse.
+        for backend in dict.fromkeys(r.manifest["backend"]["backend"] for r in with_peers):
+            run = next(r for r in with_peers if r.manifest["backend"]["backend"] == backend)
+            host = run.manifest["host"]
+            out += [f"`{model}` on {backend}: the newest run with peers, "
+                    f"{_link(run.manifest['run_id'], _relative(str(run.path), evidence_root))} "
+                    f"(profile {run.manifest['profile']['name']}, {run.manifest['workload']['repeats']} repeats, "
+                    f"{backend} {run.manifest['backend']['dtype']}, {host.get('gpu') or host['cpu']}). "
+                    "Ratio a/b over paired repeats, 95% t interval.", "",
+                    _md_row(["case", "a / b", "metric", "ratio [95% CI]", "pairs", "verdict", "cache"]),
+                    "|---|---|---|---|---|---|---|"]
+            for c in _peer_comparisons(run):
+                ratio = "—" if c["ratio"] is None else f"{c['ratio']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
+                out.append(_md_row([c["case"], f"{c['a']} / {c['b']}", c["metric"], ratio, str(c["n_pairs"]),
+                                    c["verdict"], c.get("cache", "—")]))
+            out.append("")
     return out if len(out) > 2 else out + ["No throughput run against a peer in the evidence.", ""]
 
 

@@ -39,11 +39,12 @@ contracts = {{ args = [] }}
 
 
 def run(suite: str, summary: dict, *, run_id: str, finished: str = "2026-11-26T10:00:00Z", flags=None,
-        sha: str = SHA, harness: str = "0.7.0", model: str = "m", bundle: str | None = None):
+        sha: str = SHA, harness: str = "0.7.0", model: str = "m", bundle: str | None = None,
+        backend: str = "cpu"):
     manifest = {"run_id": run_id, "suite": suite, "started_at": finished, "finished_at": finished,
                 "harness_version": harness, "model": {"id": model, "weights_sha256": sha, "source": "catalog"},
                 "profile": {"name": "p", "flags": {**DEFAULTS, **(flags or {})}},
-                "git": {"commit": "c" * 40, "dirty": False}}
+                "git": {"commit": "c" * 40, "dirty": False}, "backend": {"backend": backend}}
     if bundle:
         manifest["bundle"] = {"id": bundle, "command": "validate", "profile": "p"}
     return SimpleNamespace(path=Path("/e/m/p") / run_id, manifest=manifest, summary=summary, records=())
@@ -112,6 +113,7 @@ def test_missing_evidence_holds_and_says_what_is_missing(tmp_path):
     ({"harness": "1.0.0"}, "not major version 0"),
     ({"finished": "2026-10-01T00:00:00Z"}, "56 days old (the profile allows 30)"),
     ({"flags": {"prefix_cache_bytes": 0}}, "it ran with prefix_cache_bytes=0; the default is 1024"),
+    ({"backend": "cuda"}, "it ran on the cuda backend; the profile counts cpu evidence"),
 ])
 def test_ineligible_runs_do_not_count_and_say_why(tmp_path, change, why):
     runs = [run("throughput", throughput({"seed-c1": 0.97}), run_id="t1", **change),
@@ -119,6 +121,16 @@ def test_ineligible_runs_do_not_count_and_say_why(tmp_path, change, why):
     d = decide_on(tmp_path, runs)
     assert d.decision == HOLD
     assert d.results[0].status == "missing" and why in d.results[0].reason and "t1" in d.results[0].reason
+
+
+def test_a_profile_counts_the_backends_it_names(tmp_path):
+    body = GOOD.format(low=0.9).replace('models = ["m"]', 'models = ["m"]\nbackends = ["cpu", "cuda"]')
+    ps = load_profiles(profile_file(tmp_path, body), document=document(p={}))
+    runs = [run("throughput", throughput({"seed-c1": 0.97}), run_id="t1", backend="cuda"),
+            run("contracts", contracts(), run_id="c1")]
+    assert evaluate(ps.get("p"), "m", runs, ps, now=NOW, pins={"m": SHA}).decision == PROMOTE
+    with pytest.raises(ProfileError, match="backends must name some of cpu, cuda, metal, not"):
+        load_profiles(profile_file(tmp_path, body.replace('"cuda"]', '"tpu"]')), document=document(p={}))
 
 
 def test_flags_the_profile_sets_must_be_in_the_run():

@@ -53,3 +53,22 @@ def test_the_matrix_renders_the_same_twice(matrix):
 
 def test_publish_check_passes_on_the_committed_reports(capsys):
     assert main(["publish", "--check"]) == 0
+
+
+def test_throughput_against_peers_has_one_table_per_backend(tmp_path):
+    from types import SimpleNamespace
+
+    def run(run_id: str, backend: str, ratio: float):
+        manifest = {"run_id": run_id, "suite": "throughput", "model": {"id": "m"}, "profile": {"name": "p"},
+                    "workload": {"repeats": 3}, "backend": {"backend": backend, "dtype": "float32"},
+                    "host": {"cpu": "a cpu", "gpu": "a gpu" if backend == "cuda" else None}}
+        summary = {"comparisons": [{"case": "c1", "a": "ours", "b": "mlx-lm", "metric": "output_tok_per_s",
+                                    "ratio": ratio, "ci_low": ratio - 0.1, "ci_high": ratio + 0.1,
+                                    "n_pairs": 3, "verdict": "faster"}]}
+        return SimpleNamespace(path=tmp_path / run_id, manifest=manifest, summary=summary)
+
+    runs = [run("gpu-new", "cuda", 1.4), run("cpu-new", "cpu", 1.7), run("cpu-old", "cpu", 1.1)]  # newest first
+    text = "\n".join(published._throughput_md(SimpleNamespace(models=["m"], runs=runs), tmp_path))
+    assert "`m` on cuda" in text and "(profile p, 3 repeats, cuda float32, a gpu)" in text
+    assert "`m` on cpu" in text and "a cpu)" in text
+    assert "1.400 [1.300, 1.500]" in text and "1.700 [1.600, 1.800]" in text and "1.100" not in text
