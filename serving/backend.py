@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import platform
 import sys
 from dataclasses import asdict, dataclass
@@ -107,7 +108,7 @@ def choose_allocator(policy: str, *, environ: dict[str, str]) -> tuple[Path | No
             raise RuntimeError("--malloc jemalloc was asked for but no libjemalloc.so.2 was found; "
                                "install Debian's libjemalloc2 or set MLX_PROOF_JEMALLOC")
         return None, "no libjemalloc.so.2 (Debian: libjemalloc2): glibc malloc"
-    if str(path) in environ.get("LD_PRELOAD", "").split(":"):
+    if str(path) in preload_entries(environ):
         return None, None
     return path, None
 
@@ -174,7 +175,7 @@ def choose_preload(policy: str, *, environ: dict[str, str], cache_dir: Path | No
 
 
 def _unless_preloaded(preload: Preload, environ: dict[str, str]) -> Preload | None:
-    return None if str(preload.path) in environ.get("LD_PRELOAD", "").split(":") else preload
+    return None if str(preload.path) in preload_entries(environ) else preload
 
 
 def add_preloads(env: dict[str, str], preload: Preload | None, allocator: Path | None) -> None:
@@ -204,6 +205,11 @@ def reexec_with_preload(preload: Preload | None, argv: list[str], *, module: str
 def reexec_with_openblas(path: Path, argv: list[str]) -> None:
     """Replace this process with the same command, OpenBLAS preloaded."""
     reexec_with_preload(Preload("openblas", path), argv)
+
+
+def preload_entries(environ) -> list[str]:
+    """LD_PRELOAD's libraries: ld.so takes colons or whitespace between them."""
+    return [p for p in re.split(r"[:\s]+", environ.get("LD_PRELOAD", "")) if p]
 
 
 def _is_allocator(path: str) -> bool:
@@ -267,8 +273,7 @@ def preloaded_blas(environ: dict[str, str] | None = None) -> str | None:
     if maps is None:
         return None
     libs = {os.path.realpath(lib) for lib in mapped_libraries(maps)}
-    hits = [p for p in environ.get("LD_PRELOAD", "").split(":")
-            if p and os.path.realpath(p) in libs and not _is_allocator(p)]
+    hits = [p for p in preload_entries(environ) if os.path.realpath(p) in libs and not _is_allocator(p)]
     return ":".join(hits) or None  # the allocator is our server's setup, not its BLAS: peers do not get it
 
 
@@ -287,8 +292,7 @@ def probe_setup(environ: dict[str, str] | None = None) -> dict[str, str | None]:
     """What a probe's numbers were computed with, for its JSON: the preloaded BLAS by file name
     (a folder would be this machine's) and the CPU compiler's extra flags (serving.cpu_jit)."""
     environ = os.environ if environ is None else environ
-    preload = environ.get("LD_PRELOAD", "")
-    entries = [p for p in preload.split(":") if p]
+    entries = preload_entries(environ)
     blas = [os.path.basename(p) for p in entries if not _is_allocator(p)]
     return {"blas": ":".join(blas) or "MLX's linked BLAS (no LD_PRELOAD)",
             "cpu_jit_flags": environ.get(CPU_JIT_ENV) or None,

@@ -123,9 +123,9 @@ def test_probes_name_their_blas_by_file_and_their_compiler_flags():
         "blas": "libmlxproof_cblas.so", "cpu_jit_flags": "-mavx2 -mfma", "allocator": "glibc malloc"}
     assert backend.probe_setup({}) == {"blas": "MLX's linked BLAS (no LD_PRELOAD)", "cpu_jit_flags": None,
                                        "allocator": "glibc malloc"}
-    both = f"{JEMALLOC}:{shim}"
-    assert backend.probe_setup({"LD_PRELOAD": both}) == {"blas": "libmlxproof_cblas.so", "cpu_jit_flags": None,
-                                                         "allocator": "jemalloc"}
+    for both in (f"{JEMALLOC}:{shim}", f" {JEMALLOC}  {shim}\n"):  # ld.so takes colons or whitespace
+        assert backend.probe_setup({"LD_PRELOAD": both}) == {"blas": "libmlxproof_cblas.so", "cpu_jit_flags": None,
+                                                             "allocator": "jemalloc"}
 
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
