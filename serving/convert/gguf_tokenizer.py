@@ -31,6 +31,20 @@ _END_OF_TURN_TEXTS = frozenset(
 _CONTROL = 3  # llama.cpp token type for special/control tokens
 
 
+def _transformers_gguf():
+    """transformers' GGUF tokenizer tables and builder: in integrations.gguf.gguf_tokenizer_mapping
+    from 5.20, in integrations.ggml before (4.50 to 5.17 were checked)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never let transformers reach for a hub
+    try:
+        from transformers.integrations.gguf import gguf_tokenizer_mapping as module
+        if hasattr(module, "GGUF_TOKENIZER_MAPPING"):  # 5.17 has the module without the table
+            return module
+    except ImportError:
+        pass
+    from transformers.integrations import ggml
+    return ggml
+
+
 def _field(reader, key: str, default: Any = None) -> Any:
     field = reader.fields.get(key)
     return default if field is None else field.contents()
@@ -38,12 +52,8 @@ def _field(reader, key: str, default: Any = None) -> Any:
 
 def read_tokenizer_metadata(reader) -> tuple[dict, dict]:
     """`(tokenizer_dict, tokenizer_config)` in the shape transformers' GGUF builder expects."""
-    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
-        GGUF_TOKENIZER_MAPPING,
-    )
-
     grouped = {}
-    for group, renames in GGUF_TOKENIZER_MAPPING.items():
+    for group, renames in _transformers_gguf().GGUF_TOKENIZER_MAPPING.items():
         values = {name: _field(reader, f"tokenizer.{key}") for key, name in renames.items()}
         grouped[group] = {name: value for name, value in values.items() if value is not None}
     tokenizer, config = grouped["tokenizer"], grouped["tokenizer_config"]
@@ -106,12 +116,7 @@ def _set_bos(backend, bos: str | None, bos_id: int | None, *, add_bos: bool) -> 
 
 def build_backend_tokenizer(architecture: str, tokenizer_dict: dict, tokenizer_config: dict):
     """A `tokenizers.Tokenizer` equivalent to the one llama.cpp builds from this file."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never let transformers reach for a hub
-    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
-        convert_gguf_tokenizer,
-    )
-
-    backend, _ = convert_gguf_tokenizer(architecture, tokenizer_dict)
+    backend, _ = _transformers_gguf().convert_gguf_tokenizer(architecture, tokenizer_dict)
     _fix_pre_tokenizer(backend, tokenizer_dict.get("pre_tokenizer_type"))
     _set_bos(
         backend,

@@ -82,3 +82,26 @@ def test_unpermute_inverts_llama_cpp_permute(n_head, head_dim, cols):
 def test_unpermute_rejects_rows_that_do_not_split():
     with pytest.raises(ValueError, match="cannot be split"):
         unpermute_qk(np.zeros((6, 2), np.float32), 2)
+
+
+def test_the_tokenizer_tables_are_found_where_older_transformers_keep_them(monkeypatch):
+    """transformers 5.20+ keep them in integrations.gguf.gguf_tokenizer_mapping; 4.50-5.17 in
+    integrations.ggml (5.17 has the newer module, without the table)."""
+    import sys
+    import types
+
+    from serving.convert import gguf_tokenizer
+
+    newer = types.ModuleType("transformers.integrations.gguf.gguf_tokenizer_mapping")
+    older = types.ModuleType("transformers.integrations.ggml")
+    older.GGUF_TOKENIZER_MAPPING = {"tokenizer": {}, "tokenizer_config": {}}
+    package = types.ModuleType("transformers.integrations.gguf")
+    package.gguf_tokenizer_mapping = newer
+    monkeypatch.setitem(sys.modules, "transformers.integrations.gguf", package)
+    monkeypatch.setitem(sys.modules, "transformers.integrations.gguf.gguf_tokenizer_mapping", newer)
+    monkeypatch.setitem(sys.modules, "transformers.integrations.ggml", older)
+    import transformers.integrations as integrations
+    monkeypatch.setattr(integrations, "ggml", older, raising=False)
+    assert gguf_tokenizer._transformers_gguf() is older
+    newer.GGUF_TOKENIZER_MAPPING = {}
+    assert gguf_tokenizer._transformers_gguf() is newer
