@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import platform
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path

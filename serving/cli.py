@@ -113,7 +113,7 @@ def _serve_parser(sub) -> None:
                         f"(default {d.compiled_step_context})")
     p.add_argument("--lookup-draft", type=int,
                    help=f"prompt-lookup speculative decoding for a greedy sequence decoding alone: draft up to N "
-                        f"tokens from its own prompt and answer, verify them in one forward, tokens unchanged; "
+                        f"tokens from its own prompt and answer, verify them in one forward (tokens unchanged in fp32 on the CPU); "
                         f"0: off (default {d.lookup_draft}; batch decode step only)")
     p.add_argument("--lookup-decoding", choices=["auto", "on", "off"],
                    help="where prompt-lookup decoding runs: auto = the CPU backend only (on MLX CUDA it was "
