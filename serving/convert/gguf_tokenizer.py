@@ -57,6 +57,10 @@ def read_tokenizer_metadata(reader) -> tuple[dict, dict]:
         values = {name: _field(reader, f"tokenizer.{key}") for key, name in renames.items()}
         grouped[group] = {name: value for name, value in values.items() if value is not None}
     tokenizer, config = grouped["tokenizer"], grouped["tokenizer_config"]
+    # transformers before 5.20 does not carry llama.cpp's pre-tokenizer name, which
+    # _fix_pre_tokenizer reads
+    if "pre_tokenizer_type" not in tokenizer and (pre := _field(reader, "tokenizer.ggml.pre")) is not None:
+        tokenizer["pre_tokenizer_type"] = pre
     if "tokens" not in tokenizer:
         raise ValueError("GGUF file has no tokenizer.ggml.tokens; cannot rebuild its tokenizer")
     if tokenizer.get("tokenizer_type") == "llama":

@@ -105,3 +105,19 @@ def test_the_tokenizer_tables_are_found_where_older_transformers_keep_them(monke
     assert gguf_tokenizer._transformers_gguf() is older
     newer.GGUF_TOKENIZER_MAPPING = {}
     assert gguf_tokenizer._transformers_gguf() is newer
+
+
+def test_the_pre_tokenizer_name_is_read_when_older_transformers_do_not_map_it(monkeypatch):
+    """Before 5.20 transformers' table has no "ggml.pre"; SmolLM's digit split depends on it."""
+    import types
+
+    from serving.convert import gguf_tokenizer
+
+    older = types.SimpleNamespace(GGUF_TOKENIZER_MAPPING={"tokenizer": {"ggml.tokens": "tokens"},
+                                                          "tokenizer_config": {}})
+    monkeypatch.setattr(gguf_tokenizer, "_transformers_gguf", lambda: older)
+    field = lambda value: types.SimpleNamespace(contents=lambda: value)  # noqa: E731
+    reader = types.SimpleNamespace(fields={"tokenizer.ggml.tokens": field(["a", "b"]),
+                                           "tokenizer.ggml.pre": field("smollm")})
+    tokenizer, _ = gguf_tokenizer.read_tokenizer_metadata(reader)
+    assert tokenizer == {"tokens": ["a", "b"], "pre_tokenizer_type": "smollm"}
