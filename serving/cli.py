@@ -116,8 +116,8 @@ def _serve_parser(sub) -> None:
                         f"tokens from its own prompt and answer, verify them in one forward (tokens unchanged in fp32 on the CPU); "
                         f"0: off (default {d.lookup_draft}; batch decode step only)")
     p.add_argument("--lookup-decoding", choices=["auto", "on", "off"],
-                   help="where prompt-lookup decoding runs: auto = the CPU backend only (on MLX CUDA it was "
-                        "measured slower and moved bf16 greedy ties), on = every backend, off (default auto)")
+                   help="where prompt-lookup decoding runs: auto = the CPU backend only (on MLX CUDA in bf16 it was "
+                        "measured slower and moved greedy ties), on = every backend, off (default auto)")
     p.add_argument("--divergence-monitor", choices=["off", "warn", "serialize"],
                    help="probe batched against serial greedy decoding while traffic runs: warn, or "
                         "serialize decoding after a divergence until restart (default off)")
