@@ -106,7 +106,7 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
     return app
 
 
-def engine_settings(config: ServerConfig, backend: str = "cpu") -> EngineSettings:
+def engine_settings(config: ServerConfig, backend: str) -> EngineSettings:
     from .backend import lookup_runs
 
     lookup = lookup_runs(config.lookup_decoding, backend) and not config.deterministic

@@ -98,7 +98,7 @@ def test_deterministic_engine_keeps_the_prefix_cache_off_even_when_one_is_given(
 def test_deterministic_implies_no_prefix_cache_and_refuses_conflicting_settings():
     cfg = build_config({"deterministic": True})
     assert cfg.deterministic and cfg.prefix_cache_bytes == 0 and cfg.default_temperature == 0
-    assert engine_settings(cfg).deterministic
+    assert engine_settings(cfg, "cpu").deterministic
     with pytest.raises(ValueError, match="prefix cache"):
         build_config({"deterministic": True, "prefix_cache_bytes": 1024})
     with pytest.raises(ValueError, match="temperature"):
