@@ -114,7 +114,7 @@ def _serve_parser(sub) -> None:
     p.add_argument("--lookup-draft", type=int,
                    help=f"prompt-lookup speculative decoding for a greedy sequence decoding alone: draft up to N "
                         f"tokens from its own prompt and answer, verify them in one forward (tokens unchanged in fp32 on the CPU); "
-                        f"0: off (default {d.lookup_draft}; batch decode step only)")
+                        f"0: off (default {d.lookup_draft}; not under --batch-invariant or --deterministic)")
     p.add_argument("--lookup-decoding", choices=["auto", "on", "off"],
                    help="where prompt-lookup decoding runs: auto = the CPU backend only (on MLX CUDA in bf16 it was "
                         "measured slower and moved greedy ties), on = every backend, off (default auto)")

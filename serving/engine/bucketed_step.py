@@ -7,6 +7,13 @@ now change with the batch, so a sequence's numbers may move with its neighbours,
 mlx-lm's BatchGenerator: what the compiled step saves is the per-op launch and graph-building
 cost that dominates a small model's decode step on a GPU. Here, unlike the invariant mode, the
 forward may also fuse the q|k|v and gate|up projections (fused_decode.py).
+
+With `lookup_draft`, a greedy sequence decoding alone takes prompt-lookup steps
+(lookup_decoding.py has the drafting and acceptance rules): its last token and up to
+`lookup_draft` drafted ones go through one compiled forward of 1 + lookup_draft tokens per row,
+and the drafts greedy decoding agrees with are kept. On a GPU the step is launch-bound, so the
+verifying forward costs about what a one-token step costs. A short draft is padded: the padding's
+KV lands beyond the sequence's position, where the mask hides it until a later step overwrites it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any
 
 import mlx.core as mx
 
-from .fixed_shape import FixedShapeGenerator, SlotCache
+from .fixed_shape import FixedShapeGenerator, Response, SlotCache
+from .lookup_decoding import LookupStats, NgramIndex, accepted_prefix
 
 MIN_BUCKET_CAPACITY = 256
 
@@ -34,7 +42,7 @@ class BucketedGenerator(FixedShapeGenerator):
 
     def __init__(self, model: Any, *, stop_tokens: set[int], rows: int, capacity: int,
                  prefill_step_size: int, prefill_per_step: int, min_capacity: int = MIN_BUCKET_CAPACITY,
-                 fused: bool = True) -> None:
+                 fused: bool = True, lookup_draft: int = 0) -> None:
         self._min_capacity = min(min_capacity, capacity)
         self._fused = None
         super().__init__(model, stop_tokens=stop_tokens, rows=rows, capacity=capacity,
@@ -42,6 +50,11 @@ class BucketedGenerator(FixedShapeGenerator):
         if fused:
             from .fused_decode import FusedDecoder
             self._fused = FusedDecoder.build(model)
+        if lookup_draft > 0:  # the engine reports lookup and draft_tokens where they exist
+            self.draft_tokens = lookup_draft
+            self.lookup = LookupStats()
+            self._verify = mx.compile(self._verify_forward)
+            self._index: tuple[int, NgramIndex] | None = None  # the lone sequence's uid and n-grams
 
     # ---- the hooks ------------------------------------------------------------------------
     def _initial_shape(self) -> tuple[int, int]:
@@ -55,8 +68,9 @@ class BucketedGenerator(FixedShapeGenerator):
             self._resize(rows, capacity, keep=[i for i, s in enumerate(self._slots) if s is not None])
 
     def _may_pipeline(self) -> bool:
-        # A shrink waits for a step boundary with nothing in flight.
-        return self._shrunk() == (self.rows, self.capacity)
+        # A shrink waits for a step boundary with nothing in flight; so does a lookup step, which
+        # drafts from the lone sequence's last token on the host.
+        return self._shrunk() == (self.rows, self.capacity) and self._lone() is None
 
     def _fit_capacity(self, needed: int) -> None:
         if needed > self.capacity:
@@ -74,6 +88,68 @@ class BucketedGenerator(FixedShapeGenerator):
         if self._fused is None:
             return super()._logits(tokens, caches, mask)
         return self._fused(tokens, caches, mask)
+
+    def _lookup_step(self) -> list[Response] | None:
+        lone = self._lone()
+        if lone is None:
+            return None
+        index, slot = lone
+        width = 1 + self.draft_tokens
+        position = slot.position
+        # Each input yields one token, and the padding's KV must fit the largest buffer too.
+        room = min(slot.max_tokens - len(slot.generated) - 1, self.draft_tokens)
+        if room < 1 or position + width > self.max_capacity:
+            return None
+        history = slot.prompt + slot.generated  # its last token is the one to feed now
+        if self._index is None or self._index[0] != slot.uid:
+            self._index = (slot.uid, NgramIndex())
+        ngrams = self._index[1]
+        ngrams.sync(history[:-1])
+        proposal = ngrams.draft(history[-1], room)
+        if not proposal:
+            return None
+        self._fit_capacity(position + width)
+        tokens = [[0] * width for _ in range(self.rows)]  # idle rows: a dummy token at position 0
+        tokens[index] = [history[-1], *proposal] + [history[-1]] * (width - 1 - len(proposal))
+        positions = [0] * self.rows
+        positions[index] = position
+        logprobs, greedy, *self._kv = self._verify(mx.array(tokens, dtype=mx.int32),
+                                                   mx.array(positions, dtype=mx.int32), *self._kv)
+        picks = greedy[index].tolist()
+        kept = accepted_prefix(proposal, picks)
+        self.lookup.steps += 1
+        self.lookup.drafted += len(proposal)
+        self.lookup.accepted += kept
+        responses = []
+        for j in range(kept + 1):  # the agreed drafts, and greedy's token after them
+            slot.enqueued += 1
+            responses.append(self._advance(index, slot, picks[j], logprobs[index, j]))
+            if responses[-1].finish_reason is not None:
+                break
+        return responses
+
+    def _lone(self):
+        """(row, slot) when lookup is on and one plain greedy sequence, and nothing else, is here."""
+        if getattr(self, "lookup", None) is None or self._pending:
+            return None
+        busy = [(i, s) for i, s in enumerate(self._slots) if s is not None]
+        if len(busy) != 1 or not busy[0][1].plain:
+            return None
+        return busy[0]
+
+    def _verify_forward(self, tokens: mx.array, positions: mx.array, *kv: mx.array):
+        """rows x n tokens at positions, positions + 1, ...: every position's log-probabilities and
+        greedy token, and the buffers with the n tokens' KV written."""
+        at = positions[:, None] + mx.arange(tokens.shape[1])
+        mask = (mx.arange(kv[0].shape[2])[None, None, :] <= at[:, :, None])[:, None]
+        caches = [SlotCache(kv[j], kv[j + 1], positions, mask) for j in range(0, len(kv), 2)]
+        forward = self._fused or (lambda t, c, m: self._model(t, cache=c))
+        logits = forward(tokens, caches, mask).astype(mx.float32)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        out = [logprobs, mx.argmax(logprobs, axis=-1).astype(mx.int32)]  # the one-token step's rule
+        for c in caches:
+            out += [c.keys, c.values]
+        return out
 
     # ---- inside ---------------------------------------------------------------------------
     def _resize(self, rows: int, capacity: int, keep: list[int]) -> None:

@@ -48,14 +48,17 @@ class SlotCache:
         self._mask = mask
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        where = mx.broadcast_to(self.offset[:, None, None, None], keys.shape).astype(mx.int32)
+        # keys: rows x heads x n x d, the n new tokens of each row at its offset, offset + 1, ...
+        at = self.offset[:, None] if keys.shape[2] == 1 else self.offset[:, None] + mx.arange(keys.shape[2])
+        where = mx.broadcast_to(at[:, None, :, None], keys.shape).astype(mx.int32)
         self.keys = mx.put_along_axis(self.keys, where, keys, axis=2)
         self.values = mx.put_along_axis(self.values, where, values, axis=2)
         return self.keys, self.values
 
     def make_mask(self, n: int, *, return_array: bool = False, window_size: int | None = None) -> mx.array:
-        if n != 1 or window_size is not None:
-            raise FixedShapeUnsupported("the fixed-shape step decodes one token per row, without windows")
+        if n != self._mask.shape[2] or window_size is not None:
+            raise FixedShapeUnsupported(f"this step's mask is for {self._mask.shape[2]} tokens per row, without "
+                                        f"windows: asked for {n}")
         return self._mask
 
 
@@ -188,6 +191,9 @@ class FixedShapeGenerator:
             self._between_steps()
         self._admit()
         if self._inflight is None:
+            responses = self._lookup_step()
+            if responses is not None:
+                return [], responses
             self._inflight = self._launch(previous=None)
             if self._inflight is None:
                 return [], []
@@ -206,6 +212,10 @@ class FixedShapeGenerator:
 
     def _may_pipeline(self) -> bool:
         return True
+
+    def _lookup_step(self) -> list[Response] | None:
+        """Several tokens of one sequence in one step, or None for a plain step (here: always)."""
+        return None
 
     def _fit_capacity(self, needed: int) -> None:
         """The buffer never changes here; insert() refuses a prompt that cannot fit."""

@@ -123,35 +123,37 @@ class FusedDecoder:
         return cls(model, layers, grouped=grouped)
 
     def __call__(self, tokens: mx.array, caches: list, mask: mx.array | None = None) -> mx.array:
-        """Logits (rows x vocab) for one token per row; caches as the model's own forward takes them,
-        and the mask the model would make from them where none is given."""
+        """Logits (rows x vocab) for one token per row, or (rows x n x vocab) for rows x n tokens (a
+        lookup step's verifying forward); caches as the model's own forward takes them, and the mask
+        the model would make from them where none is given."""
         from mlx_lm.models.activations import swiglu
         from mlx_lm.models.base import create_attention_mask, scaled_dot_product_attention
 
         inner = self._model.model
-        h = inner.embed_tokens(tokens[:, None])
+        several = tokens.ndim == 2
+        h = inner.embed_tokens(tokens if several else tokens[:, None])
         if mask is None:
             mask = create_attention_mask(h, caches[0])
-        rows = tokens.shape[0]
+        rows, n = h.shape[:2]
         for layer, cache in zip(self._layers, caches):
             block, attn = layer.block, layer.block.self_attn
             x = block.input_layernorm(h)
             fused = _linear(x, layer.qkv, layer.qkv_bias)
             q, k, v = mx.split(fused, layer.splits, axis=-1)
-            q = q.reshape(rows, 1, attn.n_heads, -1).transpose(0, 2, 1, 3)
-            k = k.reshape(rows, 1, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-            v = v.reshape(rows, 1, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+            q = q.reshape(rows, n, attn.n_heads, -1).transpose(0, 2, 1, 3)
+            k = k.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+            v = v.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
             q = attn.rope(q, offset=cache.offset)
             k = attn.rope(k, offset=cache.offset)
             k, v = cache.update_and_fetch(k, v)
-            if self._grouped and not isinstance(k, tuple):  # (a quantized cache hands back tuples)
+            if self._grouped and n == 1 and not isinstance(k, tuple):  # (a quantized cache hands back tuples)
                 out = grouped_attention(q, k, v, scale=attn.scale, mask=mask)
             else:
                 out = scaled_dot_product_attention(q, k, v, cache=cache, scale=attn.scale, mask=mask)
-            h = h + attn.o_proj(out.transpose(0, 2, 1, 3).reshape(rows, 1, -1))
+            h = h + attn.o_proj(out.transpose(0, 2, 1, 3).reshape(rows, n, -1))
             gate, up = mx.split(block.post_attention_layernorm(h) @ layer.gate_up.T, [layer.hidden], axis=-1)
             h = h + block.mlp.down_proj(swiglu(gate, up))
         h = inner.norm(h)
         head = getattr(self._model, "lm_head", None)
         logits = head(h) if head is not None else inner.embed_tokens.as_linear(h)
-        return logits[:, -1, :]
+        return logits if several else logits[:, -1, :]

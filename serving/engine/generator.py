@@ -42,15 +42,13 @@ def make_fixed_shape_generator(model: Any, tokenizer: Any, settings) -> Any:
     from .bucketed_step import BucketedGenerator
     from .fixed_shape import FixedShapeGenerator
 
-    bucketed = settings.batch_invariant_context is None
-    return (BucketedGenerator if bucketed else FixedShapeGenerator)(
-        model,
-        stop_tokens=set(tokenizer.eos_token_ids),
-        rows=settings.max_concurrency,
-        capacity=settings.compiled_step_context if bucketed else settings.batch_invariant_context,
-        prefill_step_size=settings.prefill_step_size,
-        prefill_per_step=min(settings.prefill_batch_size, settings.max_concurrency),
-    )
+    kwargs = dict(stop_tokens=set(tokenizer.eos_token_ids), rows=settings.max_concurrency,
+                  prefill_step_size=settings.prefill_step_size,
+                  prefill_per_step=min(settings.prefill_batch_size, settings.max_concurrency))
+    if settings.batch_invariant_context is not None:  # no lookup steps: they would break invariance
+        return FixedShapeGenerator(model, capacity=settings.batch_invariant_context, **kwargs)
+    return BucketedGenerator(model, capacity=settings.compiled_step_context, lookup_draft=settings.lookup_draft,
+                             **kwargs)
 
 
 def synchronize() -> None:

@@ -53,7 +53,8 @@ class EngineSettings:
     batch_invariant_context: int | None = None
     # The compiled, bucketed decode step, with at most this many KV positions per sequence (None: off).
     compiled_step_context: int | None = None
-    # Prompt-lookup drafts per verifying forward for a lone greedy sequence (0: off; batch step only).
+    # Prompt-lookup drafts per verifying forward for a lone greedy sequence (0: off; the batch and
+    # compiled steps, never the batch-invariant one).
     lookup_draft: int = 0
     # The batch step without the log-softmax a greedy batch throws away, with fused projections
     # (engine.lean_step); off: mlx-lm's own step.
