@@ -164,10 +164,12 @@ def _throughput_md(matrix: Matrix, evidence_root: Path) -> list[str]:
         for backend in dict.fromkeys(r.manifest["backend"]["backend"] for r in with_peers):
             run = next(r for r in with_peers if r.manifest["backend"]["backend"] == backend)
             host = run.manifest["host"]
+            extra = _flags_beyond_profile(run.manifest)
             out += [f"`{model}` on {backend}: the newest run with peers, "
                     f"{_link(run.manifest['run_id'], _relative(str(run.path), evidence_root))} "
                     f"(profile {run.manifest['profile']['name']}, {run.manifest['workload']['repeats']} repeats, "
-                    f"{backend} {run.manifest['backend']['dtype']}, {host.get('gpu') or host['cpu']}). "
+                    f"{backend} {run.manifest['backend']['dtype']}, {host.get('gpu') or host['cpu']}"
+                    + (f"; ours ran with `{extra}`" if extra else "") + "). "
                     "Ratio a/b over paired repeats, 95% t interval.", "",
                     _md_row(["case", "a / b", "metric", "ratio [95% CI]", "pairs", "verdict", "cache"]),
                     "|---|---|---|---|---|---|---|"]
@@ -177,6 +179,28 @@ def _throughput_md(matrix: Matrix, evidence_root: Path) -> list[str]:
                                     c["verdict"], c.get("cache", "—")]))
             out.append("")
     return out if len(out) > 2 else out + ["No throughput run against a peer in the evidence.", ""]
+
+
+# What every launch of our server passes; anything else is a choice the reader must be told of.
+_LAUNCH_FLAGS = ("--model", "--port", "--profile")
+
+
+def _flags_beyond_profile(manifest: dict) -> str:
+    """The flags our server ran with beyond the profile's own (e.g. --decode-step compiled): a ratio
+    measured with them is not the profile's default behaviour."""
+    ours = next((s for s in manifest.get("servers", []) if s.get("label") == "ours"), None)
+    argv = list((ours or {}).get("argv") or [])
+    if "serve" not in argv:
+        return ""
+    rest, skip = [], False
+    for arg in argv[argv.index("serve") + 1:]:
+        if skip:
+            skip = False
+        elif arg in _LAUNCH_FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(f + "=" for f in _LAUNCH_FLAGS)):
+            rest.append(arg)
+    return " ".join(rest)
 
 
 def _calibration_md(matrix: Matrix, evidence_root: Path) -> list[str]:

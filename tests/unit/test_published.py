@@ -68,7 +68,15 @@ def test_throughput_against_peers_has_one_table_per_backend(tmp_path):
         return SimpleNamespace(path=tmp_path / run_id, manifest=manifest, summary=summary)
 
     runs = [run("gpu-new", "cuda", 1.4), run("cpu-new", "cpu", 1.7), run("cpu-old", "cpu", 1.1)]  # newest first
+    # the GPU run's server had flags beyond its profile: the table must say so
+    runs[0].manifest["servers"] = [
+        {"label": "mlx-lm", "argv": ["<venv>/bin/python3", "-m", "mlx_lm.server", "--model", "x"]},
+        {"label": "ours", "argv": ["<venv>/bin/python3", "-m", "serving", "serve", "--model", "m", "--port", "5",
+                                   "--profile", "p", "--dtype", "float32", "--decode-step=compiled"]}]
+    runs[1].manifest["servers"] = [{"label": "ours", "argv": ["py", "-m", "serving", "serve", "--model", "m",
+                                                              "--port=5", "--profile", "p"]}]
     text = "\n".join(published._throughput_md(SimpleNamespace(models=["m"], runs=runs), tmp_path))
-    assert "`m` on cuda" in text and "(profile p, 3 repeats, cuda float32, a gpu)" in text
-    assert "`m` on cpu" in text and "a cpu)" in text
+    assert "`m` on cuda" in text and "(profile p, 3 repeats, cuda float32, a gpu; ours ran with " \
+        "`--dtype float32 --decode-step=compiled`)" in text
+    assert "`m` on cpu" in text and "a cpu)" in text and "ran with" not in text.split("`m` on cpu")[1]
     assert "1.400 [1.300, 1.500]" in text and "1.700 [1.600, 1.800]" in text and "1.100" not in text
