@@ -75,8 +75,12 @@ def test_throughput_against_peers_has_one_table_per_backend(tmp_path):
                                    "--profile", "p", "--dtype", "float32", "--decode-step=compiled"]}]
     runs[1].manifest["servers"] = [{"label": "ours", "argv": ["py", "-m", "serving", "serve", "--model", "m",
                                                               "--port=5", "--profile", "p"]}]
+    runs.append(run("cpu-oldest", "cpu", 0.9))
+    runs[-1].summary["comparisons"][0]["case"] = "c10"  # a case no newer run has: still shown
     text = "\n".join(published._throughput_md(SimpleNamespace(models=["m"], runs=runs), tmp_path))
-    assert "`m` on cuda" in text and "(profile p, 3 repeats, cuda float32, a gpu; ours ran with " \
-        "`--dtype float32 --decode-step=compiled`)" in text
-    assert "`m` on cpu" in text and "a cpu)" in text and "ran with" not in text.split("`m` on cpu")[1]
+    gpu, cpu = text.split("`m` on cpu")
+    assert "`m` on cuda" in gpu and "| a gpu, float32 | `--dtype float32 --decode-step=compiled` |" in gpu
+    assert "| a cpu, float32 | — |" in cpu and "--decode-step" not in cpu
+    assert "[cpu-new](" in cpu and "[cpu-oldest](" in cpu and "[cpu-old](" not in cpu
+    assert "0.900 [0.800, 1.000]" in cpu
     assert "1.400 [1.300, 1.500]" in text and "1.700 [1.600, 1.800]" in text and "1.100" not in text
