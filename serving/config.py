@@ -110,9 +110,10 @@ class ServerConfig:
     decode_step: DecodeStep = "batch"
     compiled_step_context: int = 8192
     # Prompt-lookup speculative decoding: while one greedy sequence decodes alone (the batch step
-    # and the compiled step; not --batch-invariant), draft up to this many tokens from n-grams of its prompt and answer and verify them
-    # in one forward; the tokens are unchanged where a multi-token forward sums as one-token ones
-    # do (fp32 on the CPU; README: "Prompt-lookup decoding"). 0: off.
+    # and the compiled step; not --batch-invariant), draft up to this many tokens from n-grams of
+    # its prompt and answer and verify them in one forward; the tokens are unchanged where a
+    # multi-token forward sums as one-token ones do (fp32 on the CPU; README: "Prompt-lookup
+    # decoding"). 0: off.
     lookup_draft: int = 4
     # Where lookup decoding runs: auto = on the CPU backend only. On a GPU (MLX CUDA, bf16) it was
     # measured slower than the plain step and its multi-token forward moved greedy ties (README:

@@ -39,6 +39,7 @@ def _bucket(n: int, *, floor: int, ceiling: int) -> int:
 class BucketedGenerator(FixedShapeGenerator):
     context_name = "model's context"
     context_flag = ""
+    lookup: LookupStats | None = None  # set when lookup steps are on; the engine reports it
 
     def __init__(self, model: Any, *, stop_tokens: set[int], rows: int, capacity: int,
                  prefill_step_size: int, prefill_per_step: int, min_capacity: int = MIN_BUCKET_CAPACITY,
@@ -50,7 +51,7 @@ class BucketedGenerator(FixedShapeGenerator):
         if fused:
             from .fused_decode import FusedDecoder
             self._fused = FusedDecoder.build(model)
-        if lookup_draft > 0:  # the engine reports lookup and draft_tokens where they exist
+        if lookup_draft > 0:
             self.draft_tokens = lookup_draft
             self.lookup = LookupStats()
             self._verify = mx.compile(self._verify_forward)
@@ -130,7 +131,7 @@ class BucketedGenerator(FixedShapeGenerator):
 
     def _lone(self):
         """(row, slot) when lookup is on and one plain greedy sequence, and nothing else, is here."""
-        if getattr(self, "lookup", None) is None or self._pending:
+        if self.lookup is None or self._pending:
             return None
         busy = [(i, s) for i, s in enumerate(self._slots) if s is not None]
         if len(busy) != 1 or not busy[0][1].plain:

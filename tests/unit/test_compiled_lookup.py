@@ -107,3 +107,22 @@ def test_a_sequence_joining_a_lone_one_gets_the_plain_step(model):
         for r in gen.next()[1]:
             got[r.uid].append(r.token)
     assert [got[first], got[second]] == want
+
+
+def test_the_factory_gives_lookup_steps_to_the_compiled_step_only(model):
+    from types import SimpleNamespace
+
+    from serving.engine.fixed_shape import FixedShapeGenerator
+    from serving.engine.generator import make_fixed_shape_generator
+    from serving.engine.loop import EngineSettings
+
+    tokenizer = SimpleNamespace(eos_token_ids=[0])
+    compiled = make_fixed_shape_generator(model, tokenizer, EngineSettings(
+        max_concurrency=2, compiled_step_context=64, lookup_draft=3))
+    assert isinstance(compiled, BucketedGenerator) and compiled.draft_tokens == 3 and compiled.lookup is not None
+    off = make_fixed_shape_generator(model, tokenizer, EngineSettings(max_concurrency=2, compiled_step_context=64))
+    assert off.lookup is None
+    # batch-invariant decoding must keep one shape per step: never a lookup step
+    invariant = make_fixed_shape_generator(model, tokenizer, EngineSettings(
+        max_concurrency=2, batch_invariant_context=64, lookup_draft=3))
+    assert type(invariant) is FixedShapeGenerator and getattr(invariant, "lookup", None) is None
