@@ -23,7 +23,7 @@ from typing import Any
 import mlx.core as mx
 
 from .fixed_shape import FixedShapeGenerator, Response, SlotCache
-from .lookup_decoding import LookupStats, NgramIndex, accepted_prefix
+from .lookup_decoding import LookupStats, LoneSequenceDrafter, accepted_prefix
 
 MIN_BUCKET_CAPACITY = 256
 
@@ -55,7 +55,7 @@ class BucketedGenerator(FixedShapeGenerator):
             self.draft_tokens = lookup_draft
             self.lookup = LookupStats()
             self._verify = mx.compile(self._verify_forward)
-            self._index: tuple[int, NgramIndex] | None = None  # the lone sequence's uid and n-grams
+            self._drafter = LoneSequenceDrafter()
 
     # ---- the hooks ------------------------------------------------------------------------
     def _initial_shape(self) -> tuple[int, int]:
@@ -102,11 +102,7 @@ class BucketedGenerator(FixedShapeGenerator):
         if room < 1 or position + width > self.max_capacity:
             return None
         history = slot.prompt + slot.generated  # its last token is the one to feed now
-        if self._index is None or self._index[0] != slot.uid:
-            self._index = (slot.uid, NgramIndex())
-        ngrams = self._index[1]
-        ngrams.sync(history[:-1])
-        proposal = ngrams.draft(history[-1], room)
+        proposal = self._drafter.draft(slot.uid, history[:-1], history[-1], room)
         if not proposal:
             return None
         self._fit_capacity(position + width)
@@ -118,9 +114,7 @@ class BucketedGenerator(FixedShapeGenerator):
                                                    mx.array(positions, dtype=mx.int32), *self._kv)
         picks = greedy[index].tolist()
         kept = accepted_prefix(proposal, picks)
-        self.lookup.steps += 1
-        self.lookup.drafted += len(proposal)
-        self.lookup.accepted += kept
+        self.lookup.record(len(proposal), kept)
         responses = []
         for j in range(kept + 1):  # the agreed drafts, and greedy's token after them
             slot.enqueued += 1
@@ -144,8 +138,7 @@ class BucketedGenerator(FixedShapeGenerator):
         at = positions[:, None] + mx.arange(tokens.shape[1])
         mask = (mx.arange(kv[0].shape[2])[None, None, :] <= at[:, :, None])[:, None]
         caches = [SlotCache(kv[j], kv[j + 1], positions, mask) for j in range(0, len(kv), 2)]
-        forward = self._fused or (lambda t, c, m: self._model(t, cache=c))
-        logits = forward(tokens, caches, mask).astype(mx.float32)
+        logits = self._logits(tokens, caches, mask).astype(mx.float32)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         out = [logprobs, mx.argmax(logprobs, axis=-1).astype(mx.int32)]  # the one-token step's rule
         for c in caches:

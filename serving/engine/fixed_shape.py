@@ -225,7 +225,10 @@ class FixedShapeGenerator:
         return False
 
     def _logits(self, tokens: mx.array, caches: list[SlotCache], mask: mx.array) -> mx.array:
-        # The model's own forward, so the invariant numbers are the model's numbers.
+        """rows x vocab for one token per row; rows x n x vocab for rows x n tokens (a verifying
+        forward). The model's own forward, so the invariant numbers are the model's numbers."""
+        if tokens.ndim == 2:
+            return self._model(tokens, cache=caches)
         return self._model(tokens[:, None], cache=caches)[:, -1, :]
 
     # ---- inside ----------------------------------------------------------------------

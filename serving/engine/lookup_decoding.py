@@ -59,6 +59,22 @@ class NgramIndex:
         return []
 
 
+class LoneSequenceDrafter:
+    """The n-gram index of the one sequence taking lookup steps, begun afresh when another
+    sequence takes its place (a lookup step serves a lone sequence, so one index is enough)."""
+
+    def __init__(self) -> None:
+        self._uid: int | None = None
+        self._index = NgramIndex()
+
+    def draft(self, uid: int, seen: list[int], pending: int, size: int) -> list[int]:
+        """NgramIndex.draft for sequence `uid`, whose tokens so far are `seen` then `pending`."""
+        if uid != self._uid:
+            self._uid, self._index = uid, NgramIndex()
+        self._index.sync(seen)
+        return self._index.draft(pending, size)
+
+
 def draft(history: list[int], size: int) -> list[int]:
     """NgramIndex.draft for a whole history at once (its last token is the pending one)."""
     if not history:
@@ -82,6 +98,12 @@ class LookupStats:
     drafted: int = 0      # tokens drafted into them
     accepted: int = 0     # drafted tokens greedy decoding kept
 
+    def record(self, drafted: int, accepted: int) -> None:
+        """One verifying forward, with `drafted` tokens of which greedy decoding kept `accepted`."""
+        self.steps += 1
+        self.drafted += drafted
+        self.accepted += accepted
+
     def as_dict(self) -> dict:
         return {"steps": self.steps, "drafted": self.drafted, "accepted": self.accepted,
                 "acceptance": round(self.accepted / self.drafted, 4) if self.drafted else None}
@@ -99,7 +121,7 @@ def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs)
             super().__init__(model, **batch_generator_kwargs)
             self.draft_tokens = draft_tokens
             self.lookup = LookupStats()
-            self._index: tuple[int, NgramIndex] | None = None  # the lone sequence's uid and n-grams
+            self._drafter = LoneSequenceDrafter()
 
         def next(self):
             with mx.stream(self._stream):
@@ -128,11 +150,7 @@ def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs)
             pending, pending_logprobs = gen._next_tokens, gen._next_logprobs[0]
             mx.eval(pending)
             token = int(pending[0].item())
-            if self._index is None or self._index[0] != gen.uids[0]:
-                self._index = (gen.uids[0], NgramIndex())
-            index = self._index[1]
-            index.sync(gen.tokens[0])
-            proposal = index.draft(token, min(self.draft_tokens, room - 1))
+            proposal = self._drafter.draft(gen.uids[0], gen.tokens[0], token, min(self.draft_tokens, room - 1))
             if not proposal:
                 return None
             logits = self.model(mx.array([[token, *proposal]], dtype=mx.uint32), cache=gen.prompt_cache)[0]
@@ -143,9 +161,7 @@ def make_lookup_generator(model, *, draft_tokens: int, **batch_generator_kwargs)
             mx.eval(greedy)
             greedy = greedy.tolist()
             kept = accepted_prefix(proposal, greedy)
-            self.lookup.steps += 1
-            self.lookup.drafted += len(proposal)
-            self.lookup.accepted += kept
+            self.lookup.record(len(proposal), kept)
             emitted = [(token, pending_logprobs)] + [(proposal[i], logprobs[i]) for i in range(kept)]
             return self._emit(gen, emitted, 1 + len(proposal), greedy[kept], logprobs[kept])
 
