@@ -109,7 +109,7 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
 def engine_settings(config: ServerConfig, backend: str) -> EngineSettings:
     from .backend import lookup_runs
 
-    lookup = lookup_runs(config.lookup_decoding, backend) and not config.deterministic
+    lookup = lookup_runs(config.lookup_decoding, backend, config.decode_step) and not config.deterministic
     return EngineSettings(
         max_concurrency=config.max_concurrency,
         prefill_batch_size=config.prefill_batch_size,
@@ -122,6 +122,7 @@ def engine_settings(config: ServerConfig, backend: str) -> EngineSettings:
         compiled_step_context=config.compiled_step_context if config.decode_step == "compiled" else None,
         # --deterministic keeps mlx-lm's one-token step, which its reproducibility evidence was made with
         lookup_draft=config.lookup_draft if lookup else 0,
+        lookup_exact_only=config.lookup_decoding == "auto",
         lean_step=not config.deterministic,
         monitor=monitor_settings(config),
     )

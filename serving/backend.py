@@ -322,12 +322,16 @@ def detect_backend() -> BackendInfo:
     )
 
 
-def lookup_runs(policy: str, backend: str) -> bool:
+def lookup_runs(policy: str, backend: str, decode_step: str = "batch") -> bool:
     """Whether prompt-lookup decoding runs (--lookup-decoding): auto means where it was measured to
-    pay, the CPU backend (the BLAS shim's few-row kernel verifies a draft for about a third more
-    than one token costs). On MLX CUDA in bf16 it made the server slower at c=1 and its
-    multi-token forward moved greedy ties (README: "Prompt-lookup decoding")."""
-    return policy == "on" or (policy == "auto" and backend == "cpu")
+    pay with greedy tokens unchanged: the CPU backend (the BLAS shim's few-row kernel verifies a
+    draft for about a third more than one token costs), and MLX CUDA's compiled step, whose
+    verifying forward sums each token as the one-token step does (fused_decode's per-token forms;
+    the generator drops it for a model without them). In mlx-lm's batch step on CUDA it made the
+    server slower at c=1 and moved greedy ties (README: "Prompt-lookup decoding")."""
+    if policy == "auto":
+        return backend == "cpu" or (backend == "cuda" and decode_step == "compiled")
+    return policy == "on"
 
 
 def default_dtype(backend: str) -> str:

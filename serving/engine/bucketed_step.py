@@ -43,14 +43,17 @@ class BucketedGenerator(FixedShapeGenerator):
 
     def __init__(self, model: Any, *, stop_tokens: set[int], rows: int, capacity: int,
                  prefill_step_size: int, prefill_per_step: int, min_capacity: int = MIN_BUCKET_CAPACITY,
-                 fused: bool = True, lookup_draft: int = 0) -> None:
+                 fused: bool = True, lookup_draft: int = 0, lookup_exact_only: bool = False) -> None:
         self._min_capacity = min(min_capacity, capacity)
         self._fused = None
         super().__init__(model, stop_tokens=stop_tokens, rows=rows, capacity=capacity,
                          prefill_step_size=prefill_step_size, prefill_per_step=prefill_per_step)
+        from .fused_decode import FusedDecoder, sums_differ_by_row_count
+
         if fused:
-            from .fused_decode import FusedDecoder
             self._fused = FusedDecoder.build(model)
+        if lookup_exact_only and sums_differ_by_row_count() and not (self._fused and self._fused.per_token):
+            lookup_draft = 0  # this model's verifying forward would sum tokens as no one-token step does
         if lookup_draft > 0:
             self.draft_tokens = lookup_draft
             self.lookup = LookupStats()

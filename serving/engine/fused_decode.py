@@ -78,14 +78,63 @@ def grouped_attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, ma
     return (softmax_last_axis(scores) @ v).reshape(rows, heads, 1, d)
 
 
+def _per_token_linear(x: mx.array, weight: mx.array) -> mx.array:
+    """x @ weight.T for rows x n x k, as n separate one-row products: weight @ x_i for each token,
+    one batch element each (the weight broadcast, not copied), which MLX's CUDA backend runs as a
+    batched matrix-vector kernel summing each output like the one-row product of a one-token step.
+    One (rows*n) x k product would be a GEMM, summing in another order."""
+    rows, n, k = x.shape
+    return (weight @ x.reshape(rows * n, k, 1)).reshape(rows, n, -1)
+
+
+def _per_token_attention(attn: Any, cache: Any, q: mx.array, k: mx.array, v: mx.array, mask: mx.array):
+    """Attention for rows x n new tokens laid out as the one-token step lays out one: each token its
+    own RoPE row at its own position, and its own query heads (rows x heads*n x 1 x d, grouped under
+    their KV heads as before), with the mask (rows x 1 x n x length) spread to match. A masked key
+    adds an exact zero, so the n tokens' KV written past a query's position changes nothing.
+    q, k, v: rows x n x (heads*d) from the projection; returns rows x n x (heads*d)."""
+    from mlx_lm.models.base import scaled_dot_product_attention
+
+    rows, n = q.shape[:2]
+    heads, kv_heads = attn.n_heads, attn.n_kv_heads
+    at = (cache.offset[:, None] + mx.arange(n)).reshape(-1)
+
+    def rope_rows(x, h):  # (rows*n) x h x 1 x d, one token per row
+        return attn.rope(x.reshape(rows * n, 1, h, -1).transpose(0, 2, 1, 3), offset=at)
+
+    q, k = rope_rows(q, heads), rope_rows(k, kv_heads)
+    d = q.shape[-1]
+    k = k.reshape(rows, n, kv_heads, d).transpose(0, 2, 1, 3)
+    v = v.reshape(rows, n, kv_heads, d).transpose(0, 2, 1, 3)
+    keys, values = cache.update_and_fetch(k, v)
+    q = q.reshape(rows, n, heads, d).transpose(0, 2, 1, 3).reshape(rows, heads * n, 1, d)
+    length = keys.shape[2]
+    mask = mx.broadcast_to(mask, (rows, heads, n, length)).reshape(rows, heads * n, 1, length)
+    out = scaled_dot_product_attention(q, keys, values, cache=cache, scale=attn.scale, mask=mask)
+    return out.reshape(rows, heads, n, d).transpose(0, 2, 1, 3).reshape(rows, n, heads * d)
+
+
+def sums_differ_by_row_count() -> bool:
+    """Whether this device's products sum a row differently with more rows beside it: on CUDA a
+    one-row product is a matrix-vector kernel and a several-row one a cuBLAS GEMM. The CPU's BLAS
+    shim sums a few-row product's elements alike whatever the count (small_m.c), and mx.fast's
+    Metal kernels are not measured here, so only CUDA takes the per-token forms."""
+    cuda = getattr(mx, "cuda", None)
+    return mx.default_device() == mx.gpu and cuda is not None and cuda.is_available()
+
+
 class FusedDecoder:
-    def __init__(self, model: Any, layers: list[_Layer], *, grouped: bool = False) -> None:
+    def __init__(self, model: Any, layers: list[_Layer], *, grouped: bool = False,
+                 per_token: bool = False) -> None:
         self._model = model
         self._layers = layers
         # On a CPU, in float32, through the BLAS shim's kernels, attention runs as grouped_attention
         # (any other BLAS may sum a grouped product otherwise); on a GPU mx.fast's fused kernel
         # already takes every head at once.
         self._grouped = grouped
+        # A lookup step's forward of n tokens per row sums each token as the one-token step does
+        # (per-token products and attention rows), so its greedy tokens are the one-token step's.
+        self.per_token = per_token
 
     @classmethod
     def build(cls, model: Any) -> "FusedDecoder | None":
@@ -120,7 +169,12 @@ class FusedDecoder:
         from ..blas_shim import kernels_in_process
 
         grouped = mx.default_device() == mx.cpu and layers[0].qkv.dtype == mx.float32 and kernels_in_process()
-        return cls(model, layers, grouped=grouped)
+        # A bias goes through cuBLAS's epilogue in the one-token step, which no per-token form repeats.
+        unbiased = all(l.qkv_bias is None and "bias" not in l.block.self_attn.o_proj
+                       and "bias" not in l.block.mlp.down_proj for l in layers)
+        head = getattr(model, "lm_head", None)
+        unbiased = unbiased and (head is None or "bias" not in head)
+        return cls(model, layers, grouped=grouped, per_token=unbiased and sums_differ_by_row_count())
 
     def __call__(self, tokens: mx.array, caches: list, mask: mx.array | None = None) -> mx.array:
         """Logits (rows x vocab) for one token per row, or (rows x n x vocab) for rows x n tokens (a
@@ -135,9 +189,18 @@ class FusedDecoder:
         if mask is None:
             mask = create_attention_mask(h, caches[0])
         rows, n = h.shape[:2]
+        per_token = self.per_token and n > 1
         for layer, cache in zip(self._layers, caches):
             block, attn = layer.block, layer.block.self_attn
             x = block.input_layernorm(h)
+            if per_token:
+                q, k, v = mx.split(_per_token_linear(x, layer.qkv), layer.splits, axis=-1)
+                out = _per_token_attention(attn, cache, q, k, v, mask)
+                h = h + _per_token_linear(out, attn.o_proj.weight)
+                gate_up = _per_token_linear(block.post_attention_layernorm(h), layer.gate_up)
+                gate, up = mx.split(gate_up, [layer.hidden], axis=-1)
+                h = h + _per_token_linear(swiglu(gate, up), block.mlp.down_proj.weight)
+                continue
             fused = _linear(x, layer.qkv, layer.qkv_bias)
             q, k, v = mx.split(fused, layer.splits, axis=-1)
             q = q.reshape(rows, n, attn.n_heads, -1).transpose(0, 2, 1, 3)
@@ -155,5 +218,8 @@ class FusedDecoder:
             h = h + block.mlp.down_proj(swiglu(gate, up))
         h = inner.norm(h)
         head = getattr(self._model, "lm_head", None)
-        logits = head(h) if head is not None else inner.embed_tokens.as_linear(h)
+        if per_token:
+            logits = _per_token_linear(h, head.weight if head is not None else inner.embed_tokens.weight)
+        else:
+            logits = head(h) if head is not None else inner.embed_tokens.as_linear(h)
         return logits if several else logits[:, -1, :]

@@ -56,6 +56,9 @@ class EngineSettings:
     # Prompt-lookup drafts per verifying forward for a lone greedy sequence (0: off; the batch and
     # compiled steps, never the batch-invariant one).
     lookup_draft: int = 0
+    # Lookup steps only where their verifying forward gives the one-token step's greedy tokens
+    # (--lookup-decoding auto); off for a model the compiled step cannot verify that way.
+    lookup_exact_only: bool = False
     # The batch step without the log-softmax a greedy batch throws away, with fused projections
     # (engine.lean_step); off: mlx-lm's own step.
     lean_step: bool = True

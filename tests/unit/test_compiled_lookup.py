@@ -126,3 +126,47 @@ def test_the_factory_gives_lookup_steps_to_the_compiled_step_only(model):
     invariant = make_fixed_shape_generator(model, tokenizer, EngineSettings(
         max_concurrency=2, batch_invariant_context=64, lookup_draft=3))
     assert type(invariant) is FixedShapeGenerator and getattr(invariant, "lookup", None) is None
+
+
+def test_the_per_token_verifying_forward_gives_the_one_token_steps_tokens(model):
+    """On CUDA the verifying forward runs as one-token products and attention rows (fused_decode's
+    per-token forms); forced on here, the tokens and log-probabilities must be the plain step's."""
+    gen = bucketed(model, lookup_draft=4)
+    gen._fused.per_token = True
+    for prompt in PROMPTS:
+        want = decode(bucketed(model), [prompt])
+        got = decode(gen, [prompt])
+        assert tokens_of(got) == tokens_of(want)
+        assert got[0][1] == pytest.approx(want[0][1], abs=1e-5)
+    assert gen.lookup.steps > 0 and gen.lookup.accepted > 0, gen.lookup.as_dict()
+
+
+def test_per_token_products_are_the_products(model):
+    import mlx.core as mx
+
+    from serving.engine.fused_decode import _per_token_linear
+
+    x, w = mx.random.normal((3, 5, 64), key=mx.random.key(1)), mx.random.normal((40, 64), key=mx.random.key(2))
+    got = _per_token_linear(x, w)
+    assert got.shape == (3, 5, 40)
+    assert mx.allclose(got, x @ w.T, atol=1e-5).item()
+
+
+def test_auto_drops_lookup_steps_where_the_verifying_forward_cannot_sum_per_token(model, monkeypatch):
+    import serving.engine.fused_decode as fused_decode
+
+    assert not fused_decode.sums_differ_by_row_count()  # the CPU: any verifying forward will do
+    assert bucketed(model, lookup_draft=4, fused=False).lookup is not None
+    monkeypatch.setattr(fused_decode, "sums_differ_by_row_count", lambda: True)  # as on CUDA
+
+    def auto(fused):
+        return BucketedGenerator(model, stop_tokens=set(), rows=2, capacity=64, prefill_step_size=4,
+                                 prefill_per_step=2, min_capacity=8, fused=fused, lookup_draft=4,
+                                 lookup_exact_only=True)
+
+    with_forms = auto(fused=True)
+    assert with_forms._fused.per_token and with_forms.lookup is not None
+    assert auto(fused=False).lookup is None  # the model's own forward: no per-token forms
+    forced = BucketedGenerator(model, stop_tokens=set(), rows=2, capacity=64, prefill_step_size=4,
+                               prefill_per_step=2, min_capacity=8, fused=False, lookup_draft=4)
+    assert forced.lookup is not None  # --lookup-decoding on runs it anyway

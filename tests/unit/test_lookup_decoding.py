@@ -156,16 +156,17 @@ def test_the_ngram_index_drafts_what_a_scan_of_the_history_drafts():
             assert draft(history[:cut] + [pending], size) == _scan(history[:cut] + [pending], size)
 
 
-@pytest.mark.parametrize("policy, backend, runs", [
-    ("auto", "cpu", True), ("auto", "cuda", False), ("auto", "metal", False),
-    ("on", "cuda", True), ("off", "cpu", False),
+@pytest.mark.parametrize("policy, backend, step, runs", [
+    ("auto", "cpu", "batch", True), ("auto", "cuda", "batch", False), ("auto", "cuda", "compiled", True),
+    ("auto", "metal", "compiled", False), ("on", "cuda", "batch", True), ("off", "cpu", "batch", False),
 ])
-def test_lookup_decoding_runs_where_the_policy_and_backend_say(policy, backend, runs):
+def test_lookup_decoding_runs_where_the_policy_and_backend_say(policy, backend, step, runs):
     from serving.app import engine_settings
     from serving.config import build_config
 
-    settings = engine_settings(build_config({"lookup_decoding": policy}), backend)
+    settings = engine_settings(build_config({"lookup_decoding": policy, "decode_step": step}), backend)
     assert settings.lookup_draft == (4 if runs else 0)
+    assert settings.lookup_exact_only == (policy == "auto")
     # --deterministic keeps the one-token step whatever the policy
     assert engine_settings(build_config({"lookup_decoding": policy, "deterministic": True}), backend).lookup_draft == 0
 
