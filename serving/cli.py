@@ -113,11 +113,13 @@ def _serve_parser(sub) -> None:
                         f"(default {d.compiled_step_context})")
     p.add_argument("--lookup-draft", type=int,
                    help=f"prompt-lookup speculative decoding for a greedy sequence decoding alone: draft up to N "
-                        f"tokens from its own prompt and answer, verify them in one forward (tokens unchanged in fp32 on the CPU); "
+                        f"tokens from its own prompt and answer, verify them in one forward (tokens unchanged in fp32 on the CPU "
+                        f"and in the compiled step on CUDA); "
                         f"0: off (default {d.lookup_draft}; not under --batch-invariant or --deterministic)")
     p.add_argument("--lookup-decoding", choices=["auto", "on", "off"],
-                   help="where prompt-lookup decoding runs: auto = the CPU backend only (on MLX CUDA in bf16 it was "
-                        "measured slower and moved greedy ties), on = every backend, off (default auto)")
+                   help="where prompt-lookup decoding runs: auto = the CPU backend, and --decode-step compiled on CUDA "
+                        "where its verifying forward sums each token as a one-token step (not mlx-lm's batch step on "
+                        "CUDA: slower there, and it moved greedy ties), on = everywhere, off (default auto)")
     p.add_argument("--divergence-monitor", choices=["off", "warn", "serialize"],
                    help="probe batched against serial greedy decoding while traffic runs: warn, or "
                         "serialize decoding after a divergence until restart (default off)")

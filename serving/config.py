@@ -112,12 +112,13 @@ class ServerConfig:
     # Prompt-lookup speculative decoding: while one greedy sequence decodes alone (the batch step
     # and the compiled step; not --batch-invariant), draft up to this many tokens from n-grams of
     # its prompt and answer and verify them in one forward; the tokens are unchanged where a
-    # multi-token forward sums as one-token ones do (fp32 on the CPU; README: "Prompt-lookup
-    # decoding"). 0: off.
+    # multi-token forward sums as one-token ones do (fp32 on the CPU, the compiled step's
+    # per-token forms on CUDA; README: "Prompt-lookup decoding"). 0: off.
     lookup_draft: int = 4
-    # Where lookup decoding runs: auto = on the CPU backend only. On a GPU (MLX CUDA, bf16) it was
-    # measured slower than the plain step and its multi-token forward moved greedy ties (README:
-    # "Prompt-lookup decoding"); on, to run it anyway (Metal is unmeasured); off.
+    # Where lookup decoding runs: auto = the CPU backend, and the compiled step on MLX CUDA where its
+    # verifying forward sums per token (fused_decode). In mlx-lm's batch step on CUDA it was
+    # measured slower and moved greedy ties (README: "Prompt-lookup decoding"); on, to run it
+    # anyway (Metal is unmeasured); off.
     lookup_decoding: LookupPolicy = "auto"
     # Batch-divergence monitor: off, warn (status + log), or serialize (decode one sequence at
     # a time from the first divergence until restart). Probes run only while requests decode.
