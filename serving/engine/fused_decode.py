@@ -78,11 +78,12 @@ def grouped_attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, ma
     return (softmax_last_axis(scores) @ v).reshape(rows, heads, 1, d)
 
 
-def _per_token_linear(x: mx.array, weight: mx.array) -> mx.array:
+def _per_token_linear(x: mx.array, weight: mx.array, bias: None = None) -> mx.array:
     """x @ weight.T for rows x n x k, as n separate one-row products: weight @ x_i for each token,
     one batch element each (the weight broadcast, not copied), which MLX's CUDA backend runs as a
     batched matrix-vector kernel summing each output like the one-row product of a one-token step.
-    One (rows*n) x k product would be a GEMM, summing in another order."""
+    One (rows*n) x k product would be a GEMM, summing in another order. (No bias: the decoder
+    takes this form only for unbiased models.)"""
     rows, n, k = x.shape
     return (weight @ x.reshape(rows * n, k, 1)).reshape(rows, n, -1)
 
@@ -169,11 +170,13 @@ class FusedDecoder:
         from ..blas_shim import kernels_in_process
 
         grouped = mx.default_device() == mx.cpu and layers[0].qkv.dtype == mx.float32 and kernels_in_process()
-        # A bias goes through cuBLAS's epilogue in the one-token step, which no per-token form repeats.
-        unbiased = all(l.qkv_bias is None and "bias" not in l.block.self_attn.o_proj
-                       and "bias" not in l.block.mlp.down_proj for l in layers)
+        # The per-token forms take plain weights without biases: a bias goes through cuBLAS's
+        # epilogue in the one-token step, which no per-token form repeats.
         head = getattr(model, "lm_head", None)
-        unbiased = unbiased and (head is None or "bias" not in head)
+        plain_head = (type(inner.embed_tokens) is nn.Embedding if head is None
+                      else type(head) is nn.Linear and "bias" not in head)
+        unbiased = plain_head and all(l.qkv_bias is None and "bias" not in l.block.self_attn.o_proj
+                                      and "bias" not in l.block.mlp.down_proj for l in layers)
         return cls(model, layers, grouped=grouped, per_token=unbiased and sums_differ_by_row_count())
 
     def __call__(self, tokens: mx.array, caches: list, mask: mx.array | None = None) -> mx.array:
@@ -181,7 +184,7 @@ class FusedDecoder:
         lookup step's verifying forward); caches as the model's own forward takes them, and the mask
         the model would make from them where none is given."""
         from mlx_lm.models.activations import swiglu
-        from mlx_lm.models.base import create_attention_mask, scaled_dot_product_attention
+        from mlx_lm.models.base import create_attention_mask
 
         inner = self._model.model
         several = tokens.ndim == 2
@@ -190,36 +193,43 @@ class FusedDecoder:
             mask = create_attention_mask(h, caches[0])
         rows, n = h.shape[:2]
         per_token = self.per_token and n > 1
+        project = _per_token_linear if per_token else _linear
         for layer, cache in zip(self._layers, caches):
             block, attn = layer.block, layer.block.self_attn
-            x = block.input_layernorm(h)
+            q, k, v = mx.split(project(block.input_layernorm(h), layer.qkv, layer.qkv_bias), layer.splits, axis=-1)
             if per_token:
-                q, k, v = mx.split(_per_token_linear(x, layer.qkv), layer.splits, axis=-1)
                 out = _per_token_attention(attn, cache, q, k, v, mask)
-                h = h + _per_token_linear(out, attn.o_proj.weight)
-                gate_up = _per_token_linear(block.post_attention_layernorm(h), layer.gate_up)
-                gate, up = mx.split(gate_up, [layer.hidden], axis=-1)
-                h = h + _per_token_linear(swiglu(gate, up), block.mlp.down_proj.weight)
-                continue
-            fused = _linear(x, layer.qkv, layer.qkv_bias)
-            q, k, v = mx.split(fused, layer.splits, axis=-1)
-            q = q.reshape(rows, n, attn.n_heads, -1).transpose(0, 2, 1, 3)
-            k = k.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-            v = v.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-            q = attn.rope(q, offset=cache.offset)
-            k = attn.rope(k, offset=cache.offset)
-            k, v = cache.update_and_fetch(k, v)
-            if self._grouped and n == 1 and not isinstance(k, tuple):  # (a quantized cache hands back tuples)
-                out = grouped_attention(q, k, v, scale=attn.scale, mask=mask)
             else:
-                out = scaled_dot_product_attention(q, k, v, cache=cache, scale=attn.scale, mask=mask)
-            h = h + attn.o_proj(out.transpose(0, 2, 1, 3).reshape(rows, n, -1))
-            gate, up = mx.split(block.post_attention_layernorm(h) @ layer.gate_up.T, [layer.hidden], axis=-1)
-            h = h + block.mlp.down_proj(swiglu(gate, up))
+                out = self._attention(attn, cache, q, k, v, mask)
+            h = h + project(out, attn.o_proj.weight, _bias(attn.o_proj))
+            gate_up = project(block.post_attention_layernorm(h), layer.gate_up, None)
+            gate, up = mx.split(gate_up, [layer.hidden], axis=-1)
+            h = h + project(swiglu(gate, up), block.mlp.down_proj.weight, _bias(block.mlp.down_proj))
         h = inner.norm(h)
         head = getattr(self._model, "lm_head", None)
-        if per_token:
-            logits = _per_token_linear(h, head.weight if head is not None else inner.embed_tokens.weight)
+        if per_token:  # a plain head (build checks): the embedding's weight where tied
+            logits = project(h, inner.embed_tokens.weight if head is None else head.weight, None)
         else:
             logits = head(h) if head is not None else inner.embed_tokens.as_linear(h)
         return logits if several else logits[:, -1, :]
+
+    def _attention(self, attn: Any, cache: Any, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
+        """The model's attention for rows x n tokens (q, k, v as projected), rows x n x (heads*d) out."""
+        from mlx_lm.models.base import scaled_dot_product_attention
+
+        rows, n = q.shape[:2]
+        q = q.reshape(rows, n, attn.n_heads, -1).transpose(0, 2, 1, 3)
+        k = k.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        v = v.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q = attn.rope(q, offset=cache.offset)
+        k = attn.rope(k, offset=cache.offset)
+        k, v = cache.update_and_fetch(k, v)
+        if self._grouped and n == 1 and not isinstance(k, tuple):  # (a quantized cache hands back tuples)
+            out = grouped_attention(q, k, v, scale=attn.scale, mask=mask)
+        else:
+            out = scaled_dot_product_attention(q, k, v, cache=cache, scale=attn.scale, mask=mask)
+        return out.transpose(0, 2, 1, 3).reshape(rows, n, -1)
+
+
+def _bias(linear: Any) -> mx.array | None:
+    return linear["bias"] if "bias" in linear else None
