@@ -84,21 +84,37 @@ def _per_token_linear(x: mx.array, weight: mx.array, bias: None = None) -> mx.ar
     batched matrix-vector kernel summing each output like the one-row product of a one-token step.
     One (rows*n) x k product would be a GEMM, summing in another order. (No bias: the decoder
     takes this form only for unbiased models.)"""
+    assert bias is None, "the per-token form takes no bias"
     rows, n, k = x.shape
     return (weight @ x.reshape(rows * n, k, 1)).reshape(rows, n, -1)
 
 
-def _per_token_attention(attn: Any, cache: Any, q: mx.array, k: mx.array, v: mx.array, mask: mx.array):
+@dataclass(frozen=True)
+class _TokenRows:
+    """A verifying forward's rows x n tokens laid out one token per row, as a one-token step lays
+    out one; the same for every layer, so made once per forward."""
+    at: mx.array  # (rows*n,): each token's position, for RoPE
+    mask: mx.array  # rows x heads*n x 1 x length: each token's query heads masked at its position
+
+    @classmethod
+    def of(cls, positions: mx.array, mask: mx.array, heads: int) -> "_TokenRows":
+        """positions: each row's first position; mask: rows x 1 x n x length."""
+        rows, _, n, length = mask.shape
+        at = (positions[:, None] + mx.arange(n)).reshape(-1)
+        return cls(at, mx.broadcast_to(mask, (rows, heads, n, length)).reshape(rows, heads * n, 1, length))
+
+
+def _per_token_attention(attn: Any, cache: Any, q: mx.array, k: mx.array, v: mx.array, layout: _TokenRows):
     """Attention for rows x n new tokens laid out as the one-token step lays out one: each token its
     own RoPE row at its own position, and its own query heads (rows x heads*n x 1 x d, grouped under
-    their KV heads as before), with the mask (rows x 1 x n x length) spread to match. A masked key
-    adds an exact zero, so the n tokens' KV written past a query's position changes nothing.
+    their KV heads as before), with the mask spread to match (_TokenRows). A masked key adds an
+    exact zero, so the n tokens' KV written past a query's position changes nothing.
     q, k, v: rows x n x (heads*d) from the projection; returns rows x n x (heads*d)."""
     from mlx_lm.models.base import scaled_dot_product_attention
 
     rows, n = q.shape[:2]
     heads, kv_heads = attn.n_heads, attn.n_kv_heads
-    at = (cache.offset[:, None] + mx.arange(n)).reshape(-1)
+    at = layout.at
 
     def rope_rows(x, h):  # (rows*n) x h x 1 x d, one token per row
         return attn.rope(x.reshape(rows * n, 1, h, -1).transpose(0, 2, 1, 3), offset=at)
@@ -109,9 +125,7 @@ def _per_token_attention(attn: Any, cache: Any, q: mx.array, k: mx.array, v: mx.
     v = v.reshape(rows, n, kv_heads, d).transpose(0, 2, 1, 3)
     keys, values = cache.update_and_fetch(k, v)
     q = q.reshape(rows, n, heads, d).transpose(0, 2, 1, 3).reshape(rows, heads * n, 1, d)
-    length = keys.shape[2]
-    mask = mx.broadcast_to(mask, (rows, heads, n, length)).reshape(rows, heads * n, 1, length)
-    out = scaled_dot_product_attention(q, keys, values, cache=cache, scale=attn.scale, mask=mask)
+    out = scaled_dot_product_attention(q, keys, values, cache=cache, scale=attn.scale, mask=layout.mask)
     return out.reshape(rows, heads, n, d).transpose(0, 2, 1, 3).reshape(rows, n, heads * d)
 
 
@@ -194,11 +208,13 @@ class FusedDecoder:
         rows, n = h.shape[:2]
         per_token = self.per_token and n > 1
         project = _per_token_linear if per_token else _linear
+        if per_token:  # every layer's cache holds the rows at the same positions
+            layout = _TokenRows.of(caches[0].offset, mask, self._layers[0].block.self_attn.n_heads)
         for layer, cache in zip(self._layers, caches):
             block, attn = layer.block, layer.block.self_attn
             q, k, v = mx.split(project(block.input_layernorm(h), layer.qkv, layer.qkv_bias), layer.splits, axis=-1)
             if per_token:
-                out = _per_token_attention(attn, cache, q, k, v, mask)
+                out = _per_token_attention(attn, cache, q, k, v, layout)
             else:
                 out = self._attention(attn, cache, q, k, v, mask)
             h = h + project(out, attn.o_proj.weight, _bias(attn.o_proj))
