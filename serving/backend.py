@@ -334,6 +334,22 @@ def lookup_runs(policy: str, backend: str, decode_step: str = "batch") -> bool:
     return policy == "on"
 
 
+def default_prefill_batch_size(backend: str, max_concurrency: int, *, batched_prefill: bool = True) -> int:
+    """Prompts prefilled in one batch. On a CPU a batch of prompts costs less per token than one
+    alone (a 36-token prompt's products run at ~70 GFLOP/s, ten of them together at ~125 on the
+    2-core machine), so every waiting prompt joins; elsewhere, and where prompts prefill one by one
+    (the compiled and batch-invariant steps), mlx-lm's 8, which bounds a GPU's activation memory.
+    The engine keeps each prefill call's positions bounded either way (engine.generator.prefill_chunk)."""
+    return max_concurrency if backend == "cpu" and batched_prefill else 8
+
+
+def default_admission_quiet_ms(backend: str) -> float:
+    """How long an idle engine waits for a burst's next request (engine.loop). On a CPU a lone
+    prompt's prefill takes hundreds of ms, so 10 ms to batch a burst pays (README, "Admission");
+    on a GPU a short prefill takes about that long itself: unmeasured there, so off."""
+    return 10.0 if backend == "cpu" else 0.0
+
+
 def default_dtype(backend: str) -> str:
     # fp32 is the only fast CPU path (bf16/fp16 never hit BLAS); on GPUs the
     # halved memory traffic of bf16 wins.

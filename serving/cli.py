@@ -39,8 +39,12 @@ def _serve_parser(sub) -> None:
     p.add_argument("--temperature", dest="default_temperature", type=float,
                    help="temperature when a request names none (default 0: greedy)")
     p.add_argument("--max-concurrency", type=int, help="sequences decoded together")
-    p.add_argument("--prefill-batch-size", type=int)
+    p.add_argument("--prefill-batch-size", type=int,
+                   help="prompts prefilled together (default: every waiting prompt on a CPU, 8 on a GPU)")
     p.add_argument("--prefill-step-size", type=int)
+    p.add_argument("--admission-quiet-ms", type=float,
+                   help="an idle server waits this long for a burst's next request, so it prefills "
+                        "as one batch (default 10 on a CPU, 0 on a GPU; 100 ms at most in all)")
     p.add_argument("--max-queue", type=int,
                    help=f"requests that may wait for a decode slot; more get 429 (default {d.max_queue})")
     p.add_argument("--prefix-cache-bytes", type=int,

@@ -5,6 +5,34 @@ from __future__ import annotations
 
 from typing import Any
 
+# mlx-lm's default prefill batch: a prefill call of up to this many prompts keeps their whole
+# prefill_step_size chunks, as before; a larger batch gets shorter chunks (prefill_chunk).
+CHUNK_KEEPING_BATCH = 8
+
+
+def prefill_chunk(prompts: int, *, step: int) -> int:
+    """Tokens per prompt in one prefill call of `prompts` prompts. mlx-lm pads every prompt of a
+    call to the longest chunk in it, so one long prompt among many short ones would make each
+    short one cost a whole chunk: this keeps a call's positions (prompts x chunk) within what a
+    call of CHUNK_KEEPING_BATCH prompts could compute."""
+    return max(1, min(step, step * CHUNK_KEEPING_BATCH // max(1, prompts)))
+
+
+def bound_prefill_calls(generator: Any) -> None:
+    """Make a BatchGenerator pick each prefill call's chunk by prefill_chunk, for the prompts the
+    call will hold (those mid-prefill and those it is about to take in)."""
+    step = generator.prefill_step_size
+    plain_next = generator._next
+
+    def _next():
+        joining = min(generator.prefill_batch_size - len(generator._prompt_batch),
+                      generator.completion_batch_size - len(generator._generation_batch),
+                      len(generator._unprocessed_sequences))
+        generator.prefill_step_size = prefill_chunk(len(generator._prompt_batch) + max(0, joining), step=step)
+        return plain_next()
+
+    generator._next = _next
+
 
 def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
     """mlx-lm's BatchGenerator; with settings.lookup_draft, one that takes prompt-lookup steps
@@ -33,6 +61,8 @@ def make_batch_generator(model: Any, tokenizer: Any, settings) -> Any:
         generator = BatchGenerator(model, **kwargs)
     if settings.lean_step:
         install_lean_step(generator, model)
+    if settings.prefill_batch_size > CHUNK_KEEPING_BATCH:
+        bound_prefill_calls(generator)
     return generator
 
 

@@ -44,6 +44,10 @@ class EngineSettings:
     prefill_batch_size: int = 8
     prefill_step_size: int = 512
     max_queue: int = 64
+    # An idle engine's first request waits while more keep arriving (each within this many seconds
+    # of the last, at most admission_window_max_s in all), so a burst prefills as one batch.
+    admission_quiet_s: float = 0.0
+    admission_window_max_s: float = 0.1
     prefix_cache_bytes: int = 1 << 30
     planted_slowdown: float = 0.0
     log_every_s: float = 10.0
@@ -164,7 +168,10 @@ class Engine(QueuedEngine):
     def _loop(self, model, generator) -> None:
         last_log = time.monotonic()
         while not self._stopping.is_set():
-            self._take_inbox(block=not self._active and not self._waiting and not self._probes.running)
+            idle = not self._active and not self._waiting and not self._probes.running
+            self._take_inbox(block=idle)
+            if idle and self._waiting:
+                self._gather_burst()
             self._apply_cancels(generator)
             self._expire(generator)
             self._admit(generator)
@@ -204,6 +211,21 @@ class Engine(QueuedEngine):
         while True:
             try:
                 self._waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return
+
+    def _gather_burst(self) -> None:
+        """Take the rest of a burst before the first prefill. Clients that open several requests at
+        once (parallel agents, a UI's answer and title) reach the inbox a few milliseconds apart; an
+        engine that starts on the first alone prefills it by itself while the rest wait, then the
+        rest, and on a CPU one prompt alone costs about twice per token what a batch does."""
+        quiet = self.settings.admission_quiet_s
+        if quiet <= 0:
+            return
+        deadline = time.monotonic() + self.settings.admission_window_max_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self._waiting.append(self._inbox.get(timeout=min(quiet, left)))
             except queue.Empty:
                 return
 
