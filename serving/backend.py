@@ -343,11 +343,13 @@ def default_prefill_batch_size(backend: str, max_concurrency: int, *, batched_pr
     return max_concurrency if backend == "cpu" and batched_prefill else 8
 
 
-def default_admission_quiet_ms(backend: str) -> float:
+def default_admission_quiet_ms(backend: str, *, batched_prefill: bool = True) -> float:
     """How long an idle engine waits for a burst's next request (engine.loop). On a CPU a lone
-    prompt's prefill takes hundreds of ms, so 10 ms to batch a burst pays (README, "Admission");
-    on a GPU a short prefill takes about that long itself: unmeasured there, so off."""
-    return 10.0 if backend == "cpu" else 0.0
+    prompt's prefill takes hundreds of ms, so 10 ms to batch a burst pays (README, "Admission and
+    prefill batching"); on a GPU a short prefill takes about that long itself: unmeasured there,
+    so off; and off where prompts prefill one by one anyway (the compiled, batch-invariant and
+    serial steps)."""
+    return 10.0 if backend == "cpu" and batched_prefill else 0.0
 
 
 def default_dtype(backend: str) -> str:

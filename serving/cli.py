@@ -44,7 +44,7 @@ def _serve_parser(sub) -> None:
     p.add_argument("--prefill-step-size", type=int)
     p.add_argument("--admission-quiet-ms", type=float,
                    help="an idle server waits this long for a burst's next request, so it prefills "
-                        "as one batch (default 10 on a CPU, 0 on a GPU; 100 ms at most in all)")
+                        "as one batch (default 10 on a CPU's batch step, else 0; 100 ms at most in all)")
     p.add_argument("--max-queue", type=int,
                    help=f"requests that may wait for a decode slot; more get 429 (default {d.max_queue})")
     p.add_argument("--prefix-cache-bytes", type=int,

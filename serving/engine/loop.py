@@ -136,6 +136,9 @@ class Engine(QueuedEngine):
             "serial_reason": self._serial_reason,
             "divergence_monitor": self.monitor.status(),
             "lookup_decoding": self._lookup_stats(),
+            "admission": {"prefill_batch_size": self.settings.prefill_batch_size,
+                          "quiet_ms": self.settings.admission_quiet_s * 1000,
+                          "window_max_ms": self.settings.admission_window_max_s * 1000},
             **self._load_stats(prefix_cache=self._cache.stats()),
         }
 

@@ -38,6 +38,12 @@ def test_a_burst_reaching_an_idle_engine_prefills_as_one_batch():
     assert sorted(gen.batches[0]) == [0, 1, 2]
 
 
+def test_health_shows_the_admission_settings():
+    engine = start(FakeGenerator(), admission_quiet_s=0.01, prefill_batch_size=32)
+    assert engine.stats()["admission"] == {"prefill_batch_size": 32, "quiet_ms": 10.0, "window_max_ms": 100.0}
+    engine.stop()
+
+
 def test_the_gathering_stops_at_its_cap():
     gen = FakeGenerator(script=(72, 105, 0))
     engine = start(gen, admission_quiet_s=0.5, admission_window_max_s=0.2)
@@ -66,6 +72,23 @@ def test_backend_defaults():
     assert default_prefill_batch_size("cpu", 32, batched_prefill=False) == 8
     assert default_prefill_batch_size("cuda", 32) == 8
     assert default_admission_quiet_ms("cpu") > 0 and default_admission_quiet_ms("cuda") == 0
+    assert default_admission_quiet_ms("cpu", batched_prefill=False) == 0
+
+
+@pytest.mark.parametrize("flags,backend,batch,quiet_ms", [
+    ({}, "cpu", 32, 10.0),
+    ({"max_concurrency": 12}, "cpu", 12, 10.0),
+    ({}, "cuda", 8, 0.0),
+    ({"decode_step": "compiled"}, "cpu", 8, 0.0),
+    ({"batch_invariant": True, "prefix_cache_bytes": 0}, "cpu", 8, 0.0),
+    ({"prefill_batch_size": 4, "admission_quiet_ms": 25}, "cpu", 4, 25.0),
+])
+def test_the_server_resolves_its_admission_by_backend_and_step(flags, backend, batch, quiet_ms):
+    from serving.app import engine_settings
+    from serving.config import build_config
+
+    settings = engine_settings(build_config(flags), backend)
+    assert (settings.prefill_batch_size, settings.admission_quiet_s * 1000) == (batch, quiet_ms)
 
 
 @pytest.mark.parametrize("prompts,chunk", [(1, 512), (8, 512), (9, 455), (16, 256), (32, 128), (10_000, 1)])
