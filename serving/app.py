@@ -107,19 +107,17 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
 
 
 def engine_settings(config: ServerConfig, backend: str) -> EngineSettings:
-    from .backend import default_admission_quiet_ms, default_prefill_batch_size, lookup_runs
+    from .backend import burst_prefill_runs, lookup_runs
 
     lookup = lookup_runs(config.lookup_decoding, backend, config.decode_step) and not config.deterministic
-    # Prompts prefill together only in the batch step with batching on; elsewhere one by one.
-    batched = config.decode_step == "batch" and not config.batch_invariant and not config.deterministic
+    one_by_one = config.decode_step != "batch" or config.batch_invariant or config.deterministic
+    burst = burst_prefill_runs(config.burst_prefill, backend, one_by_one=one_by_one)
     return EngineSettings(
         max_concurrency=config.max_concurrency,
-        prefill_batch_size=(config.prefill_batch_size if config.prefill_batch_size is not None
-                            else default_prefill_batch_size(backend, config.max_concurrency, batched_prefill=batched)),
+        prefill_batch_size=config.max_concurrency if burst else config.prefill_batch_size,
         prefill_step_size=config.prefill_step_size,
         max_queue=config.max_queue,
-        admission_quiet_s=(config.admission_quiet_ms if config.admission_quiet_ms is not None
-                           else default_admission_quiet_ms(backend, batched_prefill=batched)) / 1000,
+        admission_quiet_s=config.admission_quiet_ms / 1000 if burst else 0.0,
         prefix_cache_bytes=config.prefix_cache_bytes,
         planted_slowdown=config.planted_slowdown,
         deterministic=config.deterministic,

@@ -334,22 +334,17 @@ def lookup_runs(policy: str, backend: str, decode_step: str = "batch") -> bool:
     return policy == "on"
 
 
-def default_prefill_batch_size(backend: str, max_concurrency: int, *, batched_prefill: bool = True) -> int:
-    """Prompts prefilled in one batch. On a CPU a batch of prompts costs less per token than one
-    alone (a 36-token prompt's products run at ~70 GFLOP/s, ten of them together at ~125 on the
-    2-core machine), so every waiting prompt joins; elsewhere, and where prompts prefill one by one
-    (the compiled and batch-invariant steps), mlx-lm's 8, which bounds a GPU's activation memory.
-    The engine keeps each prefill call's positions bounded either way (engine.generator.prefill_chunk)."""
-    return max_concurrency if backend == "cpu" and batched_prefill else 8
-
-
-def default_admission_quiet_ms(backend: str, *, batched_prefill: bool = True) -> float:
-    """How long an idle engine waits for a burst's next request (engine.loop). On a CPU a lone
-    prompt's prefill takes hundreds of ms, so 10 ms to batch a burst pays (README, "Admission and
-    prefill batching"); on a GPU a short prefill takes about that long itself: unmeasured there,
-    so off; and off where prompts prefill one by one anyway (the compiled, batch-invariant and
-    serial steps)."""
-    return 10.0 if backend == "cpu" and batched_prefill else 0.0
+def burst_prefill_runs(policy: str, backend: str, *, one_by_one: bool) -> bool:
+    """Whether burst prefill runs (--burst-prefill): an idle engine gathers a burst of requests and
+    every waiting prompt prefills in one batch. auto means on a CPU: there a batch of prompts costs
+    less per token than one alone (a 36-token prompt's products run at ~70 GFLOP/s, ten prompts
+    together at ~125 on the 2-core machine), and a lone prompt's prefill takes hundreds of ms, so
+    waiting 10 ms for the rest of a burst pays (README, "Admission and prefill batching"). On a GPU
+    a short prefill takes about as long as the wait: unmeasured there, so off. Never where prompts
+    prefill one by one anyway (the compiled, batch-invariant and serial steps)."""
+    if one_by_one:
+        return False
+    return policy == "on" or (policy == "auto" and backend == "cpu")
 
 
 def default_dtype(backend: str) -> str:

@@ -40,11 +40,14 @@ def _serve_parser(sub) -> None:
                    help="temperature when a request names none (default 0: greedy)")
     p.add_argument("--max-concurrency", type=int, help="sequences decoded together")
     p.add_argument("--prefill-batch-size", type=int,
-                   help="prompts prefilled together (default: every waiting prompt on a CPU, 8 on a GPU)")
+                   help=f"prompts prefilled together without burst prefill (default {d.prefill_batch_size})")
     p.add_argument("--prefill-step-size", type=int)
+    p.add_argument("--burst-prefill", choices=["auto", "on", "off"],
+                   help="an idle server gathers a burst of requests and prefills every waiting prompt in "
+                        "one batch (auto: on a CPU's batch step)")
     p.add_argument("--admission-quiet-ms", type=float,
-                   help="an idle server waits this long for a burst's next request, so it prefills "
-                        "as one batch (default 10 on a CPU's batch step, else 0; 100 ms at most in all)")
+                   help=f"burst prefill: wait while requests arrive within this many ms of each other, "
+                        f"100 ms at most (default {d.admission_quiet_ms:g})")
     p.add_argument("--max-queue", type=int,
                    help=f"requests that may wait for a decode slot; more get 429 (default {d.max_queue})")
     p.add_argument("--prefix-cache-bytes", type=int,

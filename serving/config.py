@@ -23,6 +23,7 @@ LookupPolicy = Literal["auto", "on", "off"]
 OverCeiling = Literal["clamp", "reject"]
 DivergenceAction = Literal["off", "warn", "serialize"]
 DecodeStep = Literal["batch", "compiled"]
+BurstPrefill = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,14 @@ class ServerConfig:
     # reproducible, like mlx_lm.server; OpenAI's own default would be 1.0.
     default_temperature: float = 0.0
     max_concurrency: int = 32
-    # Prompts prefilled together; None: by backend (serving.backend.default_prefill_batch_size).
-    prefill_batch_size: int | None = None
+    # Prompts prefilled together when burst prefill is off (mlx-lm's 8).
+    prefill_batch_size: int = 8
     prefill_step_size: int = 512
-    # An idle server's first request waits while more arrive within this many ms of each other
-    # (100 ms at most), so a burst of requests prefills as one batch; 0 admits at once; None: by
-    # backend (serving.backend.default_admission_quiet_ms).
-    admission_quiet_ms: float | None = None
+    # Burst prefill: an idle server's first request waits while more arrive within
+    # admission_quiet_ms of each other (100 ms at most), and every waiting prompt prefills in one
+    # batch, in bounded chunks. auto: on in a CPU's batch step (serving.backend.burst_prefill_runs).
+    burst_prefill: BurstPrefill = "auto"
+    admission_quiet_ms: float = 10.0
     # Requests waiting for a decode slot; beyond this a request gets 429 + Retry-After.
     max_queue: int = 64
     # KV caches of earlier prompts kept for reuse (0 turns the prefix cache off).
@@ -155,9 +157,9 @@ class ServerConfig:
             problems.append("max tokens default and ceiling must be positive")
         if self.max_tokens_default > self.max_tokens_ceiling:
             problems.append("max tokens default exceeds the ceiling")
-        if self.max_concurrency <= 0 or (self.prefill_batch_size is not None and self.prefill_batch_size <= 0):
+        if self.max_concurrency <= 0 or self.prefill_batch_size <= 0:
             problems.append("max concurrency and prefill batch size must be positive")
-        if self.admission_quiet_ms is not None and not 0 <= self.admission_quiet_ms <= 1000:
+        if not 0 <= self.admission_quiet_ms <= 1000:
             problems.append("admission quiet time must be between 0 and 1000 ms")
         if self.over_ceiling not in ("clamp", "reject"):
             problems.append(f"over_ceiling must be clamp or reject, not {self.over_ceiling!r}")

@@ -10,7 +10,7 @@ import mlx.core as mx
 import pytest
 from mlx_lm.generate import BatchGenerator
 
-from serving.backend import default_admission_quiet_ms, default_prefill_batch_size
+from serving.backend import burst_prefill_runs
 from serving.engine.generator import CHUNK_KEEPING_BATCH, bound_prefill_calls, prefill_chunk
 
 from .fakes import FakeGenerator
@@ -67,21 +67,22 @@ def test_without_a_quiet_time_the_first_request_does_not_wait():
     assert gen.batches[0] == (0,)
 
 
-def test_backend_defaults():
-    assert default_prefill_batch_size("cpu", 32) == 32
-    assert default_prefill_batch_size("cpu", 32, batched_prefill=False) == 8
-    assert default_prefill_batch_size("cuda", 32) == 8
-    assert default_admission_quiet_ms("cpu") > 0 and default_admission_quiet_ms("cuda") == 0
-    assert default_admission_quiet_ms("cpu", batched_prefill=False) == 0
+@pytest.mark.parametrize("policy,backend,one_by_one,runs", [
+    ("auto", "cpu", False, True), ("auto", "cuda", False, False), ("auto", "metal", False, False),
+    ("on", "cuda", False, True), ("off", "cpu", False, False), ("auto", "cpu", True, False), ("on", "cpu", True, False),
+])
+def test_where_burst_prefill_runs(policy, backend, one_by_one, runs):
+    assert burst_prefill_runs(policy, backend, one_by_one=one_by_one) is runs
 
 
 @pytest.mark.parametrize("flags,backend,batch,quiet_ms", [
     ({}, "cpu", 32, 10.0),
-    ({"max_concurrency": 12}, "cpu", 12, 10.0),
+    ({"max_concurrency": 12, "admission_quiet_ms": 25}, "cpu", 12, 25.0),
     ({}, "cuda", 8, 0.0),
+    ({"burst_prefill": "on", "prefill_batch_size": 4}, "cuda", 32, 10.0),
+    ({"burst_prefill": "off", "prefill_batch_size": 4}, "cpu", 4, 0.0),
     ({"decode_step": "compiled"}, "cpu", 8, 0.0),
     ({"batch_invariant": True, "prefix_cache_bytes": 0}, "cpu", 8, 0.0),
-    ({"prefill_batch_size": 4, "admission_quiet_ms": 25}, "cpu", 4, 25.0),
 ])
 def test_the_server_resolves_its_admission_by_backend_and_step(flags, backend, batch, quiet_ms):
     from serving.app import engine_settings
