@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from serving.engine.lookup_decoding import MAX_NGRAM, accepted_prefix, draft
 
@@ -34,17 +35,26 @@ def forwards_needed(prompt: list[int], answer: list[int], size: int) -> int:
     return forwards
 
 
-def decode_alone(generator, prompt: list[int], max_tokens: int) -> list[int]:
+def decode_burst(generator, prompts: list[list[int]], max_tokens: int) -> tuple[list[list[int]], float]:
+    """Every prompt inserted at once; each one's greedy tokens, and the seconds until all finish."""
     from serving.engine.request import SamplingParams
     from serving.engine.sampling import build_sampler
 
-    generator.insert([prompt], max_tokens=[max_tokens], samplers=[build_sampler(SamplingParams(temperature=0.0))])
-    tokens: list[int] = []
-    while True:
+    started = time.perf_counter()
+    uids = generator.insert(prompts, max_tokens=[max_tokens] * len(prompts),
+                            samplers=[build_sampler(SamplingParams(temperature=0.0)) for _ in prompts])
+    tokens: dict[int, list[int]] = {u: [] for u in uids}
+    finished: set[int] = set()
+    while len(finished) < len(uids):
         for r in generator.next()[1]:
-            tokens.append(r.token)
+            tokens[r.uid].append(r.token)
             if r.finish_reason:
-                return tokens
+                finished.add(r.uid)
+    return [tokens[u] for u in uids], time.perf_counter() - started
+
+
+def decode_alone(generator, prompt: list[int], max_tokens: int) -> list[int]:
+    return decode_burst(generator, [prompt], max_tokens)[0][0]
 
 
 def main(argv: list[str] | None = None) -> int:

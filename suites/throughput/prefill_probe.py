@@ -13,25 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
-
-def decode_burst(generator, prompts: list[list[int]], max_tokens: int) -> tuple[list[list[int]], float]:
-    """Every prompt inserted at once; each one's greedy tokens, and the seconds until all finish."""
-    from serving.engine.request import SamplingParams
-    from serving.engine.sampling import build_sampler
-
-    started = time.perf_counter()
-    uids = generator.insert(prompts, max_tokens=[max_tokens] * len(prompts),
-                            samplers=[build_sampler(SamplingParams(temperature=0.0)) for _ in prompts])
-    tokens: dict[int, list[int]] = {u: [] for u in uids}
-    finished: set[int] = set()
-    while len(finished) < len(uids):
-        for r in generator.next()[1]:
-            tokens[r.uid].append(r.token)
-            if r.finish_reason:
-                finished.add(r.uid)
-    return [tokens[u] for u in uids], time.perf_counter() - started
+from .lookup_probe import decode_alone, decode_burst
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                      prefill_batch_size=prefill_batch_size,
                                                                      lookup_draft=4))
 
-    alone = [decode_burst(generator(8), [p], args.max_tokens)[0][0] for p in prompts]
+    alone = [decode_alone(generator(8), p, args.max_tokens) for p in prompts]
     by_eight, eight_s = decode_burst(generator(8), prompts, args.max_tokens)
     all_at_once, once_s = decode_burst(generator(32), prompts, args.max_tokens)
     rows = [{"prompt": i, "prompt_tokens": len(p), "identical": a == b == c}
