@@ -127,6 +127,7 @@ def engine_settings(config: ServerConfig, backend: str) -> EngineSettings:
         lookup_draft=config.lookup_draft if lookup else 0,
         lookup_exact_only=config.lookup_decoding == "auto",
         lean_step=not config.deterministic,
+        packed_weights=config.packed_weights,
         monitor=monitor_settings(config),
     )
 

@@ -48,6 +48,9 @@ def _serve_parser(sub) -> None:
     p.add_argument("--admission-quiet-ms", type=float,
                    help=f"burst prefill: wait while requests arrive within this many ms of each other, "
                         f"100 ms at most (default {d.admission_quiet_ms:g})")
+    p.add_argument("--packed-weights", choices=["auto", "off"],
+                   help="CPU: read float32 weights that are exactly a GGUF's Q4_1 or Q8_0 blocks as those "
+                        "blocks in decode steps: the same numbers from a fifth of the bytes (default auto)")
     p.add_argument("--max-queue", type=int,
                    help=f"requests that may wait for a decode slot; more get 429 (default {d.max_queue})")
     p.add_argument("--prefix-cache-bytes", type=int,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The forwarding layer, and the few-row kernels it routes decode-step products to.
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("cblas_shim.c", "small_m.c", "small_m_nn.c"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cblas_shim.c", "small_m.c", "small_m_nn.c", "packed_blocks.c"))
 HEADERS = (Path(__file__).with_name("small_m.h"),)
 LIB_NAME = "libmlxproof_cblas.so"
 CC_ENV = "CC"

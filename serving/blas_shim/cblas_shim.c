@@ -40,17 +40,20 @@ int mlxproof_small_m_sgemm_nn(int, int, int, float, const float *, int, const fl
 #define NO_SMALL_M(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) 0 /* double: GEMM as before */
 
 /* Which path the last call took, for the tests: 0 gemm, 1 gemv over a row, 2 gemv over a column,
- * 3 the few-row kernel, 4 the few-row kernel for an untransposed B. */
+ * 3 the few-row kernel, 4 the few-row kernel for an untransposed B, 5 the few-row kernel reading a
+ * packed weight (packed_blocks.c). */
 static __thread int last_route = -1;
 int mlxproof_shim_last_route(void) { return last_route; }
 
 #define ROUTED_GEMM(NAME, T, GEMM, GEMV, SMALL_M, SMALL_NN)                                       \
   void NAME(int order, int ta, int tb, blasint m, blasint n, blasint k, T alpha, const T *a,      \
             blasint lda, const T *b, blasint ldb, T beta, T *c, blasint ldc) {                    \
-    if (order == ROW_MAJOR && ta == NO_TRANS && tb == TRANS &&                                    \
-        SMALL_M(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) {                                  \
-      last_route = 3;                                                                             \
-      return;                                                                                     \
+    if (order == ROW_MAJOR && ta == NO_TRANS && tb == TRANS) {                                    \
+      int taken = SMALL_M(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);                          \
+      if (taken) {                                                                                \
+        last_route = taken == 2 ? 5 : 3;                                                          \
+        return;                                                                                   \
+      }                                                                                           \
     }                                                                                             \
     if (order == ROW_MAJOR && ta == NO_TRANS && tb == NO_TRANS &&                                 \
         SMALL_NN(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) {                                 \

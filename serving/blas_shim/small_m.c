@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "small_m.h"
@@ -54,14 +55,16 @@ typedef struct {
   int per_step;      /* lines fetched per 8 floats of k */
 } fetch_t;
 
-/* One tile: rows m0..m0+mr of A against rows n0..n0+nr of B, the whole of k. */
+/* One tile: rows m0..m0+mr of A against rows n0..n0+nr of B, the whole of k; B's rows read from
+ * b0, ldb apart (the weight itself, or its rows unpacked). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void tile(const job_t *j, int m0, int mr, int n0,
-                                                                           int nr, __m256i tail, fetch_t *f) {
+                                                                           int nr, const float *b0, int ldb,
+                                                                           __m256i tail, fetch_t *f) {
   __m256 acc[MR][NR];
   for (int i = 0; i < mr; i++)
     for (int q = 0; q < nr; q++) acc[i][q] = _mm256_setzero_ps();
   const float *bq[NR];
-  for (int q = 0; q < nr; q++) bq[q] = j->b + (size_t)(n0 + q) * j->ldb;
+  for (int q = 0; q < nr; q++) bq[q] = b0 + (size_t)q * ldb;
   int k8 = j->k & ~7;
   for (int p = 0; p < k8; p += 8) {
     for (int s = 0; s < f->per_step && f->q < f->nr; s++) {
@@ -94,10 +97,30 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void tile(const
 
 #define TILE_CASE(MRV, NRV) \
   case (MRV) * 8 + (NRV):   \
-    tile(j, m0, MRV, n0, NRV, tail, &f); \
+    tile(j, m0, MRV, n0, NRV, b0, ldb, tail, &f); \
     break;
 
+/* Room for NR unpacked weight rows, one per thread: they stay in cache while every activation
+ * tile reads them. */
+static float *unpacked_rows(int k) {
+  static __thread float *rows;
+  static __thread int room;
+  if (room < k) {
+    free(rows);
+    rows = aligned_alloc(64, ((size_t)NR * k * sizeof(float) + 63) & ~(size_t)63);
+    room = rows ? k : 0;
+  }
+  return rows;
+}
+
 __attribute__((target("avx2,fma"))) static void columns(const job_t *j, int n_begin, int n_end) {
+  float *unpacked = j->packed ? unpacked_rows(j->k) : NULL;
+  if (j->packed && !unpacked) { /* no memory for three rows: the float32 weight is still there */
+    job_t plain = *j;
+    plain.packed = NULL;
+    columns(&plain, n_begin, n_end);
+    return;
+  }
   int rem = j->k & 7;
   __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   int m_tiles = (j->m + MR - 1) / MR, steps = (j->k + 7) / 8, lines_per_row = (j->k + 15) / 16;
@@ -106,6 +129,12 @@ __attribute__((target("avx2,fma"))) static void columns(const job_t *j, int n_be
     /* Two weight tiles ahead (one, four and eight measured about the same: spreading the fetches
      * over the tile is what paid, not their distance). */
     int ahead = n0 + FETCH_TILES_AHEAD * NR, ahead_nr = ahead < n_end ? (n_end - ahead < NR ? n_end - ahead : NR) : 0;
+    const float *b0 = j->b + (size_t)n0 * j->ldb;
+    int ldb = j->ldb;
+    if (j->packed) { /* a sixth of the bytes to fetch, and the same floats in cache */
+      for (int q = 0; q < nr; q++) mlxproof_unpack_row(j->packed, j->packed_row0 + n0 + q, unpacked + (size_t)q * j->k);
+      b0 = unpacked, ldb = j->k, ahead_nr = 0;
+    }
     fetch_t f = {ahead_nr ? j->b + (size_t)ahead * j->ldb : NULL, ahead_nr, 0, 0, 0};
     f.per_step = (ahead_nr * lines_per_row + m_tiles * steps - 1) / (m_tiles * steps);
     for (int m0 = 0; m0 < j->m; m0 += MR) {
@@ -219,17 +248,19 @@ int mlxproof_small_m_supported(void) {
 }
 
 /* C = alpha * A . B^T + beta * C for row-major A (m x k) and B (n x k); returns 0 where it does not
- * take the product (the caller then uses GEMM). */
+ * take the product (the caller then uses GEMM), 2 where it read B's packed blocks, else 1. */
 int mlxproof_small_m_sgemm(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                            float beta, float *c, int ldc) {
   static int supported = -1;
   if (supported < 0) supported = mlxproof_small_m_supported();
   if (!supported || m < 1 || m > SMALL_M_MAX || n < 1 || k < 1) return 0;
-  job_t j = {m, n, k, alpha, beta, a, lda, b, ldb, c, ldc};
+  job_t j = {m, n, k, alpha, beta, a, lda, b, ldb, c, ldc, NULL, 0};
+  j.packed = mlxproof_packed_find(b, n, k, ldb, &j.packed_row0);
   long by_work = (long)m * n * k / PARALLEL_MIN_MACS; /* shares the work is worth */
+  int taken = j.packed ? 2 : 1;
   if (by_work < 2 || atomic_flag_test_and_set(&pool.busy)) {
     columns(&j, 0, n);
-    return 1;
+    return taken;
   }
   int threads = start_pool();
   /* Enough chunks that a late worker's share is small, each still worth a wake-up. */
@@ -252,7 +283,7 @@ int mlxproof_small_m_sgemm(int m, int n, int k, float alpha, const float *a, int
     while (atomic_load(&pool.finished) < chunks) _mm_pause(); /* at most the chunks still running */
   }
   atomic_flag_clear(&pool.busy);
-  return 1;
+  return taken;
 }
 
 #else /* not x86-64: GEMM takes every product */

@@ -193,6 +193,10 @@ class FusedDecoder:
                                       and "bias" not in l.block.mlp.down_proj for l in layers)
         return cls(model, layers, grouped=grouped, per_token=unbiased and sums_differ_by_row_count())
 
+    def weights(self) -> list[mx.array]:
+        """The fused weights this decoder made (the model's own are row slices of them)."""
+        return [w for layer in self._layers for w in (layer.qkv, layer.gate_up)]
+
     def __call__(self, tokens: mx.array, caches: list, mask: mx.array | None = None) -> mx.array:
         """Logits (rows x vocab) for one token per row, or (rows x n x vocab) for rows x n tokens (a
         lookup step's verifying forward); caches as the model's own forward takes them, and the mask

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from .divergence_monitor import DivergenceMonitor, MonitorSettings
 from .logprobs import token_logprob
+from .packed_weights import PackedWeights, fused_weights, pack_exact_weights
 from .prefix_cache import PrefixCache
 from .probe_driver import ProbeDriver
 from .queued_engine import QueuedEngine
@@ -66,6 +67,9 @@ class EngineSettings:
     # The batch step without the log-softmax a greedy batch throws away, with fused projections
     # (engine.lean_step); off: mlx-lm's own step.
     lean_step: bool = True
+    # auto: offer the model's float32 weights to the CPU shim's exact 4-bit packing
+    # (engine.packed_weights); off: never.
+    packed_weights: str = "auto"
     monitor: MonitorSettings = MonitorSettings()
 
 
@@ -115,6 +119,7 @@ class Engine(QueuedEngine):
         self.monitor = DivergenceMonitor(settings.monitor, on_serialize=self._serialize_after_divergence)
         self._probes = ProbeDriver(self.monitor)
         self._generator = None  # the engine thread's; read (racily, counters only) by stats()
+        self.packed = PackedWeights(settings.packed_weights, note="the model is not loaded yet")
 
     @property
     def _capacity(self) -> int:
@@ -136,6 +141,7 @@ class Engine(QueuedEngine):
             "serial_reason": self._serial_reason,
             "divergence_monitor": self.monitor.status(),
             "lookup_decoding": self._lookup_stats(),
+            "packed_weights": self.packed.as_dict(),
             "admission": {"prefill_batch_size": self.settings.prefill_batch_size,
                           "quiet_ms": self.settings.admission_quiet_s * 1000,
                           "window_max_ms": self.settings.admission_window_max_s * 1000},
@@ -159,6 +165,10 @@ class Engine(QueuedEngine):
     def _load(self) -> tuple[Any, Any]:
         model, self.tokenizer = self._loader()
         generator = self._generator = self._factory(model, self.tokenizer, self.settings)
+        # Once, for the process's life: the shim knows these arrays by address, and self.packed
+        # keeps them alive (a generator rebuilt after a failed step decodes its own fused weights
+        # unpacked).
+        self.packed = pack_exact_weights(model, policy=self.settings.packed_weights, extra=fused_weights(generator))
         if self.settings.deterministic:
             self.monitor.inert("decoding is always serial (--deterministic): there is no batch to probe")
         else:  # before any request: the probe's serial reference is decoded alone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,10 @@ def test_health_reports_model_backend_and_engine(server):
         assert allocator.startswith("jemalloc (") if find_jemalloc() else allocator == "glibc malloc"
         assert find_jemalloc() or "libjemalloc2" in health["backend"]["allocator_note"]
         assert "jemalloc" not in (health["backend"]["blas_preload"] or "")  # peers get the BLAS only
+        if "openblas-shim" in health["backend"]["blas"] and platform.machine() == "x86_64":
+            # The default model comes from a Q4_1 GGUF (its head Q8_0): every matrix is exact blocks
+            packed = health["engine"]["packed_weights"]
+            assert packed["packed"] == packed["examined"] > 0 and packed["bytes"] > 0, packed
     assert health["engine"]["mode"] == "continuous-batching"
     assert "queue_depth" in health["engine"]
 

@@ -4,7 +4,6 @@ and computes what numpy computes, whatever the transposes, strides and beta."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from serving import backend
-from serving.blas_shim import EXPORTS, LIB_NAME, ShimUnavailable, _build, ensure_shim, find_compiler
+from serving.blas_shim import EXPORTS, LIB_NAME, ShimUnavailable, _build, ensure_shim
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the shim is for Linux CPU")
 
@@ -45,30 +44,6 @@ def _expected_route(dtype, ta, tb, m, n) -> int:
     if n == 1 and m > 1:
         return ROUTE_COLUMN
     return ROUTE_GEMM
-
-
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory):
-    if find_compiler() is None:
-        pytest.skip("no C compiler here")
-    try:
-        return ensure_shim(tmp_path_factory.mktemp("cache"))
-    except ShimUnavailable as exc:
-        if "not installed" in str(exc):
-            pytest.skip(str(exc))
-        raise  # a compiler and the wheel are here: the build must work
-
-
-@pytest.fixture(scope="module")
-def lib(shim):
-    handle = ctypes.CDLL(str(shim.path))
-    for name, real in (("cblas_sgemm", ctypes.c_float), ("cblas_dgemm", ctypes.c_double)):
-        fn = getattr(handle, name)
-        p, i = ctypes.c_void_p, ctypes.c_int
-        fn.argtypes = [i, i, i, i, i, i, real, p, i, p, i, real, p, i]
-        fn.restype = None
-    handle.mlxproof_shim_last_route.restype = ctypes.c_int
-    return handle
 
 
 def _gemm(lib, dtype, a_op, b_op, *, ta, tb, alpha, beta, c, pad=0):

@@ -181,3 +181,16 @@ def test_prefix_cache_hit_reuses_the_stored_prefix():
     stats = engine.stats()["prefix_cache"]
     assert stats["hit_tokens"] == 5 and stats["hits"] == 1 and stats["entries"] >= 1
     engine.stop()
+
+
+def test_packed_weights_need_the_shim_in_the_process():
+    """The test process has MLX's own BLAS, not the preloaded shim: nothing is packed, and the
+    engine says why; off says so too."""
+    import mlx.nn as nn
+
+    from serving.engine.packed_weights import pack_exact_weights
+
+    model = nn.Linear(64, 32)
+    assert pack_exact_weights(model, policy="auto").note.startswith("no cblas shim")
+    off = pack_exact_weights(model, policy="off")
+    assert (off.packed, off.note) == (0, "--packed-weights off")
