@@ -78,6 +78,46 @@ def grouped_attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, ma
     return (softmax_last_axis(scores) @ v).reshape(rows, heads, 1, d)
 
 
+@dataclass(frozen=True)
+class Rotation:
+    """RoPE's cosines and sines for one step's rows x n tokens, spread over the query heads and
+    over the KV heads, made once per step for every layer (every layer's cache holds the rows at
+    the same positions)."""
+
+    q: tuple[mx.array, mx.array]  # cos, sin: rows x heads x n x d/2
+    k: tuple[mx.array, mx.array]  # rows x kv heads x n x d/2
+
+    @classmethod
+    def of(cls, rope: Any, offset: Any, *, rows: int, n: int, heads: int, kv_heads: int,
+           dtype: mx.Dtype) -> "Rotation":
+        """As the rope computes them: the rope of a unit vector (ones in the first half, zeros in
+        the second) is exactly its cos | sin (1 * cos - 0 * sin is cos, 1 * sin + 0 * cos is sin)."""
+        half = rope.dims // 2
+        unit = mx.concatenate([mx.ones((rows, 1, n, half), dtype), mx.zeros((rows, 1, n, half), dtype)], axis=-1)
+        table = rope(unit, offset=offset)
+        cos, sin = table[..., :half], table[..., half:]
+        # Spread once, so no layer's products broadcast them again (a view: nothing is copied).
+        return cls(*(tuple(mx.broadcast_to(t, (rows, h, n, half)) for t in (cos, sin)) for h in (heads, kv_heads)))
+
+
+def rotate(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+    """RoPE (not traditional, every dimension rotated) of x (rows x heads x n x d): the products,
+    difference and sum MLX's own rope computes on a CPU, in its order, from the same cosines and
+    sines, so the same numbers. What it saves is rebuilding the table (positions, frequencies,
+    cos, sin: about twenty ops) for q and k in every layer: a quarter of a 10-row step's ops."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return mx.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
+def shares_rotation(rope: Any, head_dim: int) -> bool:
+    """Whether a layer's rope can take a step's one Rotation: MLX's nn.RoPE, rotating whole
+    heads in halves, on a CPU, where mx.fast.rope runs the composite `rotate` repeats (a GPU's
+    kernel computes each angle itself)."""
+    return (type(rope) is nn.RoPE and not rope.traditional and rope.dims == head_dim
+            and mx.default_device() == mx.cpu)
+
+
 def _per_token_linear(x: mx.array, weight: mx.array, bias: None = None) -> mx.array:
     """x @ weight.T for rows x n x k, as n separate one-row products: weight @ x_i for each token,
     one batch element each (the weight broadcast, not copied), which MLX's CUDA backend runs as a
@@ -150,6 +190,8 @@ class FusedDecoder:
         # A lookup step's forward of n tokens per row sums each token as the one-token step does
         # (per-token products and attention rows), so its greedy tokens are the one-token step's.
         self.per_token = per_token
+        self._shared_rotation = bool(layers) and all(
+            shares_rotation(l.block.self_attn.rope, l.splits[0] // l.block.self_attn.n_heads) for l in layers)
 
     @classmethod
     def build(cls, model: Any) -> "FusedDecoder | None":
@@ -214,13 +256,18 @@ class FusedDecoder:
         project = _per_token_linear if per_token else _linear
         if per_token:  # every layer's cache holds the rows at the same positions
             layout = _TokenRows.of(caches[0].offset, mask, self._layers[0].block.self_attn.n_heads)
+        rotation = None
+        if self._shared_rotation and not per_token:
+            first = self._layers[0].block.self_attn
+            rotation = Rotation.of(first.rope, caches[0].offset, rows=rows, n=n, heads=first.n_heads,
+                                   kv_heads=first.n_kv_heads, dtype=h.dtype)
         for layer, cache in zip(self._layers, caches):
             block, attn = layer.block, layer.block.self_attn
             q, k, v = mx.split(project(block.input_layernorm(h), layer.qkv, layer.qkv_bias), layer.splits, axis=-1)
             if per_token:
                 out = _per_token_attention(attn, cache, q, k, v, layout)
             else:
-                out = self._attention(attn, cache, q, k, v, mask)
+                out = self._attention(attn, cache, q, k, v, mask, rotation)
             h = h + project(out, attn.o_proj.weight, _bias(attn.o_proj))
             gate_up = project(block.post_attention_layernorm(h), layer.gate_up, None)
             gate, up = mx.split(gate_up, [layer.hidden], axis=-1)
@@ -233,16 +280,21 @@ class FusedDecoder:
             logits = head(h) if head is not None else inner.embed_tokens.as_linear(h)
         return logits if several else logits[:, -1, :]
 
-    def _attention(self, attn: Any, cache: Any, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
-        """The model's attention for rows x n tokens (q, k, v as projected), rows x n x (heads*d) out."""
+    def _attention(self, attn: Any, cache: Any, q: mx.array, k: mx.array, v: mx.array, mask,
+                   rotation: Rotation | None = None) -> mx.array:
+        """The model's attention for rows x n tokens (q, k, v as projected), rows x n x (heads*d) out;
+        RoPE from the step's Rotation where there is one."""
         from mlx_lm.models.base import scaled_dot_product_attention
 
         rows, n = q.shape[:2]
         q = q.reshape(rows, n, attn.n_heads, -1).transpose(0, 2, 1, 3)
         k = k.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = v.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        q = attn.rope(q, offset=cache.offset)
-        k = attn.rope(k, offset=cache.offset)
+        if rotation is not None:
+            q, k = rotate(q, *rotation.q), rotate(k, *rotation.k)
+        else:
+            q = attn.rope(q, offset=cache.offset)
+            k = attn.rope(k, offset=cache.offset)
         k, v = cache.update_and_fetch(k, v)
         if self._grouped and n == 1 and not isinstance(k, tuple):  # (a quantized cache hands back tuples)
             out = grouped_attention(q, k, v, scale=attn.scale, mask=mask)

@@ -149,3 +149,25 @@ def test_fusing_shares_the_weights_instead_of_copying_them():
 
 class _Tok:
     eos_token_ids = {0}
+
+
+@pytest.mark.skipif(mx.default_device() != mx.cpu, reason="a GPU's rope kernel computes each angle itself")
+@pytest.mark.parametrize("offset", [7, [3, 0, 12]])
+@pytest.mark.parametrize("n", [1, 3])
+def test_one_rotation_per_step_is_the_ropes_own_numbers(offset, n):
+    """engine.fused_decode makes RoPE's cosines and sines once per step (Rotation) instead of once
+    per layer for q and for k; rotating by them gives the rope's own numbers, bit for bit."""
+    import mlx.nn as nn
+
+    from serving.engine.fused_decode import Rotation, rotate, shares_rotation
+
+    rope = nn.RoPE(16, base=10000.0)
+    offset = mx.array(offset) if isinstance(offset, list) else offset
+    rows, heads, kv_heads = 3, 4, 2
+    rotation = Rotation.of(rope, offset, rows=rows, n=n, heads=heads, kv_heads=kv_heads, dtype=mx.float32)
+    for x, (cos, sin) in ((mx.random.normal((rows, heads, n, 16), key=mx.random.key(1)), rotation.q),
+                          (mx.random.normal((rows, kv_heads, n, 16), key=mx.random.key(2)), rotation.k)):
+        assert mx.array_equal(rotate(x, cos, sin), rope(x, offset=offset)).item()
+    assert shares_rotation(rope, 16)
+    assert not shares_rotation(nn.RoPE(16, traditional=True), 16)  # interleaved halves: not this layout
+    assert not shares_rotation(nn.RoPE(8), 16)  # part of each head rotated
