@@ -31,10 +31,23 @@ class _Layer:
     splits: tuple[int, int]  # where k and v start in the fused output
     gate_up: mx.array
     hidden: int
+    # The weights as x @ w.T reads them, transposed once (views of the same buffers), so a step's
+    # graph holds no transpose per product.
+    qkv_t: mx.array
+    o_t: mx.array
+    gate_up_t: mx.array
+    down_t: mx.array
 
 
-def _linear(x: mx.array, weight: mx.array, bias: mx.array | None) -> mx.array:
-    return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)  # as nn.Linear computes
+def transposed(weight: mx.array) -> mx.array:
+    view = weight.T
+    mx.eval(view)
+    return view
+
+
+def _linear(x: mx.array, weight_t: mx.array, bias: mx.array | None) -> mx.array:
+    """x @ weight.T, given weight.T, as nn.Linear computes it."""
+    return x @ weight_t if bias is None else mx.addmm(bias, x, weight_t)
 
 
 @partial(mx.compile, shapeless=True)
@@ -180,9 +193,10 @@ def sums_differ_by_row_count() -> bool:
 
 class FusedDecoder:
     def __init__(self, model: Any, layers: list[_Layer], *, grouped: bool = False,
-                 per_token: bool = False) -> None:
+                 per_token: bool = False, head_t: mx.array | None = None) -> None:
         self._model = model
         self._layers = layers
+        self._head_t = head_t  # a plain head's weight, transposed once (None: the model's own head)
         # On a CPU, in float32, through the BLAS shim's kernels, attention runs as grouped_attention
         # (any other BLAS may sum a grouped product otherwise); on a GPU mx.fast's fused kernel
         # already takes every head at once.
@@ -222,7 +236,9 @@ class FusedDecoder:
             q.weight, k.weight, v.weight = qkv[:n_q], qkv[n_q:n_q + n_k], qkv[n_q + n_k:]
             gate.weight, up.weight = gate_up[:gate.weight.shape[0]], gate_up[gate.weight.shape[0]:]
             mx.eval(q.weight, k.weight, v.weight, gate.weight, up.weight)
-            layers.append(_Layer(block, qkv, bias, (n_q, n_q + n_k), gate_up, gate.weight.shape[0]))
+            layers.append(_Layer(block, qkv, bias, (n_q, n_q + n_k), gate_up, gate.weight.shape[0],
+                                 transposed(qkv), transposed(projections[3].weight), transposed(gate_up),
+                                 transposed(projections[6].weight)))
         from ..blas_shim import kernels_in_process
 
         grouped = mx.default_device() == mx.cpu and layers[0].qkv.dtype == mx.float32 and kernels_in_process()
@@ -233,7 +249,8 @@ class FusedDecoder:
                       else type(head) is nn.Linear and "bias" not in head)
         unbiased = plain_head and all(l.qkv_bias is None and "bias" not in l.block.self_attn.o_proj
                                       and "bias" not in l.block.mlp.down_proj for l in layers)
-        return cls(model, layers, grouped=grouped, per_token=unbiased and sums_differ_by_row_count())
+        head_t = transposed(inner.embed_tokens.weight if head is None else head.weight) if plain_head else None
+        return cls(model, layers, grouped=grouped, per_token=unbiased and sums_differ_by_row_count(), head_t=head_t)
 
     def weights(self) -> list[mx.array]:
         """The fused weights this decoder made (the model's own are row slices of them)."""
@@ -252,8 +269,13 @@ class FusedDecoder:
         if mask is None:
             mask = create_attention_mask(h, caches[0])
         rows, n = h.shape[:2]
+        if not several:  # one token a row: rows x hidden, so no product folds and unfolds a middle axis
+            h = h.reshape(rows, -1)
         per_token = self.per_token and n > 1
-        project = _per_token_linear if per_token else _linear
+
+        def project(x, weight: mx.array, weight_t: mx.array, bias: mx.array | None) -> mx.array:
+            return _per_token_linear(x, weight, bias) if per_token else _linear(x, weight_t, bias)
+
         if per_token:  # every layer's cache holds the rows at the same positions
             layout = _TokenRows.of(caches[0].offset, mask, self._layers[0].block.self_attn.n_heads)
         rotation = None
@@ -262,31 +284,34 @@ class FusedDecoder:
             rotation = Rotation.of(first.rope, caches[0].offset, rows=rows, n=n, heads=first.n_heads,
                                    kv_heads=first.n_kv_heads, dtype=h.dtype)
         for layer, cache in zip(self._layers, caches):
-            block, attn = layer.block, layer.block.self_attn
-            q, k, v = mx.split(project(block.input_layernorm(h), layer.qkv, layer.qkv_bias), layer.splits, axis=-1)
+            block, attn, mlp = layer.block, layer.block.self_attn, layer.block.mlp
+            qkv = project(block.input_layernorm(h), layer.qkv, layer.qkv_t, layer.qkv_bias)
+            q, k, v = mx.split(qkv, layer.splits, axis=-1)
             if per_token:
                 out = _per_token_attention(attn, cache, q, k, v, layout)
             else:
-                out = self._attention(attn, cache, q, k, v, mask, rotation)
-            h = h + project(out, attn.o_proj.weight, _bias(attn.o_proj))
-            gate_up = project(block.post_attention_layernorm(h), layer.gate_up, None)
+                out = self._attention(attn, cache, q, k, v, mask, rotation, n=n)
+            h = h + project(out, attn.o_proj.weight, layer.o_t, _bias(attn.o_proj))
+            gate_up = project(block.post_attention_layernorm(h), layer.gate_up, layer.gate_up_t, None)
             gate, up = mx.split(gate_up, [layer.hidden], axis=-1)
-            h = h + project(swiglu(gate, up), block.mlp.down_proj.weight, _bias(block.mlp.down_proj))
+            h = h + project(swiglu(gate, up), mlp.down_proj.weight, layer.down_t, _bias(mlp.down_proj))
         h = inner.norm(h)
-        head = getattr(self._model, "lm_head", None)
-        if per_token:  # a plain head (build checks): the embedding's weight where tied
-            logits = project(h, inner.embed_tokens.weight if head is None else head.weight, None)
-        else:
+        if self._head_t is not None:  # a plain head (build checks): the embedding's weight where tied
+            head = getattr(self._model, "lm_head", None)
+            logits = project(h, inner.embed_tokens.weight if head is None else head.weight, self._head_t, None)
+        else:  # the per-token form needs a plain head, so this is the one-token step's own
+            head = getattr(self._model, "lm_head", None)
             logits = head(h) if head is not None else inner.embed_tokens.as_linear(h)
-        return logits if several else logits[:, -1, :]
+        return logits
 
     def _attention(self, attn: Any, cache: Any, q: mx.array, k: mx.array, v: mx.array, mask,
-                   rotation: Rotation | None = None) -> mx.array:
-        """The model's attention for rows x n tokens (q, k, v as projected), rows x n x (heads*d) out;
-        RoPE from the step's Rotation where there is one."""
+                   rotation: Rotation | None = None, *, n: int) -> mx.array:
+        """The model's attention for rows x n tokens (q, k, v as projected: rows x n x (heads*d), or
+        rows x (heads*d) for one token a row), out in q's shape; RoPE from the step's Rotation where
+        there is one."""
         from mlx_lm.models.base import scaled_dot_product_attention
 
-        rows, n = q.shape[:2]
+        rows, lead = q.shape[0], q.shape[:-1]
         q = q.reshape(rows, n, attn.n_heads, -1).transpose(0, 2, 1, 3)
         k = k.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = v.reshape(rows, n, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
@@ -300,7 +325,7 @@ class FusedDecoder:
             out = grouped_attention(q, k, v, scale=attn.scale, mask=mask)
         else:
             out = scaled_dot_product_attention(q, k, v, cache=cache, scale=attn.scale, mask=mask)
-        return out.transpose(0, 2, 1, 3).reshape(rows, n, -1)
+        return out.transpose(0, 2, 1, 3).reshape(*lead, -1)
 
 
 def _bias(linear: Any) -> mx.array | None:
