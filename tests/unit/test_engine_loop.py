@@ -194,3 +194,20 @@ def test_packed_weights_need_the_shim_in_the_process():
     assert pack_exact_weights(model, policy="auto").note.startswith("no cblas shim")
     off = pack_exact_weights(model, policy="off")
     assert (off.packed, off.note) == (0, "--packed-weights off")
+
+
+def test_packing_offers_fused_weights_before_their_row_slices():
+    """The shim finds a row slice inside a weight packed before it, so the fused weights (which the
+    model's own q, k, v, gate and up are slices of) must be offered first: largest first."""
+    from serving.engine.fused_decode import FusedDecoder
+    from serving.engine.packed_weights import weight_matrices
+
+    from .tiny_llama import tiny_llama
+
+    model = tiny_llama(seed=3)
+    decoder = FusedDecoder.build(model)
+    matrices = weight_matrices(model, decoder.weights())
+    sizes = [m.size for m in matrices]
+    assert sizes == sorted(sizes, reverse=True)
+    assert {id(w) for w in decoder.weights()} <= {id(m) for m in matrices}  # and a slice is smaller
+    assert all(m.ndim == 2 and m.shape[1] % 32 == 0 for m in matrices)
