@@ -5,10 +5,18 @@ q, k and v (and the MLP's gate and up) each read the same normalised hidden stat
 layer runs one matmul for q|k|v and one for gate|up, over weights concatenated once at startup,
 then splits the result; everything else is the model's own code (its RoPE, mlx-lm's attention,
 its norms and head). Each output element is the same dot product as before, so the numbers are
-the model's own. Used by `--decode-step compiled` for the model types whose layer structure is
-known (Llama, SmolLM2, Qwen2); any other model, or quantized weights, decodes through the model's
-own forward. The model's own q, k, v, gate and up weights become views into the concatenated
-ones, so the fused copy costs no memory and prefill reads the same numbers.
+the model's own. Used by `--decode-step compiled` and the lean batch step (engine.lean_step) for
+the model types whose layer structure is known (Llama, SmolLM2, Qwen2); any other model, or
+quantized weights, decodes through the model's own forward. The model's own q, k, v, gate and up
+weights become views into the concatenated ones, so the fused copy costs no memory and prefill
+reads the same numbers.
+
+On a CPU a batched step is also hundreds of small ops, each built in Python and dispatched to
+MLX's stream thread, and the graph-building thread shares the second core with the BLAS worker.
+So the decoder keeps a step's graph small without changing a number: every weight is transposed
+once, at build; one token a row runs as rows x hidden (no product folds and unfolds a middle
+axis); and RoPE's cosines and sines are made once per step (Rotation) instead of by every layer's
+rope for q and for k. A 10-row step of SmolLM2-135M went from 4,023 graph nodes to 2,379.
 """
 
 from __future__ import annotations
