@@ -11,6 +11,10 @@
  *
  * Columns are split across a small pool of threads (as many as OpenBLAS uses). A caller that finds
  * the pool busy (another thread's product) computes alone rather than wait.
+ *
+ * A weight the engine packed (packed_blocks.c: float32 weights that are exactly GGUF blocks) is
+ * read as its blocks: each weight tile's rows are unpacked into a per-thread buffer, to the same
+ * floats, and the tiles run over that buffer as over the weight itself.
  */
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -131,7 +135,7 @@ __attribute__((target("avx2,fma"))) static void columns(const job_t *j, int n_be
     int ahead = n0 + FETCH_TILES_AHEAD * NR, ahead_nr = ahead < n_end ? (n_end - ahead < NR ? n_end - ahead : NR) : 0;
     const float *b0 = j->b + (size_t)n0 * j->ldb;
     int ldb = j->ldb;
-    if (j->packed) { /* a sixth of the bytes to fetch, and the same floats in cache */
+    if (j->packed) { /* a fifth of the bytes or less to fetch, and the same floats in cache */
       for (int q = 0; q < nr; q++) mlxproof_unpack_row(j->packed, j->packed_row0 + n0 + q, unpacked + (size_t)q * j->k);
       b0 = unpacked, ldb = j->k, ahead_nr = 0;
     }

@@ -67,7 +67,7 @@ class EngineSettings:
     # The batch step without the log-softmax a greedy batch throws away, with fused projections
     # (engine.lean_step); off: mlx-lm's own step.
     lean_step: bool = True
-    # auto: offer the model's float32 weights to the CPU shim's exact 4-bit packing
+    # auto: offer the model's float32 weights to the CPU shim's exact GGUF-block packing
     # (engine.packed_weights); off: never.
     packed_weights: str = "auto"
     monitor: MonitorSettings = MonitorSettings()
