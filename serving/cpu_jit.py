@@ -9,6 +9,14 @@ faster for a compiled exp on this machine). `-ffp-contract=off` keeps the compil
 any other multiply and add, so every kernel computes exactly the numbers it did before: an FMA
 instruction rounds once, as libm's fmaf does (the tests check it bit for bit).
 
+Even so, each exp stayed a call to MLX's scalar `simd::exp<float, 1>`, one element at a time.
+`-finline-limit=100000` lets g++ inline it into the kernel's loop, and `-fno-trapping-math`
+(floating-point operations raise no trap the program handles: MLX never enables one) lets it
+compute both sides of the exp's selects, so the loop vectorizes eight lanes wide: the same
+operations on each element (vfmadd, vroundps, vdivps round as their scalar forms), so the same
+numbers; a 10 x 1536 SwiGLU took 61 us against 110, a softmax over 10 x 49,152 1.2 ms against
+2.0 (same bytes out, 6.3 and 14.7 million values; one process each, two rounds).
+
 MLX looks g++ up on PATH each time it compiles, so the server puts a g++ of its own first on
 PATH: a two-line script that runs the real one with the flags added. It also points TMPDIR at a
 folder of its own, so its kernels never mix with ones compiled without the flags (another
@@ -27,7 +35,7 @@ from pathlib import Path
 
 from .backend import CPU_JIT_ENV as ENV_MARK  # set to the flags once this process (or its parent) arranged it
 
-FLAGS = ("-mavx2", "-mfma", "-ffp-contract=off")
+FLAGS = ("-mavx2", "-mfma", "-ffp-contract=off", "-finline-limit=100000", "-fno-trapping-math")
 
 
 @dataclass(frozen=True)
