@@ -304,11 +304,10 @@ class FusedDecoder:
             gate, up = mx.split(gate_up, [layer.hidden], axis=-1)
             h = h + project(swiglu(gate, up), mlp.down_proj.weight, layer.down_t, _bias(mlp.down_proj))
         h = inner.norm(h)
+        head = getattr(self._model, "lm_head", None)
         if self._head_t is not None:  # a plain head (build checks): the embedding's weight where tied
-            head = getattr(self._model, "lm_head", None)
             logits = project(h, inner.embed_tokens.weight if head is None else head.weight, self._head_t, None)
         else:  # the per-token form needs a plain head, so this is the one-token step's own
-            head = getattr(self._model, "lm_head", None)
             logits = head(h) if head is not None else inner.embed_tokens.as_linear(h)
         return logits
 

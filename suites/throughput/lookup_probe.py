@@ -24,6 +24,8 @@ import time
 
 from serving.engine.lookup_decoding import MAX_NGRAM, accepted_prefix, draft
 
+from .cases import UID, load_cases
+
 
 def forwards_needed(prompt: list[int], answer: list[int], size: int) -> int:
     """Verifying forwards lookup decoding needs to produce `answer` after `prompt`."""
@@ -33,6 +35,18 @@ def forwards_needed(prompt: list[int], answer: list[int], size: int) -> int:
         done += accepted_prefix(proposal, answer[done:]) + 1  # the forward's own token comes with the accepted drafts
         forwards += 1
     return forwards
+
+
+def chat_prompt(tokenizer, text: str, index: int) -> list[int]:
+    """A case prompt as the probes send it: its unique-id placeholder filled per prompt, as a
+    one-turn chat with the generation prompt."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": text.replace(UID, f"probe-{index}")}],
+                                         add_generation_prompt=True)
+
+
+def case_prompts(tokenizer, cases: str) -> list[list[int]]:
+    """Every prompt of the comma-separated throughput cases (names or tags), in order."""
+    return [chat_prompt(tokenizer, text, i) for case in load_cases(cases.split(",")) for i, text in enumerate(case.prompts)]
 
 
 def decode_burst(generator, prompts: list[list[int]], max_tokens: int) -> tuple[list[list[int]], float]:
@@ -74,15 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     from harness.bench import resolve_model_folder
     from serving.backend import probe_setup
 
-    from .cases import UID, load_cases
-
     case = load_cases([args.case])[0]
     model, tokenizer = load(str(resolve_model_folder(args.model).path))
     generators = _generators(model, tokenizer, args.draft) if args.check else None
     rows, total_tokens, total_forwards = [], 0, 0
     for i, text in enumerate(case.prompts):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": text.replace(UID, f"probe-{i}")}],
-                                               add_generation_prompt=True)
+        prompt = chat_prompt(tokenizer, text, i)
         answer = [int(t) for t, _ in generate_step(mx.array(prompt), model, max_tokens=case.max_tokens,
                                                    sampler=lambda logits: mx.argmax(logits, axis=-1))]
         forwards = forwards_needed(prompt, answer, args.draft)

@@ -50,14 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     from serving.engine.loop import EngineSettings
     from serving.engine.packed_weights import fused_weights, pack_exact_weights
 
-    from .cases import UID, load_cases
-    from .lookup_probe import decode_alone, decode_burst
+    from .lookup_probe import case_prompts, decode_alone, decode_burst
 
     arrange(default_cache_dir(), enabled=True)
     model, tokenizer = load(str(resolve_model_folder(args.model).path))
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": text.replace(UID, f"probe-{i}")}],
-                                             add_generation_prompt=True)
-               for case in load_cases(args.cases.split(",")) for i, text in enumerate(case.prompts)]
+    prompts = case_prompts(tokenizer, args.cases)
     generator = make_batch_generator(model, tokenizer, EngineSettings(max_concurrency=32))
 
     def decode() -> dict:

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from .lookup_probe import decode_alone, decode_burst
+from .lookup_probe import case_prompts, decode_alone, decode_burst
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,12 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     from serving.engine.generator import make_batch_generator
     from serving.engine.loop import EngineSettings
 
-    from .cases import UID, load_cases
-
     model, tokenizer = load(str(resolve_model_folder(args.model).path))
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": text.replace(UID, f"probe-{i}")}],
-                                             add_generation_prompt=True)
-               for case in load_cases(args.cases.split(",")) for i, text in enumerate(case.prompts)]
+    prompts = case_prompts(tokenizer, args.cases)
 
     def generator(prefill_batch_size: int):
         return make_batch_generator(model, tokenizer, EngineSettings(max_concurrency=32,
