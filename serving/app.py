@@ -106,11 +106,12 @@ def create_app(config: ServerConfig, engine, served: ServedModel, backend: dict,
     return app
 
 
-def engine_settings(config: ServerConfig, backend: str) -> EngineSettings:
-    from .backend import burst_prefill_runs, lookup_runs
+def engine_settings(config: ServerConfig, backend: str, *, model_context: int | None = None) -> EngineSettings:
+    from .backend import burst_prefill_runs, decode_step_for, lookup_runs
 
-    lookup = lookup_runs(config.lookup_decoding, backend, config.decode_step) and not config.deterministic
-    one_by_one = config.decode_step != "batch" or config.batch_invariant or config.deterministic
+    step = decode_step_for(config.decode_step, backend, one_at_a_time=config.deterministic or config.batch_invariant)
+    lookup = lookup_runs(config.lookup_decoding, backend, step) and not config.deterministic
+    one_by_one = step != "batch" or config.batch_invariant or config.deterministic
     burst = burst_prefill_runs(config.burst_prefill, backend, one_by_one=one_by_one)
     return EngineSettings(
         max_concurrency=config.max_concurrency,
@@ -122,7 +123,9 @@ def engine_settings(config: ServerConfig, backend: str) -> EngineSettings:
         planted_slowdown=config.planted_slowdown,
         deterministic=config.deterministic,
         batch_invariant_context=config.batch_invariant_context if config.batch_invariant else None,
-        compiled_step_context=config.compiled_step_context if config.decode_step == "compiled" else None,
+        compiled_step_context=((config.compiled_step_context or model_context or DEFAULT_CONTEXT)
+                               if step == "compiled" else None),
+        decode_step_auto=config.decode_step == "auto",
         # --deterministic keeps mlx-lm's one-token step, which its reproducibility evidence was made with
         lookup_draft=config.lookup_draft if lookup else 0,
         lookup_exact_only=config.lookup_decoding == "auto",
@@ -132,15 +135,23 @@ def engine_settings(config: ServerConfig, backend: str) -> EngineSettings:
     )
 
 
-def served_model(config: ServerConfig, resolved, tokenizer) -> ServedModel:
-    model_config = json.loads((Path(resolved.path) / "config.json").read_text())
+DEFAULT_CONTEXT = 4096  # a model whose config names no context length
+
+
+def model_context(model_path: Path) -> int:
+    """The context length the model's config.json declares."""
+    model_config = json.loads((Path(model_path) / "config.json").read_text())
+    return int(model_config.get("max_position_embeddings")
+               or model_config.get("text_config", {}).get("max_position_embeddings") or DEFAULT_CONTEXT)
+
+
+def served_model(config: ServerConfig, resolved, tokenizer, settings: EngineSettings | None = None) -> ServedModel:
     public = config.public_model_id or resolved.model_id
-    context = int(model_config.get("max_position_embeddings")
-                  or model_config.get("text_config", {}).get("max_position_embeddings") or 4096)
+    context = model_context(resolved.path)
     if config.batch_invariant:  # the fixed KV buffer holds prompt and completion together
         context = min(context, config.batch_invariant_context)
-    elif config.decode_step == "compiled":  # so does the compiled step's, at its largest bucket
-        context = min(context, config.compiled_step_context)
+    elif settings is not None and settings.compiled_step_context is not None:
+        context = min(context, settings.compiled_step_context)  # so does the compiled step's, at its largest bucket
     aliases = tuple(dict.fromkeys(n for n in (*config.served_model_names, resolved.model_id) if n != public))
     return ServedModel(
         model_id=public,
@@ -180,13 +191,13 @@ def serve(config: ServerConfig) -> None:
         from mlx_lm import load as mlx_load
         return mlx_load(str(resolved.path))
 
-    settings = engine_settings(config, backend.backend)
+    settings = engine_settings(config, backend.backend, model_context=model_context(resolved.path))
     engine = vision_engine_for(resolved.path, settings) or Engine(load, settings)
     try:
         engine.start()
     except RuntimeError as exc:  # the model did not load (e.g. a mode it cannot run): a clean exit 2
         raise ValueError(str(exc)) from exc
-    served = served_model(config, resolved, engine.tokenizer)
+    served = served_model(config, resolved, engine.tokenizer, engine.settings)
     app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype}, embeddings=embeddings,
                      speech=speech)
     if speech.model_ids:

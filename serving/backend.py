@@ -322,6 +322,18 @@ def detect_backend() -> BackendInfo:
     )
 
 
+def decode_step_for(policy: str, backend: str, *, one_at_a_time: bool = False) -> str:
+    """Which decode step runs (--decode-step): auto means the compiled step on MLX CUDA, where a
+    small model's eager step is bound by kernel launches and the compiled one was measured at about
+    twice mlx_lm.server's speed at batch 1 (README: "Compiled decode step"); the batch step
+    elsewhere (on this CPU the BLAS dominates and the batch step's fused forward is as fast, and the
+    compiled step is unmeasured on Apple silicon). --deterministic and --batch-invariant bring
+    their own steps."""
+    if policy == "auto":
+        return "compiled" if backend == "cuda" and not one_at_a_time else "batch"
+    return policy
+
+
 def lookup_runs(policy: str, backend: str, decode_step: str = "batch") -> bool:
     """Whether prompt-lookup decoding runs (--lookup-decoding): auto means where it was measured to
     pay with greedy tokens unchanged: the CPU backend (the BLAS shim's few-row kernel verifies a

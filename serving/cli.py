@@ -114,13 +114,14 @@ def _serve_parser(sub) -> None:
     p.add_argument("--batch-invariant-context", type=int,
                    help=f"KV positions per sequence under --batch-invariant, prompt + completion "
                         f"(default {d.batch_invariant_context})")
-    p.add_argument("--decode-step", choices=["batch", "compiled"],
-                   help="batch: mlx-lm's BatchGenerator, eager, with the prefix cache (default); compiled: our "
-                        "decode step compiled per rows x KV-length bucket, faster where op launches dominate "
-                        "(a small model on a GPU), prefix cache off")
+    p.add_argument("--decode-step", choices=["auto", "batch", "compiled"],
+                   help="auto: compiled on MLX CUDA, batch elsewhere (default); batch: mlx-lm's BatchGenerator "
+                        "with our fused step, eager; compiled: our decode step compiled per rows x KV-length "
+                        "bucket, faster where op launches dominate (a small model on a GPU). Both keep the "
+                        "prefix cache")
     p.add_argument("--compiled-step-context", type=int,
-                   help=f"KV positions per sequence under --decode-step compiled, prompt + completion "
-                        f"(default {d.compiled_step_context})")
+                   help="KV positions per sequence in the compiled step, prompt + completion "
+                        "(default: the model's context)")
     p.add_argument("--lookup-draft", type=int,
                    help=f"prompt-lookup speculative decoding for a greedy sequence decoding alone: draft up to N "
                         f"tokens from its own prompt and answer, verify them in one forward (tokens unchanged in fp32 on the CPU "

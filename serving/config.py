@@ -22,7 +22,7 @@ MallocPolicy = Literal["auto", "jemalloc", "system"]
 LookupPolicy = Literal["auto", "on", "off"]
 OverCeiling = Literal["clamp", "reject"]
 DivergenceAction = Literal["off", "warn", "serialize"]
-DecodeStep = Literal["batch", "compiled"]
+DecodeStep = Literal["auto", "batch", "compiled"]
 BurstPrefill = Literal["auto", "on", "off"]
 PackedWeights = Literal["auto", "off"]
 
@@ -114,13 +114,14 @@ class ServerConfig:
     # also caps prompt + completion (README: "Batch-invariant decoding").
     batch_invariant: bool = False
     batch_invariant_context: int = 2048
-    # How a decode step runs: "batch", mlx-lm's BatchGenerator (eager, with the prefix cache), or
-    # "compiled", our fixed-shape step compiled per (rows, KV length) bucket, which saves the
-    # per-op launch cost that dominates a small model on a GPU. The compiled step prefills
-    # prompts alone and keeps the prefix cache off; its KV buffer holds at most
-    # compiled_step_context positions per sequence (README: "Compiled decode step").
-    decode_step: DecodeStep = "batch"
-    compiled_step_context: int = 8192
+    # How a decode step runs: "batch", mlx-lm's BatchGenerator (eager); "compiled", our step
+    # compiled per (rows, KV length) bucket, which saves the per-op launch cost that dominates a
+    # small model on a GPU; "auto", compiled on MLX CUDA (where it was measured to pay) and batch
+    # elsewhere. Both keep the prefix cache. The compiled step prefills prompts alone; its KV buffer
+    # holds at most compiled_step_context positions per sequence (None: the model's context)
+    # (README: "Compiled decode step").
+    decode_step: DecodeStep = "auto"
+    compiled_step_context: int | None = None
     # Prompt-lookup speculative decoding: while one greedy sequence decodes alone (the batch step
     # and the compiled step; not --batch-invariant), draft up to this many tokens from n-grams of
     # its prompt and answer and verify them in one forward; the tokens are unchanged where a
@@ -210,17 +211,14 @@ def _determinism_problems(c: ServerConfig) -> list[str]:
                         "off; drop prefix_cache_bytes")
     if c.batch_invariant_context < 16:
         problems.append("batch_invariant_context must be at least 16 tokens")
-    if c.decode_step not in ("batch", "compiled"):
-        problems.append(f"decode_step must be batch or compiled, not {c.decode_step!r}")
+    if c.decode_step not in ("auto", "batch", "compiled"):
+        problems.append(f"decode_step must be auto, batch or compiled, not {c.decode_step!r}")
     if c.decode_step == "compiled" and (c.deterministic or c.batch_invariant):
         problems.append("--decode-step compiled is the fast batched step; --deterministic and --batch-invariant "
                         "choose their own: drop one")
-    if c.decode_step == "compiled" and c.prefix_cache_bytes:
-        problems.append("the compiled decode step prefills every prompt afresh, so the prefix cache stays off; "
-                        "drop prefix_cache_bytes")
     if not 0 <= c.lookup_draft <= MAX_LOOKUP_DRAFT:
         problems.append(f"lookup_draft must be 0 (off) to {MAX_LOOKUP_DRAFT} tokens")
-    if c.compiled_step_context < 16:
+    if c.compiled_step_context is not None and c.compiled_step_context < 16:
         problems.append("compiled_step_context must be at least 16 tokens")
     if c.divergence_monitor not in ("off", "warn", "serialize"):
         problems.append(f"divergence_monitor must be off, warn or serialize, not {c.divergence_monitor!r}")
@@ -266,7 +264,7 @@ def build_config(overrides: dict[str, Any], *, profiles_path: Path = PROFILES_FI
     # Implied by either mode; a size given on the command line is refused, and so is one a profile
     # sets beside the mode, but --deterministic / --batch-invariant override a profile's cache size.
     mode = ("deterministic" if merged.get("deterministic") else "batch_invariant" if merged.get("batch_invariant")
-            else "decode_step" if merged.get("decode_step") == "compiled" else None)
+            else None)
     if mode and "prefix_cache_bytes" not in explicit and (explicit.get(mode) or "prefix_cache_bytes" not in merged):
         merged["prefix_cache_bytes"] = 0
     if merged.get("cache_dir") is not None:

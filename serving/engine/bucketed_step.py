@@ -40,12 +40,17 @@ class BucketedGenerator(FixedShapeGenerator):
     context_name = "model's context"
     context_flag = ""
     lookup: LookupStats | None = None  # set when lookup steps are on; the engine reports it
+    # Shapes already move with the batch here, so a prefix prefilled in another request's chunks
+    # changes numbers no more than a neighbour does: the prefix cache is on, as in the batch step.
+    takes_cached_prefix = True
 
     def __init__(self, model: Any, *, stop_tokens: set[int], rows: int, capacity: int,
                  prefill_step_size: int, prefill_per_step: int, min_capacity: int = MIN_BUCKET_CAPACITY,
-                 fused: bool = True, lookup_draft: int = 0, lookup_exact_only: bool = False) -> None:
+                 fused: bool = True, lookup_draft: int = 0, lookup_exact_only: bool = False,
+                 keep_prompt_caches: bool = False) -> None:
         self._min_capacity = min(min_capacity, capacity)
         self._fused = None
+        self.keep_prompt_caches = keep_prompt_caches
         super().__init__(model, stop_tokens=stop_tokens, rows=rows, capacity=capacity,
                          prefill_step_size=prefill_step_size, prefill_per_step=prefill_per_step)
         from .fused_decode import FusedDecoder, sums_differ_by_row_count

@@ -71,6 +71,8 @@ class _Slot:
     processors: list
     enqueued: int = 0  # inputs handed to the device: prompt[-1], then each generated token
     generated: list[int] = field(default_factory=list)
+    prefix: list | None = None  # a cached prefix's KV (one mlx-lm cache per layer), until prefilled
+    cached: int = 0  # how many leading prompt tokens that prefix holds
 
     @property
     def position(self) -> int:
@@ -111,6 +113,11 @@ class FixedShapeGenerator:
     # What a prompt that does not fit is told it overflowed.
     context_name = "batch-invariant context"
     context_flag = " (--batch-invariant-context)"
+    # Whether insert() takes a cached prefix: not here, where a prefix computed in another
+    # request's prefill chunks could change a sequence's numbers.
+    takes_cached_prefix = False
+    # Whether a finished (or removed) sequence hands its KV back for the prefix cache.
+    keep_prompt_caches = False
 
     def __init__(self, model: Any, *, stop_tokens: set[int], rows: int, capacity: int,
                  prefill_step_size: int, prefill_per_step: int) -> None:
@@ -146,15 +153,19 @@ class FixedShapeGenerator:
     # ---- BatchGenerator's interface ------------------------------------------------
     def insert(self, prompts, max_tokens=None, caches=None, all_tokens=None, samplers=None,
                logits_processors=None):
-        if caches and any(c is not None for c in caches):
+        if caches and any(c is not None for c in caches) and not self.takes_cached_prefix:
             raise ValueError("batch-invariant decoding prefills every prompt afresh: no cached prefix")
         n = len(prompts)
         max_tokens = max_tokens or [None] * n
         samplers = samplers or [None] * n
         logits_processors = logits_processors or [None] * n
+        caches = caches or [None] * n
+        all_tokens = all_tokens or [None] * n
         uids = []
         for i, prompt in enumerate(prompts):
-            prompt = list(prompt)
+            # A cached prefix's tokens come first; only the prompt's rest is prefilled.
+            cached = list(all_tokens[i] or []) if caches[i] is not None else []
+            prompt = cached + list(prompt)
             if not prompt:
                 raise ValueError("an empty prompt has no token to decode from")
             if len(prompt) >= self.max_capacity:
@@ -163,7 +174,7 @@ class FixedShapeGenerator:
             room = self.max_capacity - len(prompt)
             sampler = None if _is_greedy(samplers[i]) else samplers[i]
             slot = _Slot(self._uid, prompt, min(max_tokens[i] or room, room), sampler,
-                         list(logits_processors[i] or []))
+                         list(logits_processors[i] or []), prefix=caches[i], cached=len(cached))
             self._pending.append(slot)
             uids.append(self._uid)
             self._uid += 1
@@ -172,11 +183,13 @@ class FixedShapeGenerator:
     def remove(self, uids, return_prompt_caches: bool = False) -> dict:
         gone = set(uids)
         self._pending = collections.deque(s for s in self._pending if s.uid not in gone)
+        kept = {}
         for i, slot in enumerate(self._slots):
             if slot is not None and slot.uid in gone:
+                if return_prompt_caches:
+                    kept[slot.uid] = self._prompt_cache(i, slot)
                 self._slots[i] = None
-        # The prefix cache is off in this mode: there is no reusable cache to hand back.
-        return {uid: (None, None) for uid in uids} if return_prompt_caches else {}
+        return {uid: kept.get(uid, (None, None)) for uid in uids} if return_prompt_caches else {}
 
     def next(self) -> tuple[list, list[Response]]:
         """Read one step's tokens; while the device computes the step after it, when it can.
@@ -307,13 +320,14 @@ class FixedShapeGenerator:
             admitted += 1
 
     def _prefill(self, index: int, slot: _Slot) -> None:
-        """All but the last prompt token, alone and in fixed chunks, then into the slot."""
+        """All but the last prompt token (after a cached prefix), alone and in fixed chunks, then
+        into the slot."""
         head = slot.prompt[:-1]
         if not head:
             return
         self._fit_capacity(len(head) + 1)
-        cache = self._make_cache()
-        for start in range(0, len(head), self._prefill_step):
+        cache, slot.prefix = slot.prefix or self._make_cache(), None
+        for start in range(slot.cached, len(head), self._prefill_step):
             self._model(mx.array([head[start:start + self._prefill_step]], dtype=mx.int32), cache=cache)
             mx.eval([c.state for c in cache])
         n = len(head)
@@ -322,6 +336,29 @@ class FixedShapeGenerator:
             self._kv[2 * layer + 1][index, :, :n, :] = c.values[0, :, :n, :]
         mx.eval(self._kv)
 
+    def _prompt_cache(self, index: int, slot: _Slot) -> tuple[list | None, list[int] | None]:
+        """The slot's KV as one mlx-lm cache per layer, and the tokens it holds, for the prefix
+        cache: every position an input has been written to, which is all of prompt + answer but
+        the last token picked (never fed back). Copied out and evaluated now, so the step that
+        follows can still update its buffers in place."""
+        if not self.keep_prompt_caches:
+            return None, None
+        from mlx_lm.models.cache import KVCache
+
+        context = slot.prompt + slot.generated
+        n = min(slot.position, len(context) - 1)
+        if n < 1:
+            return None, None
+        caches = []
+        for j in range(0, len(self._kv), 2):
+            c = KVCache()
+            c.keys = mx.contiguous(self._kv[j][index:index + 1, :, :n, :])
+            c.values = mx.contiguous(self._kv[j + 1][index:index + 1, :, :n, :])
+            c.offset = n
+            caches.append(c)
+        mx.eval([(c.keys, c.values) for c in caches])
+        return caches, context[:n]
+
     def _advance(self, index: int, slot: _Slot, token: int, row: mx.array) -> Response:
         slot.generated.append(token)
         reason = None
@@ -329,9 +366,11 @@ class FixedShapeGenerator:
             reason = "stop"
         elif len(slot.generated) >= slot.max_tokens:
             reason = "length"
-        if reason is not None:
-            self._slots[index] = None
-        return Response(slot.uid, token, row, reason)
+        if reason is None:
+            return Response(slot.uid, token, row, None)
+        cache, tokens = self._prompt_cache(index, slot)
+        self._slots[index] = None
+        return Response(slot.uid, token, row, reason, cache, tokens)
 
 
 def _greedy(logprobs: mx.array) -> mx.array:

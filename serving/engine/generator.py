@@ -78,7 +78,8 @@ def make_fixed_shape_generator(model: Any, tokenizer: Any, settings) -> Any:
     if settings.batch_invariant_context is not None:  # no lookup steps: they would break invariance
         return FixedShapeGenerator(model, capacity=settings.batch_invariant_context, **kwargs)
     return BucketedGenerator(model, capacity=settings.compiled_step_context, lookup_draft=settings.lookup_draft,
-                             lookup_exact_only=settings.lookup_exact_only, **kwargs)
+                             lookup_exact_only=settings.lookup_exact_only,
+                             keep_prompt_caches=settings.prefix_cache_bytes > 0, **kwargs)
 
 
 def synchronize() -> None:

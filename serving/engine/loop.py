@@ -18,6 +18,7 @@ import collections
 import logging
 import queue
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -58,6 +59,9 @@ class EngineSettings:
     batch_invariant_context: int | None = None
     # The compiled, bucketed decode step, with at most this many KV positions per sequence (None: off).
     compiled_step_context: int | None = None
+    # The compiled step was chosen by --decode-step auto, not asked for: a model it cannot lay
+    # out (other cache kinds) falls back to the batch step instead of failing to load.
+    decode_step_auto: bool = False
     # Prompt-lookup drafts per verifying forward for a lone greedy sequence (0: off; the batch and
     # compiled steps, never the batch-invariant one).
     lookup_draft: int = 0
@@ -104,11 +108,9 @@ class Engine(QueuedEngine):
                  prefix_cache: PrefixCache | None = None) -> None:
         super().__init__(loader, settings, name="mlx-engine", log=log)
         self._factory = generator_factory
-        if (settings.deterministic or settings.batch_invariant_context is not None
-                or settings.compiled_step_context is not None):
+        if settings.deterministic or settings.batch_invariant_context is not None:
             # A cached prefix carries KV computed in another request's batch and prefill
             # chunking, so a hit could change this request's numerics: always prefill afresh.
-            # (The compiled step's generator takes no cached prefix at all.)
             prefix_cache = PrefixCache(0)
         self._cache = prefix_cache or PrefixCache(settings.prefix_cache_bytes)
         self._cancels: "queue.Queue[RequestHandle]" = queue.Queue()
@@ -162,9 +164,22 @@ class Engine(QueuedEngine):
         return COMPILED_MODE if self.settings.compiled_step_context is not None else ENGINE_MODE
 
     # ---- engine-thread side -----------------------------------------------
+    def _make_generator(self, model: Any) -> Any:
+        from .fixed_shape import FixedShapeUnsupported
+
+        try:
+            return self._factory(model, self.tokenizer, self.settings)
+        except FixedShapeUnsupported as exc:
+            if not (self.settings.decode_step_auto and self.settings.compiled_step_context is not None):
+                raise
+            # Lookup steps go too: on CUDA they pay only in the compiled step (backend.lookup_runs).
+            log.warning("--decode-step auto: the compiled step cannot serve this model (%s); the batch step does", exc)
+            self.settings = dataclasses.replace(self.settings, compiled_step_context=None, lookup_draft=0)
+            return self._factory(model, self.tokenizer, self.settings)
+
     def _load(self) -> tuple[Any, Any]:
         model, self.tokenizer = self._loader()
-        generator = self._generator = self._factory(model, self.tokenizer, self.settings)
+        generator = self._generator = self._make_generator(model)
         # Once, for the process's life: the shim knows these arrays by address, and self.packed
         # keeps them alive (a generator rebuilt after a failed step decodes its own fused weights
         # unpacked).

@@ -108,7 +108,8 @@ def test_batch_invariant_gives_identical_tokens_and_logprobs_alone_and_batched(t
 def test_compiled_decode_step_serves_a_crowd_with_the_tokens_it_gives_alone(tmp_path_factory):
     """--decode-step compiled: rows and KV length change with the crowd (1 → 4 rows here). On this
     CPU every shape sums alike (FACTS.md), so alone and crowded tokens must agree; on a GPU they
-    may not, which the divergence suite measures."""
+    may not, which the divergence suite measures. The crowded request repeats the first one's
+    prompt, so it starts from the prefix cache, which the compiled step keeps."""
     with serve(tmp_path_factory, "compiled", "--decode-step", "compiled", "--compiled-step-context", "256") as server:
         client = sdk(server)
         alone = token_ids(client)
@@ -122,7 +123,7 @@ def test_compiled_decode_step_serves_a_crowd_with_the_tokens_it_gives_alone(tmp_
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         engine = server.health()["engine"]
         assert engine["mode"] == "continuous-batching-compiled" and engine["peak_decoding"] >= 2
-        assert engine["prefix_cache"]["enabled"] is False
+        assert engine["prefix_cache"]["enabled"] is True and engine["prefix_cache"]["hit_tokens"] > 0
         with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(model=DEFAULT_MODEL, max_tokens=4,
                                            messages=[{"role": "user", "content": "word " * 400}])

@@ -7,6 +7,8 @@ mlx-lm's own greedy tokens.
 
 from __future__ import annotations
 
+import copy
+
 import mlx.core as mx
 import pytest
 from mlx_lm.generate import BatchGenerator
@@ -217,3 +219,63 @@ def test_bucketed_with_processors_removal_waiting_and_the_context(model):
 
     with pytest.raises(ValueError, match="no room in the model's context of 64"):
         bucketed(model).insert([list(range(1, 65))])
+
+
+def finished(gen, uids, steps=200):
+    """Each sequence's finishing response (its prompt cache and tokens ride on it)."""
+    done = {}
+    for _ in range(steps):
+        for r in gen.next()[1]:
+            if r.finish_reason is not None:
+                done[r.uid] = r
+        if len(done) == len(uids):
+            break
+    return [done[u] for u in uids]
+
+
+def test_a_finished_sequence_hands_back_its_kv_and_a_cached_prefix_decodes_as_a_fresh_prefill(model):
+    """The compiled step keeps the prefix cache: a finished sequence gives back one cache per
+    layer holding every token fed (prompt + answer but the last pick), and a prompt that starts
+    with those tokens prefills only its rest, with the tokens a fresh prefill gives."""
+    gen = bucketed(model)
+    gen.keep_prompt_caches = True
+    (first,) = finished(gen, gen.insert([PROMPTS[2]], max_tokens=[6]))
+    cache, tokens = first.prompt_cache, first.all_tokens
+    assert len(tokens) == len(PROMPTS[2]) + 5 and tokens[:len(PROMPTS[2])] == PROMPTS[2]
+    assert [c.offset for c in cache] == [len(tokens)] * len(cache)
+    assert cache[0].keys.shape[2] == len(tokens)
+
+    rest = [7, 3, 12]
+    fresh = decode(bucketed(model), [tokens + rest])[0]
+    reused = bucketed(model)
+    got = drain(reused, reused.insert([rest], max_tokens=[12], caches=[cache], all_tokens=[tokens]))[0]
+    assert got[0] == fresh[0] and got[2] == fresh[2]
+    assert got[1] == pytest.approx(fresh[1], abs=1e-4)  # prefill chunks differ: close, not bitwise
+
+    # A prompt cached whole: only its last token is left to feed, as the engine's lookup hands it.
+    whole = bucketed(model)
+    trimmed = copy.deepcopy(cache)
+    for c in trimmed:
+        c.trim(1)  # what the prefix cache does to a whole-prompt hit
+    got = drain(whole, whole.insert([tokens[-1:]], max_tokens=[12], caches=[trimmed], all_tokens=[tokens[:-1]]))[0]
+    assert got[0] == decode(bucketed(model), [tokens])[0][0]
+
+
+def test_pipelined_and_removed_sequences_hand_back_only_the_positions_written(model):
+    gen = bucketed(model)
+    gen.keep_prompt_caches = True
+    uids = gen.insert(PROMPTS[:2], max_tokens=[4, 30])
+    a, = finished(gen, uids[:1])  # greedy rows pipeline: a step past the finish is in flight
+    assert len(a.all_tokens) == len(PROMPTS[0]) + 3 and a.prompt_cache[0].offset == len(a.all_tokens)
+    steps(gen, 2)
+    cache, tokens = gen.remove(uids[1:], return_prompt_caches=True)[uids[1]]
+    assert tokens[:len(PROMPTS[1])] == PROMPTS[1] and cache[-1].offset == len(tokens) > len(PROMPTS[1])
+
+    off = bucketed(model)  # the engine asks for caches only when its prefix cache is on
+    (r,) = finished(off, off.insert([PROMPTS[0]], max_tokens=[3]))
+    assert r.prompt_cache is None and r.all_tokens is None
+
+
+def test_the_batch_invariant_step_still_refuses_a_cached_prefix(model):
+    with pytest.raises(ValueError, match="no cached prefix"):
+        generator(model).insert([[1, 2]], caches=[[object()]], all_tokens=[[5]])

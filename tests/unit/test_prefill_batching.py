@@ -79,7 +79,8 @@ def test_where_burst_prefill_runs(policy, backend, one_by_one, runs):
     ({}, "cpu", 32, 10.0),
     ({"max_concurrency": 12, "admission_quiet_ms": 25}, "cpu", 12, 25.0),
     ({}, "cuda", 8, 0.0),
-    ({"burst_prefill": "on", "prefill_batch_size": 4}, "cuda", 32, 10.0),
+    ({"burst_prefill": "on", "prefill_batch_size": 4, "decode_step": "batch"}, "cuda", 32, 10.0),
+    ({"burst_prefill": "on", "prefill_batch_size": 4}, "cuda", 4, 0.0),  # auto: compiled, prompts one by one
     ({"burst_prefill": "off", "prefill_batch_size": 4}, "cpu", 4, 0.0),
     ({"decode_step": "compiled"}, "cpu", 8, 0.0),
     ({"batch_invariant": True, "prefix_cache_bytes": 0}, "cpu", 8, 0.0),
