@@ -17,6 +17,14 @@ The bound of one decode step at batch b (documented in README "Roofline"):
     tok/s bound  = b / t_bound(b)
 
 At small b the weight read dominates (bandwidth-bound); at large b the arithmetic does.
+
+A case's output tok/s also pays for its prompts. The bound of a whole case (`case_bound`) adds
+their prefill to the answers' decode steps, for b requests of P freshly prefilled prompt tokens
+(cached ones cost nothing) and N answer tokens each, the first of which the prefill gives:
+
+    t_case(b)    = max(bytes(step) / bandwidth, b * P * flops_per_token / gemm_flops)
+                   + (N - 1) * t_bound(b)
+    tok/s bound  = b * N / t_case(b)
 Attention over the KV cache, norms and sampling are left out, so the bound is optimistic
 (achieved/bound understates nothing the server could win back by doing the same arithmetic
 faster).
@@ -146,6 +154,16 @@ def step_bound(roofline: dict, batch: int) -> dict:
     t = max(t_mem, t_flop)
     return {"batch": batch, "step_s": t, "tok_per_s": batch / t,
             "bound_by": "bandwidth" if t_mem >= t_flop else "compute"}
+
+
+def case_bound(roofline: dict, batch: int, *, prompt_tokens: float, output_tokens: float) -> dict:
+    """The bound of a whole case (module docstring): b requests of `prompt_tokens` freshly
+    prefilled and `output_tokens` answered, each on average."""
+    model = roofline["model"]
+    prefill = max(model["bytes_per_step"] / (roofline["bandwidth"]["bound_gbs"] * 1e9),
+                  batch * prompt_tokens * model["flops_per_token"] / (roofline["gemm"]["gflops"] * 1e9))
+    t = prefill + max(0.0, output_tokens - 1) * step_bound(roofline, batch)["step_s"]
+    return {"batch": batch, "case_s": t, "prefill_s": prefill, "tok_per_s": batch * output_tokens / t}
 
 
 FORMULA = ("t_bound(b) = max(bytes_per_step / bandwidth.bound_gbs, b * flops_per_token / gemm.gflops); "

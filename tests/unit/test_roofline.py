@@ -118,3 +118,26 @@ def test_report_rows_divide_achieved_by_the_bound():
     assert got[0][6] == f"{100 * 30.0 / bound1:.1f}%" and got[0][8] == f"{100 * 50 / bound1:.1f}%"
     assert got[1][4] == "bandwidth" and got[1][6] == f"{100 * 148.0 / (8 * bound1):.1f}%"
     assert rows({"roofline": {"error": "x"}}, summary, {}) == []
+
+
+def test_a_cases_bound_adds_its_prompts_prefill_to_its_decode_steps():
+    # 32 requests of 36 fresh prompt tokens and 32 answer tokens, compute-bound at b = 32:
+    # 32 * 36 prefilled tokens, then 31 steps of 32 tokens, for 32 * 32 answer tokens.
+    got = roofline.case_bound(ROOF, 32, prompt_tokens=36, output_tokens=32)
+    per_token = 270e6 / 200e9
+    assert got["prefill_s"] == pytest.approx(32 * 36 * per_token)
+    assert got["tok_per_s"] == pytest.approx(32 * 32 / ((32 * 36 + 31 * 32) * per_token))
+    # A lone short prompt still reads every weight once.
+    assert roofline.case_bound(ROOF, 1, prompt_tokens=1, output_tokens=1)["prefill_s"] == pytest.approx(540e6 / 40e9)
+
+
+def test_report_rows_take_the_request_shape_from_the_runs_counts():
+    man = {"roofline": ROOF}
+    group = {"server": "ours", "case": "c32", "metrics": {"output_tok_per_s": {"median": 100.0},
+                                                          "total_tok_per_s": {"median": 212.5}},
+             "prompt_cache": {"requests": 10, "prompt_tokens": 360, "cached_tokens": 90}}
+    (row,) = rows(man, {"groups": [group]}, {("ours", "c32"): 32})
+    want = roofline.case_bound(ROOF, 32, prompt_tokens=27, output_tokens=32)["tok_per_s"]  # 36 prompt, 9 cached
+    assert row[9] == f"{want:.0f}" and row[10] == f"{100 * 100.0 / want:.1f}%"
+    del group["prompt_cache"]  # runs before the counts were recorded: no case bound
+    assert rows(man, {"groups": [group]}, {("ours", "c32"): 32})[0][9:] == ["n/a", "n/a"]
