@@ -327,8 +327,9 @@ def decode_step_for(policy: str, backend: str, *, one_at_a_time: bool = False) -
     small model's eager step is bound by kernel launches and the compiled one was measured at about
     twice mlx_lm.server's speed at batch 1 (README: "Compiled decode step"); the batch step
     elsewhere (on this CPU the BLAS dominates and the batch step's fused forward is as fast, and the
-    compiled step is unmeasured on Apple silicon). --deterministic and --batch-invariant bring
-    their own steps."""
+    compiled step is unmeasured on Apple silicon). The engine still hands a model whose weights
+    are not float32, or that the compiled step cannot lay out, to the batch step
+    (Engine._make_generator). --deterministic and --batch-invariant bring their own steps."""
     if policy == "auto":
         return "compiled" if backend == "cuda" and not one_at_a_time else "batch"
     return policy
@@ -360,6 +361,10 @@ def burst_prefill_runs(policy: str, backend: str, *, one_by_one: bool) -> bool:
 
 
 def default_dtype(backend: str) -> str:
-    # fp32 is the only fast CPU path (bf16/fp16 never hit BLAS); on GPUs the
-    # halved memory traffic of bf16 wins.
-    return "float32" if backend == "cpu" else "bfloat16"
+    """The dtype catalog models are converted to (a model folder is served as it is). fp32 is the
+    only fast CPU path (bf16/fp16 never hit BLAS). On MLX CUDA the catalog's models (0.5B
+    parameters at most) are bound by kernel launches, not by reading weights, so fp32 costs them
+    nothing measurable, and over fp32 weights the compiled decode step gives the eager step's
+    greedy tokens exactly, which it does not in bf16 (README: "Compiled decode step"). On Metal,
+    unmeasured, bf16's halved memory traffic."""
+    return "float32" if backend in ("cpu", "cuda") else "bfloat16"

@@ -137,7 +137,7 @@ class FixedShapeGenerator:
         self._stop = set(stop_tokens)
         self._prefill_step = prefill_step_size
         self._prefill_per_step = prefill_per_step
-        self._dtype = _param_dtype(model)
+        self._dtype = param_dtype(model)
         self._geometry = [_kv_geometry(model, layer) for layer in range(len(caches))]
         self._kv: list[mx.array] = []
         for heads, head_dim in self._geometry:
@@ -382,7 +382,8 @@ def _is_greedy(sampler: Callable | None) -> bool:
     return sampler is None or getattr(sampler, "greedy", False)
 
 
-def _param_dtype(model: Any) -> mx.Dtype:
+def param_dtype(model: Any) -> mx.Dtype:
+    """The dtype of the model's first floating-point parameter (float32 for none)."""
     from mlx.utils import tree_flatten
 
     for _, p in tree_flatten(model.parameters()):

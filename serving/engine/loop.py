@@ -92,6 +92,7 @@ class _Sequence:
 GeneratorFactory = Callable[[Any, Any, EngineSettings], Any]
 
 
+
 def _default_factory(model, tokenizer, settings):
     from .generator import make_batch_generator, make_fixed_shape_generator
     if settings.batch_invariant_context is not None or settings.compiled_step_context is not None:
@@ -165,17 +166,28 @@ class Engine(QueuedEngine):
 
     # ---- engine-thread side -----------------------------------------------
     def _make_generator(self, model: Any) -> Any:
-        from .fixed_shape import FixedShapeUnsupported
+        import mlx.core as mx
 
+        from .fixed_shape import FixedShapeUnsupported, param_dtype
+
+        auto = self.settings.decode_step_auto and self.settings.compiled_step_context is not None
+        if auto and model is not None and param_dtype(model) != mx.float32:
+            # The compiled step's fused kernels keep what eager ops round to bf16/fp16 between
+            # ops, which moved greedy ties on the H100 (README: "Compiled decode step"); auto
+            # never changes greedy tokens, so it runs only over float32 weights.
+            return self._batch_step_instead(model, f"{param_dtype(model)} weights")
         try:
             return self._factory(model, self.tokenizer, self.settings)
         except FixedShapeUnsupported as exc:
-            if not (self.settings.decode_step_auto and self.settings.compiled_step_context is not None):
+            if not auto:
                 raise
-            # Lookup steps go too: on CUDA they pay only in the compiled step (backend.lookup_runs).
-            log.warning("--decode-step auto: the compiled step cannot serve this model (%s); the batch step does", exc)
-            self.settings = dataclasses.replace(self.settings, compiled_step_context=None, lookup_draft=0)
-            return self._factory(model, self.tokenizer, self.settings)
+            return self._batch_step_instead(model, str(exc))
+
+    def _batch_step_instead(self, model: Any, why: str) -> Any:
+        # Lookup steps go too: on CUDA they pay only in the compiled step (backend.lookup_runs).
+        log.warning("--decode-step auto: the batch step serves this model, not the compiled step (%s)", why)
+        self.settings = dataclasses.replace(self.settings, compiled_step_context=None, lookup_draft=0)
+        return self._factory(model, self.tokenizer, self.settings)
 
     def _load(self) -> tuple[Any, Any]:
         model, self.tokenizer = self._loader()

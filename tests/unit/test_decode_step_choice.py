@@ -72,3 +72,47 @@ def test_an_asked_for_compiled_step_that_cannot_serve_the_model_fails_the_load()
                     generator_factory=refusing_factory([]))
     with pytest.raises(RuntimeError, match="RotatingKVCache"):
         engine.start(timeout_s=5)
+
+
+class Weights:
+    """Just enough of a model for the engine to read its weights' dtype."""
+
+    def __init__(self, dtype):
+        import mlx.core as mx
+        self._p = {"w": mx.zeros((2, 2), dtype=dtype)}
+
+    def parameters(self):
+        return self._p
+
+
+@pytest.mark.parametrize("dtype, compiled", [("float32", True), ("bfloat16", False), ("float16", False)])
+def test_auto_compiles_only_over_float32_weights_where_greedy_tokens_stay_the_eager_steps(dtype, compiled):
+    import mlx.core as mx
+
+    built = []
+
+    def factory(model, tokenizer, settings):
+        built.append(settings.compiled_step_context)
+        return FakeGenerator()
+
+    engine = Engine(lambda: (Weights(getattr(mx, dtype)), FakeTokenizer()),
+                    EngineSettings(compiled_step_context=4096, decode_step_auto=True, lookup_draft=4),
+                    generator_factory=factory)
+    engine.start(timeout_s=5)
+    try:
+        assert built == [4096 if compiled else None]
+        assert engine.settings.lookup_draft == (4 if compiled else 0)
+    finally:
+        engine.stop()
+    # Asked for by name, the compiled step runs over any weights.
+    asked = Engine(lambda: (Weights(mx.bfloat16), FakeTokenizer()), EngineSettings(compiled_step_context=4096),
+                   generator_factory=lambda m, t, s: FakeGenerator() if s.compiled_step_context else None)
+    asked.start(timeout_s=5)
+    assert asked.settings.compiled_step_context == 4096
+    asked.stop()
+
+
+def test_cuda_converts_catalog_models_to_float32_like_the_cpu():
+    from serving.backend import default_dtype
+
+    assert default_dtype("cuda") == default_dtype("cpu") == "float32" and default_dtype("metal") == "bfloat16"
