@@ -97,8 +97,10 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def flag_mismatch(flags: dict, profile: Profile, profiles: ProfileSet) -> str | None:
-    """Why a run's resolved config is not this profile's (None when it is)."""
+def flag_mismatch(flags: dict, profile: Profile, profiles: ProfileSet, backend: str | None = None) -> str | None:
+    """Why a run's resolved config is not this profile's (None when it is). An `auto` value
+    matches what it runs as on the run's backend, and a flag inert under both configs is skipped."""
+    ran, wants = profiles.effective(flags, backend), profiles.effective(profile.resolved, backend)
     for key, wanted in sorted(profile.resolved.items()):
         if key in profiles.instance_flags:
             continue
@@ -106,7 +108,10 @@ def flag_mismatch(flags: dict, profile: Profile, profiles: ProfileSet) -> str | 
             if key in profile.explicit:
                 return f"it predates the flag {key}, which the profile sets to {wanted!r}"
             continue  # a flag added since: the run behaved as its default
-        if _plain(flags[key]) != _plain(wanted):
+        when = profiles.inert_unless.get(key)
+        if when and ran.get(when[0]) != when[1] and wants.get(when[0]) != when[1]:
+            continue
+        if _plain(ran[key]) != _plain(wants[key]):
             source = "the profile sets" if key in profile.explicit else "the default is"
             return f"it ran with {key}={flags[key]!r}; {source} {wanted!r}"
     return None
@@ -125,7 +130,7 @@ def ineligible(run, profile: Profile, profiles: ProfileSet, *, pins: dict[str, s
     age = (now - when(man["finished_at"])).total_seconds() / 86400
     if profile.max_age_days is not None and age > profile.max_age_days:
         return f"{age:.0f} days old (the profile allows {profile.max_age_days:g})"
-    return flag_mismatch(man["profile"]["flags"], profile, profiles)
+    return flag_mismatch(man["profile"]["flags"], profile, profiles, backend)
 
 
 def _worst(gate: Gate, found: list[Found]) -> Found:

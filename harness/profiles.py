@@ -60,6 +60,14 @@ class ProfileSet:
     profiles: dict[str, Profile]
     defaults: dict[str, Any]
     instance_flags: frozenset[str]
+    # backend -> flag -> {"auto": the value it runs as}; flag -> (flag, value) it matters only under
+    auto_equivalents: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    inert_unless: dict[str, tuple[str, Any]] = field(default_factory=dict)
+
+    def effective(self, flags: dict[str, Any], backend: str | None) -> dict[str, Any]:
+        """`flags` with each `auto` value as the backend runs it."""
+        autos = self.auto_equivalents.get(backend or "", {})
+        return {k: autos.get(k, {}).get(v, v) if isinstance(v, str) else v for k, v in flags.items()}
 
     def get(self, name: str) -> Profile:
         if name not in self.profiles:
@@ -133,4 +141,6 @@ def load_profiles(path: Path = PROFILES_FILE, *, document: dict | None = None) -
     document = document if document is not None else resolved_document(path)
     profiles = {name: _profile(name, entry, document["profiles"][name])
                 for name, entry in raw.get("profile", {}).items()}
-    return ProfileSet(profiles, document["defaults"], frozenset(document["instance_flags"]))
+    return ProfileSet(profiles, document["defaults"], frozenset(document["instance_flags"]),
+                      document.get("auto_equivalents", {}),
+                      {k: tuple(v) for k, v in document.get("inert_unless", {}).items()})

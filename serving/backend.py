@@ -335,6 +335,13 @@ def decode_step_for(policy: str, backend: str, *, one_at_a_time: bool = False) -
     return policy
 
 
+def auto_equivalents() -> dict[str, dict[str, dict[str, str]]]:
+    """backend -> flag -> {"auto": what it runs as there}, for flags whose default became auto
+    after evidence recorded the value it runs as: the harness matches such runs against a
+    profile's `auto` through this (`serving profiles --json`)."""
+    return {backend: {"decode_step": {"auto": decode_step_for("auto", backend)}} for backend in ("cpu", "cuda", "metal")}
+
+
 def lookup_runs(policy: str, backend: str, decode_step: str = "batch") -> bool:
     """Whether prompt-lookup decoding runs (--lookup-decoding): auto means where it was measured to
     pay with greedy tokens unchanged: the CPU backend (the BLAS shim's few-row kernel verifies a

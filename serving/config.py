@@ -229,6 +229,12 @@ def _determinism_problems(c: ServerConfig) -> list[str]:
     return problems
 
 
+# Flags that change nothing unless another flag has a value: (that flag, the value). Evidence
+# matching ignores them otherwise (the compiled step's cap under the batch step, say).
+INERT_UNLESS = {"compiled_step_context": ("decode_step", "compiled"),
+                "batch_invariant_context": ("batch_invariant", True)}
+
+
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
     with path.open("rb") as fh:
         return tomllib.load(fh).get("profile", {})

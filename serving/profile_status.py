@@ -15,7 +15,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from .config import PROFILES_FILE, ServerConfig, build_config, load_profiles, profile_flags
+from .backend import auto_equivalents
+from .config import INERT_UNLESS, PROFILES_FILE, ServerConfig, build_config, load_profiles, profile_flags
 
 PUBLISHED_FILE = Path(__file__).resolve().parent.parent / "reports" / "published.json"
 PLACEHOLDERS = ("base_url", "api_key", "model", "output_cap")
@@ -50,7 +51,9 @@ def profiles_document(path: Path = PROFILES_FILE) -> dict[str, Any]:
                      "models": list(entry.get("models", [])),
                      "explicit": {k: _plain(v) for k, v in profile_flags(name, path=path).items()},
                      "resolved": _as_dict(build_config({"profile": name}, profiles_path=path))}
-    return {"defaults": _as_dict(ServerConfig()), "instance_flags": _instance_flags(path), "profiles": out}
+    return {"defaults": _as_dict(ServerConfig()), "instance_flags": _instance_flags(path), "profiles": out,
+            "auto_equivalents": auto_equivalents(),
+            "inert_unless": {k: list(v) for k, v in INERT_UNLESS.items()}}
 
 
 def read_published(path: Path = PUBLISHED_FILE) -> dict | None:

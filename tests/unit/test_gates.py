@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from harness.gates import HOLD, PROMOTE, WARN, decide, evaluate, flag_mismatch, newest_time
-from harness.profiles import ProfileError, load_profiles
+from harness.profiles import ProfileError, ProfileSet, load_profiles
 
 SHA = "ab" * 32
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
@@ -135,7 +135,7 @@ def test_a_profile_counts_the_backends_it_names(tmp_path):
 
 def test_flags_the_profile_sets_must_be_in_the_run():
     ps_flags = {"deterministic": True, "prefix_cache_bytes": 0}
-    ps = SimpleNamespace(instance_flags=frozenset({"model", "port"}))
+    ps = ProfileSet({}, DEFAULTS, frozenset({"model", "port"}))
     profile = SimpleNamespace(explicit=ps_flags, resolved={**DEFAULTS, **ps_flags})
     old = {k: v for k, v in {**DEFAULTS, **ps_flags}.items() if k != "deterministic"}
     assert "predates the flag deterministic" in flag_mismatch(old, profile, ps)
@@ -184,3 +184,21 @@ def test_newest_time_is_the_reports_clock():
 def test_profile_mistakes_are_caught_on_load(tmp_path, body, message):
     with pytest.raises(ProfileError, match=message):
         load_profiles(profile_file(tmp_path, body), document=document(p={}))
+
+
+def test_a_default_that_became_auto_matches_what_it_runs_as_on_the_runs_backend():
+    """decode_step's default became `auto` (the batch step on a CPU, the compiled step on CUDA),
+    and compiled_step_context's 8192 became the model's context (None): CPU evidence made with
+    batch / 8192 before then still ran the profile's way; evidence with the compiled step did not."""
+    ps = ProfileSet({}, DEFAULTS, frozenset({"model", "port"}),
+                    auto_equivalents={"cpu": {"decode_step": {"auto": "batch"}}, "cuda": {"decode_step": {"auto": "compiled"}}},
+                    inert_unless={"compiled_step_context": ("decode_step", "compiled")})
+    now = {**DEFAULTS, "decode_step": "auto", "compiled_step_context": None}
+    profile = SimpleNamespace(explicit={}, resolved=now)
+    before = {**DEFAULTS, "decode_step": "batch", "compiled_step_context": 8192}
+    assert flag_mismatch(before, profile, ps, "cpu") is None
+    assert flag_mismatch(before, profile, ps, "cuda") is not None  # there auto is the compiled step
+    assert "decode_step='compiled'" in flag_mismatch({**now, "decode_step": "compiled"}, profile, ps, "cpu")
+    assert flag_mismatch({**now, "decode_step": "compiled"}, profile, ps, "cuda") is None
+    # Under the compiled step the cap counts again.
+    assert "compiled_step_context=8192" in flag_mismatch({**before, "decode_step": "compiled"}, profile, ps, "cuda")
