@@ -329,7 +329,7 @@ def decode_step_for(policy: str, backend: str, *, one_at_a_time: bool = False) -
     elsewhere (on this CPU the BLAS dominates and the batch step's fused forward is as fast, and the
     compiled step is unmeasured on Apple silicon). The engine still hands a model whose weights
     are not float32, or that the compiled step cannot lay out, to the batch step
-    (Engine._make_generator). --deterministic and --batch-invariant bring their own steps."""
+    (generator.first_generator). --deterministic and --batch-invariant bring their own steps."""
     if policy == "auto":
         return "compiled" if backend == "cuda" and not one_at_a_time else "batch"
     return policy

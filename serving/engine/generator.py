@@ -1,9 +1,13 @@
 """The real batch generators, built on the engine thread: mlx-lm's BatchGenerator, or our
-fixed-shape one for batch-invariant decoding."""
+fixed-shape one for batch-invariant decoding; and the choice between them at load."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import logging
+from typing import Any, Callable
+
+log = logging.getLogger("mlx_proof.engine")
 
 # mlx-lm's default prefill batch: a prefill call of up to this many prompts keeps their whole
 # prefill_step_size chunks, as before; a larger batch gets shorter chunks (prefill_chunk).
@@ -80,6 +84,42 @@ def make_fixed_shape_generator(model: Any, tokenizer: Any, settings) -> Any:
     return BucketedGenerator(model, capacity=settings.compiled_step_context, lookup_draft=settings.lookup_draft,
                              lookup_exact_only=settings.lookup_exact_only,
                              keep_prompt_caches=settings.prefix_cache_bytes > 0, **kwargs)
+
+
+def make_generator(model: Any, tokenizer: Any, settings) -> Any:
+    """The generator the settings name: a fixed-shape one for the batch-invariant or compiled
+    step, mlx-lm's BatchGenerator otherwise."""
+    if settings.batch_invariant_context is not None or settings.compiled_step_context is not None:
+        return make_fixed_shape_generator(model, tokenizer, settings)
+    return make_batch_generator(model, tokenizer, settings)
+
+
+def first_generator(factory: Callable[[Any, Any, Any], Any], model: Any, tokenizer: Any, settings) -> tuple[Any, Any]:
+    """The generator a freshly loaded model starts with, and the settings it runs under: the
+    compiled step that --decode-step auto chose gives way to the batch step over weights that
+    are not float32, or for a model it cannot lay out (the settings then say so, for /health and
+    for a generator rebuilt after a failed step)."""
+    import mlx.core as mx
+
+    from .fixed_shape import FixedShapeUnsupported, param_dtype
+
+    auto = settings.decode_step_auto and settings.compiled_step_context is not None
+    if auto and model is not None and (dtype := param_dtype(model)) != mx.float32:
+        # The compiled step's fused kernels keep what eager ops round to bf16/fp16 between ops,
+        # which moved greedy ties on the H100 (README: "Compiled decode step"); auto never
+        # changes greedy tokens, so it runs only over float32 weights.
+        why = f"{dtype} weights"
+    else:
+        try:
+            return factory(model, tokenizer, settings), settings
+        except FixedShapeUnsupported as exc:
+            if not auto:
+                raise
+            why = str(exc)
+    # Lookup steps go too: on CUDA they pay only in the compiled step (backend.lookup_runs).
+    log.warning("--decode-step auto: the batch step serves this model, not the compiled step (%s)", why)
+    settings = dataclasses.replace(settings, compiled_step_context=None, lookup_draft=0)
+    return factory(model, tokenizer, settings), settings
 
 
 def synchronize() -> None:

@@ -18,7 +18,6 @@ import collections
 import logging
 import queue
 import time
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -92,12 +91,9 @@ class _Sequence:
 GeneratorFactory = Callable[[Any, Any, EngineSettings], Any]
 
 
-
 def _default_factory(model, tokenizer, settings):
-    from .generator import make_batch_generator, make_fixed_shape_generator
-    if settings.batch_invariant_context is not None or settings.compiled_step_context is not None:
-        return make_fixed_shape_generator(model, tokenizer, settings)
-    return make_batch_generator(model, tokenizer, settings)
+    from .generator import make_generator
+    return make_generator(model, tokenizer, settings)
 
 
 class Engine(QueuedEngine):
@@ -165,33 +161,12 @@ class Engine(QueuedEngine):
         return COMPILED_MODE if self.settings.compiled_step_context is not None else ENGINE_MODE
 
     # ---- engine-thread side -----------------------------------------------
-    def _make_generator(self, model: Any) -> Any:
-        import mlx.core as mx
-
-        from .fixed_shape import FixedShapeUnsupported, param_dtype
-
-        auto = self.settings.decode_step_auto and self.settings.compiled_step_context is not None
-        if auto and model is not None and param_dtype(model) != mx.float32:
-            # The compiled step's fused kernels keep what eager ops round to bf16/fp16 between
-            # ops, which moved greedy ties on the H100 (README: "Compiled decode step"); auto
-            # never changes greedy tokens, so it runs only over float32 weights.
-            return self._batch_step_instead(model, f"{param_dtype(model)} weights")
-        try:
-            return self._factory(model, self.tokenizer, self.settings)
-        except FixedShapeUnsupported as exc:
-            if not auto:
-                raise
-            return self._batch_step_instead(model, str(exc))
-
-    def _batch_step_instead(self, model: Any, why: str) -> Any:
-        # Lookup steps go too: on CUDA they pay only in the compiled step (backend.lookup_runs).
-        log.warning("--decode-step auto: the batch step serves this model, not the compiled step (%s)", why)
-        self.settings = dataclasses.replace(self.settings, compiled_step_context=None, lookup_draft=0)
-        return self._factory(model, self.tokenizer, self.settings)
-
     def _load(self) -> tuple[Any, Any]:
+        from .generator import first_generator
+
         model, self.tokenizer = self._loader()
-        generator = self._generator = self._make_generator(model)
+        generator, self.settings = first_generator(self._factory, model, self.tokenizer, self.settings)
+        self._generator = generator
         # Once, for the process's life: the shim knows these arrays by address, and self.packed
         # keeps them alive (a generator rebuilt after a failed step decodes its own fused weights
         # unpacked).
