@@ -145,12 +145,12 @@ def model_context(model_path: Path) -> int:
                or model_config.get("text_config", {}).get("max_position_embeddings") or DEFAULT_CONTEXT)
 
 
-def served_model(config: ServerConfig, resolved, tokenizer, settings: EngineSettings | None = None) -> ServedModel:
+def served_model(config: ServerConfig, resolved, tokenizer, settings: EngineSettings, *, context: int) -> ServedModel:
+    """What the API says of the model; `context` is model_context's, capped here by the step's KV buffer."""
     public = config.public_model_id or resolved.model_id
-    context = model_context(resolved.path)
     if config.batch_invariant:  # the fixed KV buffer holds prompt and completion together
         context = min(context, config.batch_invariant_context)
-    elif settings is not None and settings.compiled_step_context is not None:
+    elif settings.compiled_step_context is not None:
         context = min(context, settings.compiled_step_context)  # so does the compiled step's, at its largest bucket
     aliases = tuple(dict.fromkeys(n for n in (*config.served_model_names, resolved.model_id) if n != public))
     return ServedModel(
@@ -191,13 +191,14 @@ def serve(config: ServerConfig) -> None:
         from mlx_lm import load as mlx_load
         return mlx_load(str(resolved.path))
 
-    settings = engine_settings(config, backend.backend, model_context=model_context(resolved.path))
+    context = model_context(resolved.path)
+    settings = engine_settings(config, backend.backend, model_context=context)
     engine = vision_engine_for(resolved.path, settings) or Engine(load, settings)
     try:
         engine.start()
     except RuntimeError as exc:  # the model did not load (e.g. a mode it cannot run): a clean exit 2
         raise ValueError(str(exc)) from exc
-    served = served_model(config, resolved, engine.tokenizer, engine.settings)
+    served = served_model(config, resolved, engine.tokenizer, engine.settings, context=context)
     app = create_app(config, engine, served, {**backend.as_dict(), "dtype": dtype}, embeddings=embeddings,
                      speech=speech)
     if speech.model_ids:
