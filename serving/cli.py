@@ -115,7 +115,7 @@ def _serve_parser(sub) -> None:
                    help=f"KV positions per sequence under --batch-invariant, prompt + completion "
                         f"(default {d.batch_invariant_context})")
     p.add_argument("--decode-step", choices=["auto", "batch", "compiled"],
-                   help="auto: compiled on MLX CUDA, batch elsewhere (default); batch: mlx-lm's BatchGenerator "
+                   help="auto: compiled on MLX CUDA over float32 weights, batch elsewhere (default); batch: mlx-lm's BatchGenerator "
                         "with our fused step, eager; compiled: our decode step compiled per rows x KV-length "
                         "bucket, faster where op launches dominate (a small model on a GPU). Both keep the "
                         "prefix cache")

@@ -116,8 +116,8 @@ class ServerConfig:
     batch_invariant_context: int = 2048
     # How a decode step runs: "batch", mlx-lm's BatchGenerator (eager); "compiled", our step
     # compiled per (rows, KV length) bucket, which saves the per-op launch cost that dominates a
-    # small model on a GPU; "auto", compiled on MLX CUDA (where it was measured to pay) and batch
-    # elsewhere. Both keep the prefix cache. The compiled step prefills prompts alone; its KV buffer
+    # small model on a GPU; "auto", compiled on MLX CUDA over float32 weights (where it was
+    # measured to pay and keeps greedy tokens) and batch elsewhere. Both keep the prefix cache. The compiled step prefills prompts alone; its KV buffer
     # holds at most compiled_step_context positions per sequence (None: the model's context)
     # (README: "Compiled decode step").
     decode_step: DecodeStep = "auto"
