@@ -22,7 +22,8 @@ from typing import Any
 
 import mlx.core as mx
 
-from .fixed_shape import FixedShapeGenerator, Response, SlotCache
+from .fixed_shape import FixedShapeGenerator, Response
+from .slot_cache import SlotCache
 from .lookup_decoding import LookupStats, LoneSequenceDrafter, accepted_prefix
 
 MIN_BUCKET_CAPACITY = 256
