@@ -145,7 +145,8 @@ def parser(suite=None) -> argparse.ArgumentParser:
     contracts.add_argument("--tiers", default="", help="comma-separated tiers: sdk, cli, browser (default: all)")
     contracts.add_argument("--capabilities", default="", help="comma-separated capabilities (default: all)")
     contracts.add_argument("--models", default="", help="which served models' cases: default (smollm2-135m), "
-                                                         "tools (qwen2.5-coder-0.5b); default: both")
+                                                         "tools (qwen2.5-coder-0.5b), agent (qwen2.5-coder-1.5b), "
+                                                         "vision (a tiny built VLM); default: all")
     contracts.add_argument("--profile", default="text-default", help="serving profile (serving/profiles.toml)")
     contracts.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     contracts.add_argument("--reports-dir", type=Path, default=REPO / "reports")

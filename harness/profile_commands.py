@@ -100,7 +100,7 @@ def plan_suites(profile, model: str, args, bundle: str) -> list[list[str]]:
 
     if "contracts" in profile.needed_suites() and model != MODELS["default"]:
         raise ValueError(f"profile {profile.name} reads the contracts suite, which serves its text cases on "
-                         f"{MODELS['default']} (its tool cases on {MODELS['tools']}) and files its evidence under "
+                         f"{MODELS['default']} (its tool cases on {MODELS['tools']} and {MODELS['agent']}) and files its evidence under "
                          f"{MODELS['default']}: validate it with --model {MODELS['default']}")
     extra = extra_suite_args(getattr(args, "suite_arg", []), profile.needed_suites())
     return [suite_argv(s, (*profile.suites[s], *extra.get(s, ())), model=model, profile=profile.name, args=args,

@@ -11,7 +11,8 @@ passed to the driver as the case's args. Adding a case is editing a file, never 
     [[case]]
     capability = "text"               # the matrix column: one of CAPABILITIES
     action = "chat"                   # the driver's action
-    model = "default"                 # default | tools (the tool model) | vision (a tiny built VLM)
+    model = "default"                 # default | tools (the tool model) | agent (the agent-turn model)
+                                      # | vision (a tiny built VLM)
     prompt = "..."                    # args for the driver
 """
 
@@ -27,7 +28,7 @@ CLIENTS_DIR = Path(__file__).parent / "clients"
 CAPABILITIES = ("text", "streaming", "system", "multi-turn", "tools", "auth", "model-id", "usage", "stop",
                 "structured", "images", "embeddings", "transcription")
 TIERS = ("sdk", "cli", "browser")
-MODELS = ("default", "tools", "vision")
+MODELS = ("default", "tools", "agent", "vision")
 _CASE_KEYS = {"capability", "action", "model"}
 
 

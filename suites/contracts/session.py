@@ -1,7 +1,8 @@
 """Served models behind recording proxies, and the loop that runs client cases against them.
 
 The default model serves every case; the tool model (qwen2.5-coder-0.5b) is started only when
-a selected case asks for it (model = "tools"), and so is the vision model (model = "vision"): no
+a selected case asks for it (model = "tools"), and so are the agent model (qwen2.5-coder-1.5b,
+model = "agent") and the vision model (model = "vision"): no
 vision-language model ships offline, so it is the tiny random-weight qwen2_vl that
 `serving models --build-tiny-vlm` writes into the run's folder (its answers are noise; the
 cases judge the contract). Both require an API key, made fresh per run, so
@@ -21,7 +22,12 @@ from .cases import Client
 from .proxy import RecordingProxy
 from .runner import drivers_for, record, run_case, target_for
 
-MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b", "vision": "tiny-vlm (built)"}
+# "agent" serves the agent CLIs' tool turns: their ~3-5k-token agent prompts (instructions plus
+# tool schemas) are past what the 0.5B tool model follows. Run here, it re-calls the tool after its
+# result (Claude Code: 12 identical Reads) or copies a parameter's description into its arguments
+# (Codex: `justification`, refused by Codex each time), greedy or sampled; the 1.5B answers.
+MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b", "agent": "qwen2.5-coder-1.5b",
+          "vision": "tiny-vlm (built)"}
 # Both are what a client must get right, so the suite turns them on: an unknown model id is a
 # 404 (our default answers any id, for clients that hard-code theirs), and every request needs the key.
 SERVE_ARGS = ("--strict-model-id",)

@@ -122,7 +122,7 @@ def launch_codex(case: Case, target: Target, exe: str, prompt: str, key: str, cw
     (home / "config.toml").write_text(f'''model = "{target.model}"
 model_provider = "{PROVIDER}"
 check_for_update_on_startup = false
-
+{_codex_scope(case)}
 [model_providers.{PROVIDER}]
 name = "mlx-proof"
 base_url = "{target.v1}"
@@ -134,13 +134,23 @@ enabled = false
 
 [features]
 plugins = false
-''')
+{_codex_features_off(case)}''')
     answer = target.workdir / "codex-last-message.txt"
     answer.unlink(missing_ok=True)
     env = base_env(target, exe) | {"CODEX_HOME": str(home), KEY_VAR: key}
     argv = [exe, "exec", "--skip-git-repo-check", "--ephemeral", "--json", "--color", "never",
             "--sandbox", case.args.get("sandbox", "read-only"), "-o", str(answer), prompt]
     return Launch(argv, env, cwd, secret_env=(KEY_VAR,), answer_file=answer)
+
+
+def _codex_scope(case: Case) -> str:
+    """`web_search = "disabled"` and features turned off drop tools from every request (each
+    tool's schema is prompt), as a user scoping Codex to a small local model would."""
+    return f'web_search = "{case.args["web_search"]}"\n' if case.args.get("web_search") else ""
+
+
+def _codex_features_off(case: Case) -> str:
+    return "".join(f"{name} = false\n" for name in case.args.get("features_off", ()))
 
 
 def _codex_idle(case: Case) -> str:

@@ -14,8 +14,9 @@ Actions (case args in brackets, besides `program`):
              Code's partial messages) at least one text delta must have come; otherwise pass =
              the streamed turn completed with an answer.
   tool_turn  a task that needs a tool, in a scratch project folder [prompt with {file} and,
-             for mode = "write", {content}; mode = read | write; file; content]. read: the
-             file holds a random secret word and the answer must contain it; write: the file
+             for mode = "write", {content}; mode = read | write; file; content; file_text, the
+             read file's line around {word}]. read: the file holds a random word and the answer
+             must contain it; write: the file
              must exist afterwards and contain `content`. Judged by effect, never by words.
              read, where the client ran the model's call on the file and exited cleanly but
              the answer lacks the word: conditional (the model, not the contract, fell short);
@@ -148,7 +149,7 @@ def _tool_turn(case: Case, target: Target) -> Outcome:
     if mode == "read":
         # random each run: the answer can only contain it if the agent really read the file
         content = f"{secrets.choice(SECRET_WORDS)}{secrets.randbelow(9000) + 1000}"
-        path.write_text(f"The secret word is {content}\n")
+        path.write_text(case.args.get("file_text", "The secret word is {word}").format(word=content) + "\n")
     elif mode == "write":
         content = case.args["content"]
         path.unlink(missing_ok=True)
@@ -172,7 +173,7 @@ def _tool_turn(case: Case, target: Target) -> Outcome:
         # result back); the model did not use the result. That is the model's part.
         outcome = Outcome(CONDITIONAL, f"the client ran {len(used)} call(s) on {filename} ({used[0][:100]}) "
                           f"and the turn ended cleanly, but the model's {seen} lacks {content!r}",
-                          condition="needs a model that answers from a tool result (the 0.5B tool model "
+                          condition=f"needs a model that answers from a tool result ({target.model} "
                                     "keeps calling the tool instead)", detail=facts)
         return with_artifacts(outcome, name)
     if not ok and ran.returncode == 0 and not used and reading.refused:
@@ -181,8 +182,8 @@ def _tool_turn(case: Case, target: Target) -> Outcome:
         outcome = Outcome(CONDITIONAL, f"the model called a tool {len(reading.refused)} time(s), but the client "
                           f"refused every call's arguments ({reading.refused[0][:160]}); the turn ended "
                           f"cleanly with {seen}",
-                          condition="needs a model whose tool arguments the client accepts (the 0.5B tool "
-                                    "model copies a parameter's description into it)", detail=facts)
+                          condition=f"needs a model whose tool arguments the client accepts ({target.model} "
+                                    "chose arguments the client's own rules refuse)", detail=facts)
         return with_artifacts(outcome, name)
     outcome = check(ok, f"{mode} via {tools}; {seen} in {ran.seconds:.0f} s",
                     f"{_ended(ran)}; {tools}; {seen}; expected {content!r}"
