@@ -147,6 +147,9 @@ def parser(suite=None) -> argparse.ArgumentParser:
     contracts.add_argument("--models", default="", help="which served models' cases: default (smollm2-135m), "
                                                          "tools (qwen2.5-coder-0.5b), agent (qwen2.5-coder-1.5b), "
                                                          "vision (a tiny built VLM); default: all")
+    contracts.add_argument("--serve", action="append", default=[], metavar="KIND=MODEL",
+                           help="serve a model kind's cases on another catalog id or folder, e.g. "
+                                "agent=qwen2.5-coder-0.5b (kinds: default, tools, agent, vision)")
     contracts.add_argument("--profile", default="text-default", help="serving profile (serving/profiles.toml)")
     contracts.add_argument("--evidence-dir", type=Path, default=REPO / "evidence")
     contracts.add_argument("--reports-dir", type=Path, default=REPO / "reports")

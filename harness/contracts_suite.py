@@ -26,7 +26,19 @@ MARK = {"pass": "[green]pass[/green]", "conditional": "[yellow]conditional[/yell
         "blocked": "[magenta]blocked[/magenta]"}
 
 
+def served_overrides(pairs: list[str]) -> dict[str, str]:
+    """--serve KIND=MODEL pairs, checked against the kinds the client files know."""
+    from suites.contracts.cases import MODELS, CaseFileError
 
+    out = {}
+    for pair in pairs:
+        kind, sep, model = pair.partition("=")
+        if not sep or not model.strip():
+            raise CaseFileError(f"--serve takes KIND=MODEL, not {pair!r}")
+        if kind not in MODELS:
+            raise CaseFileError(f"--serve: unknown model kind {kind!r} (known: {', '.join(MODELS)})")
+        out[kind] = model.strip()
+    return out
 
 
 def print_matrix(block: dict, *, console: Console) -> None:
@@ -61,6 +73,7 @@ def contracts(args, *, console: Console) -> int:
     try:
         clients = select(load_clients(), names=split_list(args.clients) or None, tiers=split_list(args.tiers) or None,
                          capabilities=split_list(args.capabilities) or None, models=split_list(args.models) or None)
+        overrides = served_overrides(getattr(args, "serve", []))
     except CaseFileError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
@@ -72,7 +85,7 @@ def contracts(args, *, console: Console) -> int:
     root = Path(tempfile.mkdtemp(prefix="mlx-proof-contracts-"))
     started, env = now(), environment()
     try:
-        with served_models(clients, root=root, profile=args.profile, log=console.log) as served:
+        with served_models(clients, root=root, profile=args.profile, models=overrides, log=console.log) as served:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=console, transient=False) as progress:
                 task = progress.add_task("contracts", total=total)

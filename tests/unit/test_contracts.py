@@ -380,3 +380,15 @@ def test_a_read_turn_writes_its_file_text_around_a_fresh_word(tmp_path, monkeypa
     assert seen["line"] == (file_text or "The secret word is {word}").format(word=seen["word"]) + "\n"
     assert seen["prompt"] == f"Read {tmp_path / 'project' / 'notes.txt'}"
     assert outcome.status == status and outcome.detail["expected"] == seen["word"]
+
+
+def test_serve_overrides_name_a_known_kind_and_a_model():
+    from harness.cli import parser
+    from harness.contracts_suite import served_overrides
+
+    args = parser().parse_args(["contracts", "--serve", "agent=qwen2.5-coder-0.5b", "--serve", "tools=/m"])
+    assert served_overrides(args.serve) == {"agent": "qwen2.5-coder-0.5b", "tools": "/m"}
+    assert served_overrides([]) == {}
+    for bad, said in (("agent", "KIND=MODEL"), ("agent=", "KIND=MODEL"), ("robot=x", "unknown model kind")):
+        with pytest.raises(CaseFileError, match=said):
+            served_overrides([bad])
