@@ -41,6 +41,19 @@ def served_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def served_elsewhere(manifest: dict) -> str | None:
+    """Why a contracts run does not speak for the suite as shipped: one of its model kinds was
+    served on another model (--serve) than the one the client files are judged on."""
+    from suites.contracts.session import MODELS
+
+    for server in manifest.get("servers") or []:
+        kind = str(server.get("label", "")).removeprefix("ours-")
+        served = ((server.get("health") or {}).get("model") or {}).get("id")
+        if kind in MODELS and kind != "vision" and served and served != MODELS[kind]:
+            return f"its {kind} cases ran on {served}, not the suite's {MODELS[kind]}"
+    return None
+
+
 def print_matrix(block: dict, *, console: Console) -> None:
     table = Table(title="client contracts (client x capability)")
     table.add_column("client")

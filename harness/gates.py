@@ -130,6 +130,11 @@ def ineligible(run, profile: Profile, profiles: ProfileSet, *, pins: dict[str, s
     age = (now - when(man["finished_at"])).total_seconds() / 86400
     if profile.max_age_days is not None and age > profile.max_age_days:
         return f"{age:.0f} days old (the profile allows {profile.max_age_days:g})"
+    if man.get("suite") == "contracts":
+        from .contracts_suite import served_elsewhere
+
+        if (why := served_elsewhere(man)) is not None:
+            return why
     return flag_mismatch(man["profile"]["flags"], profile, profiles, backend)
 
 

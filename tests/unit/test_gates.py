@@ -202,3 +202,17 @@ def test_a_default_that_became_auto_matches_what_it_runs_as_on_the_runs_backend(
     assert flag_mismatch({**now, "decode_step": "compiled"}, profile, ps, "cuda") is None
     # Under the compiled step the cap counts again.
     assert "compiled_step_context=8192" in flag_mismatch({**before, "decode_step": "compiled"}, profile, ps, "cuda")
+
+
+@pytest.mark.parametrize("served, eligible", [
+    ({"ours-default": "smollm2-135m", "ours-agent": "qwen2.5-coder-1.5b"}, True),
+    ({"ours-default": "smollm2-135m", "ours-tools": "qwen2.5-coder-0.5b", "ours-vision": "tiny-vlm"}, True),
+    ({"ours-default": "smollm2-135m", "ours-agent": "qwen2.5-coder-0.5b"}, False),  # --serve agent=...
+])
+def test_a_contracts_run_with_a_kind_served_elsewhere_does_not_count(tmp_path, served, eligible):
+    ran = run("contracts", contracts(), run_id="c1")
+    ran.manifest["servers"] = [{"label": label, "health": {"model": {"id": model}}} for label, model in served.items()]
+    d = decide_on(tmp_path, [run("throughput", throughput({"seed-c1": 0.97}), run_id="t1"), ran])
+    assert d.decision == (PROMOTE if eligible else HOLD)
+    if not eligible:
+        assert "its agent cases ran on qwen2.5-coder-0.5b, not the suite's qwen2.5-coder-1.5b" in d.reasons[0]
