@@ -25,7 +25,8 @@ from .runner import drivers_for, record, run_case, target_for
 # "agent" serves the agent CLIs' tool turns: their ~3-5k-token agent prompts (instructions plus
 # tool schemas) are past what the 0.5B tool model follows. Run here, it re-calls the tool after its
 # result (Claude Code: 12 identical Reads) or copies a parameter's description into its arguments
-# (Codex: `justification`, refused by Codex each time), greedy or sampled; the 1.5B answers.
+# (Codex: `justification`, refused by Codex each time); sampling did not help where tried (Claude
+# Code's turn, 10 seeds). The 1.5B answers both (README, "Client contracts").
 MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b", "agent": "qwen2.5-coder-1.5b",
           "vision": "tiny-vlm (built)"}
 # Both are what a client must get right, so the suite turns them on: an unknown model id is a
