@@ -392,3 +392,18 @@ def test_serve_overrides_name_a_known_kind_and_a_model():
     for bad, said in (("agent", "KIND=MODEL"), ("agent=", "KIND=MODEL"), ("robot=x", "unknown model kind")):
         with pytest.raises(CaseFileError, match=said):
             served_overrides([bad])
+
+
+def test_a_failed_turn_names_the_calls_the_client_refused(tmp_path, monkeypatch):
+    from suites.contracts.drivers import _agent_programs as programs
+    from suites.contracts.drivers import agent_cli
+
+    def fake_go(case, target, prompt, key, cwd):
+        ran = programs.Ran(programs.Launch(["x"], {}, cwd), 1, "", "", 0.1)
+        return ran, programs.Reading(error="Incomplete response", refused=["approval policy is Never"] * 2), "x.txt"
+
+    monkeypatch.setattr(agent_cli, "_go", fake_go)
+    target = Target("http://127.0.0.1:1", "k", "m", tmp_path, tmp_path, 60)
+    outcome = agent_cli.run(Case("codex", "tools", "tool_turn", "agent", {"program": "codex", "prompt": "x"}), target)
+    assert outcome.status == "fail"
+    assert "no tool call ran; the client refused 2 call(s): approval policy is Never" in outcome.reason

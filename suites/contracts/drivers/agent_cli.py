@@ -166,7 +166,7 @@ def _tool_turn(case: Case, target: Target) -> Outcome:
         ok = written is not None and content.lower() in written.lower()
         seen = f"{filename} {'holds ' + repr(written[:80]) if written is not None else 'was not created'}"
         facts["written"] = written
-    tools = ", ".join(reading.tools[:4]) or "no tool call"
+    tools = ", ".join(reading.tools[:4]) or "no tool call ran"
     used = [t for t in reading.tools if str(path) in t or filename in t]
     if mode == "read" and not ok and ran.returncode == 0 and used:
         # The contract held (the client ran the model's call on the right file and sent the
@@ -185,8 +185,9 @@ def _tool_turn(case: Case, target: Target) -> Outcome:
                           condition=f"needs a model whose tool arguments the client accepts ({target.model} "
                                     "chose arguments the client's own rules refuse)", detail=facts)
         return with_artifacts(outcome, name)
+    refused = f"; the client refused {len(reading.refused)} call(s): {reading.refused[0][:120]}" if reading.refused else ""
     outcome = check(ok, f"{mode} via {tools}; {seen} in {ran.seconds:.0f} s",
-                    f"{_ended(ran)}; {tools}; {seen}; expected {content!r}"
+                    f"{_ended(ran)}; {tools}{refused}; {seen}; expected {content!r}"
                     + (f"; error: {reading.error[:150]}" if reading.error else ""), **facts)
     return with_artifacts(outcome, name)
 
