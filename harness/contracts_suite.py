@@ -44,7 +44,7 @@ def served_overrides(pairs: list[str]) -> dict[str, str]:
 def served_elsewhere(manifest: dict) -> str | None:
     """Why a contracts run does not speak for the suite as shipped: one of its model kinds was
     served on another model (--serve) than the one the client files are judged on."""
-    from suites.contracts.session import MODELS
+    from suites.contracts.cases import MODELS
 
     for server in manifest.get("servers") or []:
         kind = str(server.get("label", "")).removeprefix("ours-")

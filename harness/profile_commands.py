@@ -96,7 +96,7 @@ def extra_suite_args(pairs: list[str], needed: list[str]) -> dict[str, tuple[str
 
 
 def plan_suites(profile, model: str, args, bundle: str) -> list[list[str]]:
-    from suites.contracts.session import MODELS
+    from suites.contracts.cases import MODELS
 
     if "contracts" in profile.needed_suites() and model != MODELS["default"]:
         raise ValueError(f"profile {profile.name} reads the contracts suite, which serves its text cases on "

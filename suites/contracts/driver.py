@@ -31,7 +31,7 @@ class Case:
     client: str            # the client file's id: the matrix row
     capability: str        # the matrix column (CAPABILITIES in cases.py)
     action: str            # what the driver does; each driver documents its actions
-    model: str             # which served model the case needs: session.MODELS' keys
+    model: str             # which served model the case needs: cases.MODELS' keys
     args: dict[str, Any] = field(default_factory=dict)  # the case's own settings, driver-specific
 
     @property

@@ -18,17 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cases import Client
+from .cases import MODELS, Client
 from .proxy import RecordingProxy
 from .runner import drivers_for, record, run_case, target_for
 
-# "agent" serves the agent CLIs' tool turns: their ~3-5k-token agent prompts (instructions plus
-# tool schemas) are past what the 0.5B tool model follows. Run here, it re-calls the tool after its
-# result (Claude Code: 12 identical Reads) or copies a parameter's description into its arguments
-# (Codex: `justification`, refused by Codex each time); sampling did not help where tried (Claude
-# Code's turn, 10 seeds). The 1.5B answers both (README, "Client contracts").
-MODELS = {"default": "smollm2-135m", "tools": "qwen2.5-coder-0.5b", "agent": "qwen2.5-coder-1.5b",
-          "vision": "tiny-vlm (built)"}
 # Both are what a client must get right, so the suite turns them on: an unknown model id is a
 # 404 (our default answers any id, for clients that hard-code theirs), and every request needs the key.
 SERVE_ARGS = ("--strict-model-id",)

@@ -321,67 +321,6 @@ def test_a_contracts_run_publishes_valid_evidence_with_its_artifacts(tmp_path):
     assert (directory / "artifacts" / "x" / "run.txt").read_text() == "PATH=~/bin"  # no machine's home kept
 
 
-def test_codex_reading_keeps_the_calls_its_router_refused(tmp_path):
-    from suites.contracts.drivers._agent_programs import Launch, Ran, read_codex
-
-    stderr = ("Reading additional input from stdin...\n"
-              "2026-11-25T23:10:17Z ERROR codex_core::tools::router: error=`justification` requires an "
-              "explicit `sandbox_permissions`\n"
-              "2026-11-25T23:10:59Z ERROR codex_core::tools::router: error=`justification` requires an "
-              "explicit `sandbox_permissions`\n")
-    stdout = '{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"done"}}\n'
-    answer = tmp_path / "last.txt"
-    answer.write_text("done")
-    ran = Ran(Launch(["codex"], {}, tmp_path, answer_file=answer), 0, stdout, stderr, 1.0)
-    reading = read_codex(ran)
-    assert reading.answer == "done" and reading.tools == []
-    assert reading.refused == ["`justification` requires an explicit `sandbox_permissions`"] * 2
-
-
-@pytest.mark.parametrize("args, web_search, off", [
-    ({}, None, set()),
-    ({"web_search": "disabled", "features_off": ["goals", "multi_agent"]}, "disabled", {"goals", "multi_agent"}),
-])
-def test_codex_config_scopes_its_tools_as_the_case_asks(tmp_path, args, web_search, off):
-    import tomllib
-
-    from suites.contracts.drivers._agent_programs import launch_codex
-
-    target = Target("http://127.0.0.1:1", "k", "m", tmp_path, tmp_path, 60)
-    launch = launch_codex(Case("codex", "tools", "tool_turn", "agent", args), target, "codex", "hi", "k", tmp_path)
-    config = tomllib.loads((Path(launch.env["CODEX_HOME"]) / "config.toml").read_text())
-    assert config.get("web_search") == web_search  # a top-level key, not one inside a table
-    assert config["model_providers"]["mlxproof"]["wire_api"] == "responses"
-    assert config["features"] == {"plugins": False, **{name: False for name in off}}
-
-
-@pytest.mark.parametrize("file_text, answered, status", [
-    (None, "The secret word is {word}.", "pass"),
-    ("The project codename is {word}", "It is {word}", "pass"),
-    ("The project codename is {word}", "I can't assist with that.", "fail"),
-])
-def test_a_read_turn_writes_its_file_text_around_a_fresh_word(tmp_path, monkeypatch, file_text, answered, status):
-    from suites.contracts.drivers import _agent_programs as programs
-    from suites.contracts.drivers import agent_cli
-
-    seen = {}
-
-    def fake_go(case, target, prompt, key, cwd):
-        line = (cwd / "notes.txt").read_text()
-        word = line.split()[-1]
-        seen.update(line=line, prompt=prompt, word=word)
-        ran = programs.Ran(programs.Launch(["x"], {}, cwd), 1, "", "", 0.1)  # no tool call seen: never conditional
-        return ran, programs.Reading(answer=answered.format(word=word)), "x.txt"
-
-    monkeypatch.setattr(agent_cli, "_go", fake_go)
-    args = {"program": "claude", "prompt": "Read {path}", **({"file_text": file_text} if file_text else {})}
-    target = Target("http://127.0.0.1:1", "k", "m", tmp_path, tmp_path, 60)
-    outcome = agent_cli.run(Case("claude-code", "tools", "tool_turn", "agent", args), target)
-    assert seen["line"] == (file_text or "The secret word is {word}").format(word=seen["word"]) + "\n"
-    assert seen["prompt"] == f"Read {tmp_path / 'project' / 'notes.txt'}"
-    assert outcome.status == status and outcome.detail["expected"] == seen["word"]
-
-
 def test_serve_overrides_name_a_known_kind_and_a_model():
     from harness.cli import parser
     from harness.contracts_suite import served_overrides
@@ -393,17 +332,3 @@ def test_serve_overrides_name_a_known_kind_and_a_model():
         with pytest.raises(CaseFileError, match=said):
             served_overrides([bad])
 
-
-def test_a_failed_turn_names_the_calls_the_client_refused(tmp_path, monkeypatch):
-    from suites.contracts.drivers import _agent_programs as programs
-    from suites.contracts.drivers import agent_cli
-
-    def fake_go(case, target, prompt, key, cwd):
-        ran = programs.Ran(programs.Launch(["x"], {}, cwd), 1, "", "", 0.1)
-        return ran, programs.Reading(error="Incomplete response", refused=["approval policy is Never"] * 2), "x.txt"
-
-    monkeypatch.setattr(agent_cli, "_go", fake_go)
-    target = Target("http://127.0.0.1:1", "k", "m", tmp_path, tmp_path, 60)
-    outcome = agent_cli.run(Case("codex", "tools", "tool_turn", "agent", {"program": "codex", "prompt": "x"}), target)
-    assert outcome.status == "fail"
-    assert "no tool call ran; the client refused 2 call(s): approval policy is Never" in outcome.reason
